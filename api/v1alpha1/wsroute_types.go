@@ -1,0 +1,353 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Hostname is a DNS name (RFC 1123, lower case) with at most one leading
+// "*." wildcard label, such as "ws.example.com" or "*.rooms.example.com".
+//
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:Pattern=`^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+type Hostname string
+
+// Origin is a browser origin, "scheme://host" or "scheme://host:port" in
+// lower case with no path, or "*" for any origin.
+//
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=300
+// +kubebuilder:validation:Pattern=`^(\*|[a-z][a-z0-9+.-]*://([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?)$`
+type Origin string
+
+// RevokePolicy says what happens to open tunnels of a pod that leaves the
+// route's allowlist (deleted, relabelled, no longer Ready, route deleted).
+//
+// +kubebuilder:validation:Enum=Close;Drain
+type RevokePolicy string
+
+const (
+	// RevokeClose closes the pod's open tunnels at once with a websocket
+	// Close frame, status 1008 (policy violation).
+	RevokeClose RevokePolicy = "Close"
+	// RevokeDrain lets the pod's open tunnels run on until they end or
+	// reach the route's maximum lifetime; only new handshakes are refused.
+	RevokeDrain RevokePolicy = "Drain"
+)
+
+// WsRouteSpec is the desired state of a WsRoute: which pods the gateway may
+// reach, on which hosts and path, and with which limits.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.tls.issuerRef) || (has(self.hostnames) && size(self.hostnames) > 0)",message="tls.issuerRef needs at least one entry in hostnames to put into the Certificate"
+type WsRouteSpec struct {
+	// Hostnames are the hosts this route answers on (the request's Host, and
+	// its TLS SNI). Empty means the gateway's default host. A name may start
+	// with one "*." wildcard label, which matches exactly one label.
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	Hostnames []Hostname `json:"hostnames,omitempty"`
+
+	// PathPrefix is the path under which this route's pods are addressed:
+	// a request for <pathPrefix>/<podIP>/<rest> reaches the pod at <podIP>.
+	// It starts with "/", has no trailing "/" (except "/" itself), and
+	// contains no "..", "//" or "%".
+	//
+	// +optional
+	// +kubebuilder:default="/"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$`
+	// +kubebuilder:validation:XValidation:rule="!self.contains('..')",message="pathPrefix must not contain '..'"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('//')",message="pathPrefix must not contain '//'"
+	// +kubebuilder:validation:XValidation:rule="self == '/' || !self.endsWith('/')",message="pathPrefix must not end with '/' (except the root prefix '/')"
+	PathPrefix string `json:"pathPrefix,omitempty"`
+
+	// Selector selects the pods, in this route's own namespace, that the
+	// gateway may reach. It must not be empty: an empty selector would
+	// expose every pod of the namespace.
+	//
+	// +kubebuilder:validation:XValidation:rule="(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",message="selector must not be empty: an empty selector would expose every pod in the namespace"
+	Selector metav1.LabelSelector `json:"selector"`
+
+	// Port is the pod's websocket port: a number, or the name of a container
+	// port, resolved for each pod (a pod without that named port is skipped).
+	//
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : (self.size() <= 15 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.matches('[a-z]') && !self.contains('--'))",message="port must be a number in 1-65535 or a port name (IANA_SVC_NAME: at most 15 lower-case letters, digits and '-', with at least one letter)"
+	Port intstr.IntOrString `json:"port"`
+
+	// BackendPath is the path prefix on the pod: <rest> of the request is
+	// appended to it. Same rules as pathPrefix.
+	//
+	// +optional
+	// +kubebuilder:default="/"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$`
+	// +kubebuilder:validation:XValidation:rule="!self.contains('..')",message="backendPath must not contain '..'"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('//')",message="backendPath must not contain '//'"
+	BackendPath string `json:"backendPath,omitempty"`
+
+	// AllowedOrigins are the browser origins accepted in the Origin header,
+	// compared exactly (scheme, host and port), or "*" for any. When empty,
+	// only same-origin requests (Origin's host equals the request's Host)
+	// and requests without an Origin header (non-browser clients) pass.
+	// Anything else is refused with 403.
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	AllowedOrigins []Origin `json:"allowedOrigins,omitempty"`
+
+	// Timeouts bound the handshake, idle time and lifetime of tunnels.
+	//
+	// +optional
+	Timeouts *Timeouts `json:"timeouts,omitempty"`
+
+	// MaxConnectionsPerPod caps the open tunnels to any one pod through one
+	// gateway replica; beyond it the gateway answers 503 with Retry-After.
+	// Unset means only the gateway's global cap applies.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxConnectionsPerPod *int32 `json:"maxConnectionsPerPod,omitempty"`
+
+	// RevokePolicy says what happens to open tunnels of a pod that leaves
+	// this route: Close (default) sends them a Close frame 1008 at once;
+	// Drain lets them run until they end or reach their maximum lifetime.
+	//
+	// +optional
+	// +kubebuilder:default=Close
+	RevokePolicy RevokePolicy `json:"revokePolicy,omitempty"`
+
+	// TLS names the certificate for this route's hostnames.
+	//
+	// +optional
+	TLS *RouteTLS `json:"tls,omitempty"`
+}
+
+// Timeouts bound the phases of a tunnel. Durations use Go syntax ("30s",
+// "1h30m").
+type Timeouts struct {
+	// Handshake bounds the time from the client's request to the pod's 101
+	// answer, dial included. Between 100ms and 1m; the gateway's default
+	// applies when unset.
+	//
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('1m')",message="timeouts.handshake must be between 100ms and 1m"
+	Handshake *metav1.Duration `json:"handshake,omitempty"`
+
+	// Idle closes a tunnel that moved no bytes, in either direction, for
+	// this long. Between 1s and 24h; the gateway's default applies when
+	// unset.
+	//
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="timeouts.idle must be between 1s and 24h"
+	Idle *metav1.Duration `json:"idle,omitempty"`
+
+	// MaxLifetime closes a tunnel this long after it opened, with a Close
+	// frame 1001. Between 1s and 720h (30 days); unlimited when unset.
+	//
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('720h')",message="timeouts.maxLifetime must be between 1s and 720h"
+	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+}
+
+// RouteTLS names the Secret that holds the certificate for the route's
+// hostnames and, optionally, the cert-manager issuer that fills it.
+type RouteTLS struct {
+	// SecretName is a kubernetes.io/tls Secret in the route's namespace.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SecretName string `json:"secretName"`
+
+	// IssuerRef, when set, makes the controller own a cert-manager
+	// Certificate for the route's hostnames, written into SecretName.
+	//
+	// +optional
+	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
+}
+
+// IssuerReference points at a cert-manager Issuer or ClusterIssuer.
+type IssuerReference struct {
+	// Name of the issuer.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Kind of the issuer: Issuer (in the route's namespace) or
+	// ClusterIssuer.
+	//
+	// +optional
+	// +kubebuilder:default=Issuer
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	Kind string `json:"kind,omitempty"`
+
+	// Group of the issuer's API.
+	//
+	// +optional
+	// +kubebuilder:default=cert-manager.io
+	// +kubebuilder:validation:MaxLength=253
+	Group string `json:"group,omitempty"`
+}
+
+// WsRouteStatus is what the controller observed of a WsRoute.
+type WsRouteStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	//
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Endpoints describes the pods that are allowlisted.
+	//
+	// +optional
+	Endpoints RouteEndpoints `json:"endpoints,omitempty"`
+
+	// Conditions: Accepted (valid and not in conflict), CertificateReady
+	// (when tls.issuerRef is set) and Ready (serving traffic).
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// MaxStatusPods bounds the pods listed in status.endpoints.pods.
+const MaxStatusPods = 32
+
+// RouteEndpoints describes the allowlisted pods of a route.
+type RouteEndpoints struct {
+	// Count is the number of allowlisted pods.
+	Count int32 `json:"count"`
+
+	// Pods lists allowlisted pods by name, at most 32, sorted by name.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Pods []EndpointPod `json:"pods,omitempty"`
+
+	// Skipped counts pods that the selector matched but that are not
+	// allowlisted, by reason.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=reason
+	// +kubebuilder:validation:MaxItems=8
+	Skipped []SkippedPods `json:"skipped,omitempty"`
+}
+
+// EndpointPod is one allowlisted pod.
+type EndpointPod struct {
+	// Name of the pod.
+	Name string `json:"name"`
+	// Addresses are the pod's IPs, as the gateway expects them in the path.
+	//
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=2
+	Addresses []string `json:"addresses"`
+	// Port is the resolved port number.
+	Port int32 `json:"port"`
+}
+
+// SkippedReason says why a selected pod is not allowlisted.
+type SkippedReason string
+
+const (
+	// SkippedNoIP: the pod has no IP yet.
+	SkippedNoIP SkippedReason = "NoIP"
+	// SkippedNotReady: the pod's Ready condition is not True.
+	SkippedNotReady SkippedReason = "NotReady"
+	// SkippedTerminating: the pod is being deleted.
+	SkippedTerminating SkippedReason = "Terminating"
+	// SkippedPortNotFound: the route names a port that the pod's containers
+	// do not declare.
+	SkippedPortNotFound SkippedReason = "PortNotFound"
+)
+
+// SkippedPods counts selected pods that are not allowlisted for one reason.
+type SkippedPods struct {
+	// Reason the pods are skipped.
+	Reason SkippedReason `json:"reason"`
+	// Count of pods skipped for that reason.
+	Count int32 `json:"count"`
+}
+
+// Condition types of a WsRoute.
+const (
+	// ConditionAccepted is True when the route is valid and owns its
+	// host and path prefix.
+	ConditionAccepted = "Accepted"
+	// ConditionCertificateReady mirrors the Ready condition of the
+	// route's cert-manager Certificate (only with tls.issuerRef).
+	ConditionCertificateReady = "CertificateReady"
+	// ConditionReady is True when the gateway serves the route: it is
+	// accepted, its certificate (if managed) is ready, and at least one
+	// pod is allowlisted.
+	ConditionReady = "Ready"
+)
+
+// Condition reasons of a WsRoute; Events use the same reasons.
+const (
+	// ReasonAccepted: the route is valid and owns its host and prefix.
+	ReasonAccepted = "Accepted"
+	// ReasonConflict: an older route claims the same host and prefix.
+	ReasonConflict = "Conflict"
+	// ReasonInvalid: the route passed schema validation but cannot be
+	// used (for example a selector the controller cannot parse).
+	ReasonInvalid = "Invalid"
+	// ReasonReady: the route is served.
+	ReasonReady = "Ready"
+	// ReasonNotAccepted: Ready is False because Accepted is False.
+	ReasonNotAccepted = "NotAccepted"
+	// ReasonNoEndpoints: Ready is False because no pod is allowlisted.
+	ReasonNoEndpoints = "NoEndpoints"
+)
+
+// WsRoute allowlists the pods, selected by labels in its own namespace, that
+// the websocket gateway may reach at wss://<host><pathPrefix>/<podIP>/...
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=wsr,categories=wsgate
+// +kubebuilder:printcolumn:name="Hosts",type=string,JSONPath=`.spec.hostnames`
+// +kubebuilder:printcolumn:name="Prefix",type=string,JSONPath=`.spec.pathPrefix`
+// +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.endpoints.count`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type WsRoute struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired state.
+	Spec WsRouteSpec `json:"spec"`
+	// Status is the observed state.
+	//
+	// +optional
+	Status WsRouteStatus `json:"status,omitempty"`
+}
+
+// WsRouteList is a list of WsRoutes.
+//
+// +kubebuilder:object:root=true
+type WsRouteList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the routes.
+	Items []WsRoute `json:"items"`
+}

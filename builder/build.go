@@ -1,0 +1,420 @@
+// Package builder turns cluster state (WsRoutes and Pods) into a
+// routing.Table and the status each route should show. It is pure: no API
+// calls, no clock reads, no randomness.
+//
+// A build runs in three steps over a snapshot of the cache:
+//
+//  1. Every WsRoute is checked and compiled into the routing.Route it would
+//     become. A route that cannot be used (for example an empty selector)
+//     is Invalid: it claims nothing and gets no table entry.
+//  2. Valid routes are walked oldest first (creationTimestamp, then
+//     namespace and name). Each claims (host, pathPrefix) pairs; a route is
+//     accepted only if none of its claims is already held by an accepted
+//     route, otherwise it is in Conflict and named after the route that
+//     holds the claim.
+//  3. Each accepted route is matched against the pods of its own namespace
+//     through a label index, and its eligible pods become its backends.
+//
+// The output depends only on the input's contents, not on its order: the
+// same routes and pods in any order give an identical table and statuses.
+// Build never modifies its input.
+package builder
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/routing"
+)
+
+// Options are the settings of one build that do not come from the cluster.
+type Options struct {
+	// DefaultHost replaces an empty spec.hostnames; when "" such routes are
+	// the catch-all (routing.Route.Hosts empty). It is lower-cased.
+	DefaultHost string
+	// Generation is passed to routing.New.
+	Generation uint64
+	// Now is passed to routing.New as builtAt; Build never reads the clock.
+	Now time.Time
+}
+
+// Input is the cluster state one build reads. Build does not modify it.
+type Input struct {
+	// Routes are the WsRoutes to build, of any namespaces. Nil entries are
+	// ignored; keys (namespace/name) are expected to be unique.
+	Routes []*v1alpha1.WsRoute
+	// Pods are all pods of all namespaces the cache holds. A route is only
+	// ever matched against the pods of its own namespace. Nil entries are
+	// ignored.
+	Pods []*corev1.Pod
+}
+
+// RouteStatus is what one build observed of one route.
+//
+// Endpoints are computed for accepted routes only: a route that is Invalid
+// or in Conflict serves nothing, and its Endpoints are zero.
+type RouteStatus struct {
+	// Generation is the route's metadata.generation.
+	Generation int64
+	// Accepted is true when the route is valid and owns all its host and
+	// path prefix claims.
+	Accepted bool
+	// Reason is v1alpha1.ReasonAccepted, ReasonConflict or ReasonInvalid.
+	Reason string
+	// Message is a human sentence; for a conflict it names the winner:
+	// `host "h" and pathPrefix "/p" are already claimed by WsRoute ns/name (older)`.
+	Message string
+	// Endpoints are the allowlisted pods: Count, Pods (at most
+	// v1alpha1.MaxStatusPods, sorted by name) and Skipped (sorted by
+	// reason, only non-zero counts). Zero unless Accepted.
+	Endpoints v1alpha1.RouteEndpoints
+}
+
+// Result is the output of one build.
+type Result struct {
+	// Table holds the accepted routes and their backends.
+	Table *routing.Table
+	// Routes has one entry for every input route, accepted or not.
+	Routes map[routing.RouteKey]RouteStatus
+}
+
+// Build compiles the routes, resolves their conflicts, matches the accepted
+// ones against the pods of their namespaces, and returns the table and the
+// status of every route. See the package documentation for the rules.
+func Build(in Input, opts Options) *Result {
+	defaultHost := strings.ToLower(opts.DefaultHost)
+
+	cands := make([]*candidate, 0, len(in.Routes))
+	for _, wr := range in.Routes {
+		if wr != nil {
+			cands = append(cands, compile(wr, defaultHost))
+		}
+	}
+	slices.SortFunc(cands, olderFirst)
+
+	res := &Result{Routes: make(map[routing.RouteKey]RouteStatus, len(cands))}
+	accepted := resolveClaims(cands, res.Routes)
+
+	idx := newPodIndex(in.Pods, accepted)
+	routes := make([]*routing.Route, 0, len(accepted))
+	var scratch endpointScratch
+	for _, c := range accepted {
+		st := res.Routes[c.key]
+		c.route.Backends, st.Endpoints = idx.endpoints(c, &scratch)
+		res.Routes[c.key] = st
+		routes = append(routes, c.route)
+	}
+	res.Table = routing.New(opts.Generation, opts.Now, routes)
+	return res
+}
+
+// claim is one (host, pathPrefix) pair a route wants to own. Host is "" for
+// the catch-all.
+type claim struct {
+	host   string
+	prefix string
+}
+
+// lookup is a selector requirement that the label index can answer: the
+// pod's label key must have one of values.
+type lookup struct {
+	key    string
+	values []string
+}
+
+// candidate is one WsRoute on its way into the table.
+type candidate struct {
+	wr  *v1alpha1.WsRoute
+	key routing.RouteKey
+	// problems say why the route cannot be used; empty when it is valid.
+	problems []string
+
+	selector labels.Selector
+	lookups  []lookup
+	port     intstr.IntOrString
+	claims   []claim // sorted by host
+	route    *routing.Route
+}
+
+// olderFirst orders routes by creationTimestamp, then namespace and name;
+// the UID breaks the tie between two objects with the same key.
+func olderFirst(a, b *candidate) int {
+	if c := a.wr.CreationTimestamp.Time.Compare(b.wr.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.key.Namespace, b.key.Namespace); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.key.Name, b.key.Name); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.wr.UID, b.wr.UID)
+}
+
+// resolveClaims walks the candidates oldest first, records a status for
+// each, and returns the accepted ones in that order.
+func resolveClaims(cands []*candidate, statuses map[routing.RouteKey]RouteStatus) []*candidate {
+	owners := make(map[claim]*candidate, len(cands))
+	accepted := make([]*candidate, 0, len(cands))
+	for _, c := range cands {
+		if _, dup := statuses[c.key]; dup {
+			continue // a second object with the same key; the older one stands
+		}
+		st := RouteStatus{Generation: c.wr.Generation}
+		if len(c.problems) > 0 {
+			st.Reason = v1alpha1.ReasonInvalid
+			st.Message = "the route cannot be used: " + strings.Join(c.problems, "; ")
+		} else if msg := conflictMessage(c, owners); msg != "" {
+			st.Reason = v1alpha1.ReasonConflict
+			st.Message = msg
+		} else {
+			for _, cl := range c.claims {
+				owners[cl] = c
+			}
+			st.Accepted = true
+			st.Reason = v1alpha1.ReasonAccepted
+			st.Message = acceptedMessage(c)
+			accepted = append(accepted, c)
+		}
+		statuses[c.key] = st
+	}
+	return accepted
+}
+
+// conflictMessage names the first of c's claims that an accepted route
+// already holds, or returns "" when c can take all its claims.
+func conflictMessage(c *candidate, owners map[claim]*candidate) string {
+	for _, cl := range c.claims {
+		winner, taken := owners[cl]
+		if !taken {
+			continue
+		}
+		why := "older"
+		if winner.wr.CreationTimestamp.Time.Equal(c.wr.CreationTimestamp.Time) {
+			why = "same age, first by namespace/name"
+		}
+		return fmt.Sprintf("%s and pathPrefix %q are already claimed by WsRoute %s (%s)",
+			describeHost(cl.host), cl.prefix, winner.key, why)
+	}
+	return ""
+}
+
+func describeHost(host string) string {
+	if host == "" {
+		return "the catch-all host (no hostnames and no default host)"
+	}
+	return fmt.Sprintf("host %q", host)
+}
+
+func acceptedMessage(c *candidate) string {
+	hosts := c.route.Hosts
+	switch len(hosts) {
+	case 0:
+		return fmt.Sprintf("the route is valid and owns pathPrefix %q on the catch-all host", c.route.PathPrefix)
+	case 1:
+		return fmt.Sprintf("the route is valid and owns pathPrefix %q on host %q", c.route.PathPrefix, hosts[0])
+	}
+	quoted := make([]string, len(hosts))
+	for i, h := range hosts {
+		quoted[i] = fmt.Sprintf("%q", h)
+	}
+	return fmt.Sprintf("the route is valid and owns pathPrefix %q on hosts %s", c.route.PathPrefix, strings.Join(quoted, ", "))
+}
+
+// compile checks a WsRoute and turns it into a candidate with its
+// routing.Route (without backends) and its claims. The checks repeat the
+// parts of the CRD validation that the table relies on, so that an object
+// admitted by an older or missing schema cannot break the data plane.
+func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
+	spec := &wr.Spec
+	c := &candidate{
+		wr:   wr,
+		key:  routing.RouteKey{Namespace: wr.Namespace, Name: wr.Name},
+		port: spec.Port,
+	}
+	problem := func(format string, args ...any) {
+		c.problems = append(c.problems, fmt.Sprintf(format, args...))
+	}
+
+	sel, err := metav1.LabelSelectorAsSelector(&spec.Selector)
+	switch {
+	case err != nil:
+		problem("spec.selector is invalid: %v", err)
+	case sel.Empty():
+		problem("spec.selector is empty, and an empty selector would expose every pod in the namespace")
+	default:
+		c.selector = sel
+		c.lookups = lookups(sel)
+	}
+
+	switch spec.Port.Type {
+	case intstr.Int:
+		if spec.Port.IntVal < 1 || spec.Port.IntVal > 65535 {
+			problem("spec.port %d is not in 1-65535", spec.Port.IntVal)
+		}
+	default:
+		if spec.Port.StrVal == "" {
+			problem("spec.port is an empty name")
+		}
+	}
+
+	hosts := make([]string, 0, max(len(spec.Hostnames), 1))
+	for _, h := range spec.Hostnames {
+		host := strings.ToLower(string(h))
+		if !validHostname(host) {
+			problem("spec.hostnames entry %q is not a DNS name with at most one leading \"*.\" label", string(h))
+			continue
+		}
+		hosts = append(hosts, host)
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	if len(spec.Hostnames) == 0 && defaultHost != "" {
+		hosts = append(hosts, defaultHost)
+	}
+
+	prefix := cmp.Or(spec.PathPrefix, "/")
+	if msg := checkPath(prefix, true); msg != "" {
+		problem("spec.pathPrefix %q %s", prefix, msg)
+	}
+	backendPath := cmp.Or(spec.BackendPath, "/")
+	if msg := checkPath(backendPath, false); msg != "" {
+		problem("spec.backendPath %q %s", backendPath, msg)
+	}
+
+	var drain bool
+	switch spec.RevokePolicy {
+	case "", v1alpha1.RevokeClose:
+	case v1alpha1.RevokeDrain:
+		drain = true
+	default:
+		problem("spec.revokePolicy %q is neither %s nor %s", spec.RevokePolicy, v1alpha1.RevokeClose, v1alpha1.RevokeDrain)
+	}
+
+	var maxConns int
+	if spec.MaxConnectionsPerPod != nil {
+		maxConns = int(*spec.MaxConnectionsPerPod)
+		if maxConns < 1 {
+			problem("spec.maxConnectionsPerPod %d is not positive", maxConns)
+		}
+	}
+
+	var timeouts routing.Timeouts
+	if t := spec.Timeouts; t != nil {
+		timeouts.Handshake = duration(t.Handshake, "handshake", problem)
+		timeouts.Idle = duration(t.Idle, "idle", problem)
+		timeouts.MaxLifetime = duration(t.MaxLifetime, "maxLifetime", problem)
+	}
+
+	var origins []string
+	if len(spec.AllowedOrigins) > 0 {
+		origins = make([]string, len(spec.AllowedOrigins))
+		for i, o := range spec.AllowedOrigins {
+			origins[i] = string(o)
+		}
+		slices.Sort(origins)
+		origins = slices.Compact(origins)
+	}
+
+	if len(c.problems) > 0 {
+		return c
+	}
+	if len(hosts) == 0 {
+		c.claims = []claim{{host: "", prefix: prefix}}
+	} else {
+		c.claims = make([]claim, len(hosts))
+		for i, h := range hosts {
+			c.claims[i] = claim{host: h, prefix: prefix}
+		}
+	}
+	c.route = &routing.Route{
+		Key:                  c.key,
+		Generation:           wr.Generation,
+		Hosts:                hosts,
+		PathPrefix:           prefix,
+		BackendPath:          backendPath,
+		AllowedOrigins:       origins,
+		Timeouts:             timeouts,
+		MaxConnectionsPerPod: maxConns,
+		DrainOnRevoke:        drain,
+	}
+	return c
+}
+
+// lookups returns the requirements of sel that the label index can answer:
+// Equals, DoubleEquals and In. (In with several values is answered by the
+// union of its values' lists, which are disjoint since a pod has one value
+// per key.)
+func lookups(sel labels.Selector) []lookup {
+	reqs, _ := sel.Requirements()
+	var out []lookup
+	for i := range reqs {
+		switch reqs[i].Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			values := reqs[i].ValuesUnsorted()
+			slices.Sort(values)
+			out = append(out, lookup{key: reqs[i].Key(), values: slices.Compact(values)})
+		}
+	}
+	return out
+}
+
+func duration(d *metav1.Duration, field string, problem func(string, ...any)) time.Duration {
+	if d == nil {
+		return 0
+	}
+	if d.Duration < 0 {
+		problem("spec.timeouts.%s %s is negative", field, d.Duration)
+		return 0
+	}
+	return d.Duration
+}
+
+// checkPath returns what is wrong with a pathPrefix (prefix true) or
+// backendPath, or "" when it is usable.
+func checkPath(p string, prefix bool) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return `does not start with "/"`
+	case strings.Contains(p, "//"):
+		return `contains "//"`
+	case strings.Contains(p, ".."):
+		return `contains ".."`
+	case strings.Contains(p, "%"):
+		return `contains "%"`
+	case prefix && p != "/" && strings.HasSuffix(p, "/"):
+		return `ends with "/"`
+	}
+	return ""
+}
+
+// validHostname reports whether h is a lower-case DNS name with at most one
+// leading "*." label, as the CRD's Hostname pattern requires.
+func validHostname(h string) bool {
+	h = strings.TrimPrefix(h, "*.")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			b := label[i]
+			if (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	wsbuilder "github.com/wsgate/wsgate/builder"
+	"github.com/wsgate/wsgate/routing"
+)
+
+// RouteReconciler writes each WsRoute's status and Events from the latest
+// table build. It runs on the elected leader only; status is written only
+// when it changed.
+type RouteReconciler struct {
+	client.Client
+	// Builds supplies the latest build result and tells which routes
+	// changed.
+	Builds *TableBuilder
+	// Recorder emits Events with the same reasons as the conditions.
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one route's status in line with the latest build.
+func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var route wsgatev1alpha1.WsRoute
+	if err := r.Get(ctx, req.NamespacedName, &route); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	res := r.Builds.Latest()
+	if res == nil {
+		return ctrl.Result{}, nil // the first build enqueues every route
+	}
+	st, ok := res.Routes[routing.RouteKey{Namespace: route.Namespace, Name: route.Name}]
+	if !ok || st.Generation != route.Generation {
+		return ctrl.Result{}, nil // the build that sees this generation enqueues it
+	}
+
+	updated := route.DeepCopy()
+	transitions := applyStatus(&updated.Status, route.Generation, st)
+	if equality.Semantic.DeepEqual(route.Status, updated.Status) {
+		return ctrl.Result{}, nil
+	}
+	if err := r.Status().Patch(ctx, updated, client.MergeFrom(&route)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("patch status of WsRoute %s: %w", req.NamespacedName, err)
+	}
+	log.FromContext(ctx).V(1).Info("status updated", "accepted", st.Accepted, "reason", st.Reason, "pods", st.Endpoints.Count)
+	for _, c := range transitions {
+		eventType := corev1.EventTypeNormal
+		if c.Status != metav1.ConditionTrue {
+			eventType = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(updated, nil, eventType, c.Reason, c.Type, "%s", c.Message)
+	}
+	return ctrl.Result{}, nil
+}
+
+// applyStatus writes the build's view of a route into status and returns
+// the conditions whose status or reason changed (each gets an Event).
+func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st wsbuilder.RouteStatus) []metav1.Condition {
+	status.ObservedGeneration = generation
+	status.Endpoints = st.Endpoints
+
+	accepted := metav1.Condition{
+		Type: wsgatev1alpha1.ConditionAccepted, Status: metav1.ConditionTrue,
+		Reason: wsgatev1alpha1.ReasonAccepted, Message: "The route is valid and owns its hosts and path prefix.",
+		ObservedGeneration: generation,
+	}
+	if !st.Accepted {
+		accepted.Status, accepted.Reason, accepted.Message = metav1.ConditionFalse, st.Reason, st.Message
+	}
+
+	ready := metav1.Condition{Type: wsgatev1alpha1.ConditionReady, ObservedGeneration: generation}
+	switch {
+	case !st.Accepted:
+		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonNotAccepted
+		ready.Message = "The route is not accepted: see the Accepted condition."
+	case st.Endpoints.Count == 0:
+		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonNoEndpoints
+		ready.Message = "No selected pod is allowlisted" + skippedSummary(st.Endpoints.Skipped) + "."
+	default:
+		ready.Status, ready.Reason = metav1.ConditionTrue, wsgatev1alpha1.ReasonReady
+		ready.Message = fmt.Sprintf("%d pod(s) allowlisted%s.", st.Endpoints.Count, skippedSummary(st.Endpoints.Skipped))
+	}
+
+	var transitions []metav1.Condition
+	for _, c := range []metav1.Condition{accepted, ready} {
+		old := meta.FindStatusCondition(status.Conditions, c.Type)
+		if old == nil || old.Status != c.Status || old.Reason != c.Reason {
+			transitions = append(transitions, c)
+		}
+		meta.SetStatusCondition(&status.Conditions, c)
+	}
+	return transitions
+}
+
+// skippedSummary renders skipped pod counts, e.g. "; skipped: NotReady=2".
+func skippedSummary(skipped []wsgatev1alpha1.SkippedPods) string {
+	if len(skipped) == 0 {
+		return ""
+	}
+	parts := make([]string, len(skipped))
+	for i, s := range skipped {
+		parts[i] = fmt.Sprintf("%s=%d", s.Reason, s.Count)
+	}
+	return "; skipped pods: " + strings.Join(parts, ", ")
+}
+
+// SetupWithManager registers the reconciler: it reconciles a route when
+// its spec changes and when a table build changes its status.
+func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&wsgatev1alpha1.WsRoute{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+			r.Builds.OnBuild(func(changed []routing.RouteKey) {
+				for _, k := range changed {
+					q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.Name}})
+				}
+			})
+			return nil
+		})).
+		Named("wsroute").
+		Complete(r)
+}

@@ -1,0 +1,198 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/controllers"
+	"github.com/wsgate/wsgate/internal/testenv"
+	"github.com/wsgate/wsgate/routing"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { testenv.Main(m, &env) }
+
+// gateway is one running replica's control plane: manager, table builder
+// and (with leader election off) the status reconciler.
+type gateway struct {
+	tables  *routing.Publisher
+	builder *controllers.TableBuilder
+}
+
+// startGateway runs a manager like cmd/wsgate does until the test ends.
+func startGateway(t *testing.T, defaultHost string) *gateway {
+	t.Helper()
+	ctrl.SetLogger(testr.NewWithOptions(t, testr.Options{Verbosity: 0}))
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Transform: controllers.TrimPod},
+		}},
+		// Each test starts its own manager with the same controller name.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("manager: %v", err)
+	}
+	g := &gateway{tables: routing.NewPublisher()}
+	g.builder = &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultHost: defaultHost, Log: testr.New(t)}
+	if err := mgr.Add(g.builder); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&controllers.RouteReconciler{Client: mgr.GetClient(), Builds: g.builder, Recorder: mgr.GetEventRecorder("wsgate")}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	eventually(t, 30*time.Second, func() error {
+		if !g.tables.Ready() {
+			return errors.New("no table published yet")
+		}
+		return nil
+	})
+	return g
+}
+
+// eventually retries f until it succeeds or the timeout passes.
+func eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// route returns a WsRoute selecting app=<app> on a numbered port.
+func route(ns, name, app string, mutate ...func(*wsgatev1alpha1.WsRoute)) *wsgatev1alpha1.WsRoute {
+	r := &wsgatev1alpha1.WsRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: wsgatev1alpha1.WsRouteSpec{
+			Hostnames:  []wsgatev1alpha1.Hostname{"ws.example.com"},
+			PathPrefix: "/" + name,
+			Selector:   metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
+			Port:       intstr.FromInt32(8080),
+		},
+	}
+	for _, m := range mutate {
+		m(r)
+	}
+	return r
+}
+
+func create(t testing.TB, obj client.Object) {
+	t.Helper()
+	if err := env.Client.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+// allowlisted returns the route's backends in the current table as
+// sorted "ip:port" strings, or nil when the route is not in the table.
+func (g *gateway) allowlisted(ns, name string) []string {
+	r, ok := g.tables.Load().Route(routing.RouteKey{Namespace: ns, Name: name})
+	if !ok {
+		return nil
+	}
+	out := []string{}
+	for _, b := range r.Backends {
+		out = append(out, b.Addr.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// waitAllowlist waits until the route is in the table and allowlists
+// exactly want.
+func (g *gateway) waitAllowlist(t testing.TB, ns, name string, want ...string) {
+	t.Helper()
+	sort.Strings(want)
+	eventually(t, 10*time.Second, func() error {
+		got := g.allowlisted(ns, name)
+		if got == nil {
+			return fmt.Errorf("route %s/%s is not in the table", ns, name)
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("route %s/%s allowlists %v, want %v", ns, name, got, want)
+		}
+		return nil
+	})
+}
+
+// waitRouteGone waits until the route is not in the table.
+func (g *gateway) waitRouteGone(t testing.TB, ns, name string) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		if got := g.allowlisted(ns, name); got != nil {
+			return fmt.Errorf("route %s/%s is still in the table with %v", ns, name, got)
+		}
+		return nil
+	})
+}
+
+// waitStatus waits until the route's status satisfies check.
+func waitStatus(t testing.TB, ns, name string, check func(*wsgatev1alpha1.WsRoute) error) *wsgatev1alpha1.WsRoute {
+	t.Helper()
+	var r wsgatev1alpha1.WsRoute
+	eventually(t, 10*time.Second, func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
+			return err
+		}
+		return check(&r)
+	})
+	return &r
+}
+
+// condition returns "Status/Reason" of a condition, or "" if absent.
+func condition(r *wsgatev1alpha1.WsRoute, typ string) string {
+	for _, c := range r.Status.Conditions {
+		if c.Type == typ {
+			return string(c.Status) + "/" + c.Reason
+		}
+	}
+	return ""
+}
+
+// lookup resolves host+path through the current table as the proxy will.
+func (g *gateway) lookup(host, path, ip string) bool {
+	r, _, ok := g.tables.Load().Match(host, path)
+	if !ok {
+		return false
+	}
+	_, ok = r.Backend(netip.MustParseAddr(ip))
+	return ok
+}

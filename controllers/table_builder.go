@@ -1,0 +1,226 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/builder"
+	"github.com/wsgate/wsgate/routing"
+)
+
+// Default batching of rebuilds: a build starts Holdoff after the last
+// event, but never later than MaxHoldoff after the first unbuilt one.
+const (
+	DefaultHoldoff    = 20 * time.Millisecond
+	DefaultMaxHoldoff = 200 * time.Millisecond
+)
+
+// TableBuilder rebuilds the routing table from the cache whenever WsRoutes
+// or Pods change, and publishes it. It runs on every replica (it does not
+// need leader election) and never writes to the API server.
+type TableBuilder struct {
+	// Cache is the manager's cache; Pods should be trimmed with TrimPod.
+	Cache cache.Cache
+	// Publisher receives each new table.
+	Publisher *routing.Publisher
+	// DefaultHost replaces an empty spec.hostnames.
+	DefaultHost string
+	// Holdoff and MaxHoldoff batch bursts of events (defaults above).
+	Holdoff, MaxHoldoff time.Duration
+	// Clock is swapped by tests.
+	Clock clock.Clock
+	// Log receives build summaries.
+	Log logr.Logger
+
+	dirty      chan struct{}
+	generation uint64
+	latest     atomic.Pointer[builder.Result]
+
+	mu       sync.Mutex
+	watchers []func([]routing.RouteKey)
+}
+
+// NeedLeaderElection is false: every replica serves traffic and builds its
+// own table.
+func (b *TableBuilder) NeedLeaderElection() bool { return false }
+
+// Latest returns the result of the most recent build, or nil before the
+// first one.
+func (b *TableBuilder) Latest() *builder.Result { return b.latest.Load() }
+
+// OnBuild registers fn to be called after each build with the keys of the
+// routes whose build status changed (added, removed or different). fn
+// must not block.
+func (b *TableBuilder) OnBuild(fn func(changed []routing.RouteKey)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.watchers = append(b.watchers, fn)
+}
+
+// Start watches WsRoutes and Pods, waits for the cache to sync, publishes
+// the first table and then rebuilds after each batch of changes until ctx
+// ends.
+func (b *TableBuilder) Start(ctx context.Context) error {
+	if b.Clock == nil {
+		b.Clock = clock.RealClock{}
+	}
+	if b.Holdoff <= 0 {
+		b.Holdoff = DefaultHoldoff
+	}
+	if b.MaxHoldoff < b.Holdoff {
+		b.MaxHoldoff = max(DefaultMaxHoldoff, b.Holdoff)
+	}
+	b.dirty = make(chan struct{}, 1)
+
+	if err := b.watch(ctx, &wsgatev1alpha1.WsRoute{}, routeSpecChanged); err != nil {
+		return err
+	}
+	if err := b.watch(ctx, &corev1.Pod{}, podRoutingChanged); err != nil {
+		return err
+	}
+	if !b.Cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("wait for cache sync: %w", ctx.Err())
+	}
+	if err := b.build(ctx); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-b.dirty:
+		}
+		if !b.holdoff(ctx) {
+			return nil
+		}
+		if err := b.build(ctx); err != nil {
+			b.Log.Error(err, "build routing table")
+		}
+	}
+}
+
+func (b *TableBuilder) watch(ctx context.Context, obj client.Object, changed func(o, n any) bool) error {
+	inf, err := b.Cache.GetInformer(ctx, obj)
+	if err != nil {
+		return fmt.Errorf("informer for %T: %w", obj, err)
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { b.markDirty() },
+		UpdateFunc: func(o, n any) {
+			if changed == nil || changed(o, n) {
+				b.markDirty()
+			}
+		},
+		DeleteFunc: func(any) { b.markDirty() },
+	})
+	if err != nil {
+		return fmt.Errorf("event handler for %T: %w", obj, err)
+	}
+	return nil
+}
+
+func (b *TableBuilder) markDirty() {
+	select {
+	case b.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// holdoff waits until no event came for Holdoff, or MaxHoldoff passed.
+func (b *TableBuilder) holdoff(ctx context.Context) bool {
+	deadline := b.Clock.Now().Add(b.MaxHoldoff)
+	for {
+		wait := min(b.Holdoff, deadline.Sub(b.Clock.Now()))
+		if wait <= 0 {
+			return true
+		}
+		t := b.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-b.dirty:
+			t.Stop()
+		case <-t.C():
+			return true
+		}
+	}
+}
+
+func (b *TableBuilder) build(ctx context.Context) error {
+	start := b.Clock.Now()
+	var routes wsgatev1alpha1.WsRouteList
+	if err := b.Cache.List(ctx, &routes, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("list WsRoutes: %w", err)
+	}
+	var pods corev1.PodList
+	if err := b.Cache.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("list Pods: %w", err)
+	}
+	in := builder.Input{
+		Routes: make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
+		Pods:   make([]*corev1.Pod, len(pods.Items)),
+	}
+	for i := range routes.Items {
+		in.Routes[i] = &routes.Items[i]
+	}
+	for i := range pods.Items {
+		in.Pods[i] = &pods.Items[i]
+	}
+	b.generation++
+	res := builder.Build(in, builder.Options{DefaultHost: b.DefaultHost, Generation: b.generation, Now: start})
+	prev := b.latest.Swap(res)
+	b.Publisher.Publish(res.Table)
+	b.Log.V(1).Info("published routing table", "generation", b.generation,
+		"routes", len(res.Table.Routes()), "backends", res.Table.Backends(),
+		"pods", len(in.Pods), "took", b.Clock.Since(start))
+
+	changed := changedRoutes(prev, res)
+	if len(changed) == 0 {
+		return nil
+	}
+	b.mu.Lock()
+	watchers := append([]func([]routing.RouteKey){}, b.watchers...)
+	b.mu.Unlock()
+	for _, fn := range watchers {
+		fn(changed)
+	}
+	return nil
+}
+
+// routeSpecChanged ignores status-only updates of a WsRoute (the
+// controller's own writes): only the spec, which bumps the generation,
+// feeds the table.
+func routeSpecChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*wsgatev1alpha1.WsRoute)
+	n, ok2 := newObj.(*wsgatev1alpha1.WsRoute)
+	return !ok1 || !ok2 || o.Generation != n.Generation
+}
+
+// changedRoutes lists the routes whose build status differs between two
+// results.
+func changedRoutes(prev, cur *builder.Result) []routing.RouteKey {
+	var out []routing.RouteKey
+	for k, st := range cur.Routes {
+		if prev == nil {
+			out = append(out, k)
+			continue
+		}
+		if old, ok := prev.Routes[k]; !ok || !reflect.DeepEqual(old, st) {
+			out = append(out, k)
+		}
+	}
+	return out
+}

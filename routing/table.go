@@ -1,0 +1,246 @@
+// Package routing defines the gateway's routing table: the immutable
+// allowlist that the control plane builds from cluster state and the data
+// plane reads on every handshake.
+//
+// A Table maps a request's host and path to a Route, and a Route maps a pod
+// address to the one Backend the gateway may dial for it. Nothing outside a
+// Table is ever dialled. Tables are built once, never modified, and swapped
+// whole through a Publisher, so readers need no locks.
+package routing
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+)
+
+// RouteKey names the WsRoute a Route comes from.
+type RouteKey struct {
+	Namespace string
+	Name      string
+}
+
+// String returns "namespace/name".
+func (k RouteKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Backend is one allowlisted pod address and the port the gateway dials.
+type Backend struct {
+	// Pod is the pod's name, in the route's namespace.
+	Pod string
+	// Addr is the pod IP (canonical, unmapped, no zone) and resolved port.
+	Addr netip.AddrPort
+}
+
+// Timeouts of a route's tunnels; zero means "the gateway's default" for
+// Handshake and Idle, and "unlimited" for MaxLifetime.
+type Timeouts struct {
+	Handshake   time.Duration
+	Idle        time.Duration
+	MaxLifetime time.Duration
+}
+
+// Route is one accepted WsRoute with its allowlisted backends.
+type Route struct {
+	// Key names the WsRoute.
+	Key RouteKey
+	// Generation is the WsRoute's metadata.generation that was built.
+	Generation int64
+	// Hosts are the lower-case host names the route answers on, sorted.
+	// "*.example.com" matches exactly one label in front of example.com.
+	// No hosts means the catch-all: every host that no other route names.
+	Hosts []string
+	// PathPrefix is "/" or a prefix without a trailing slash.
+	PathPrefix string
+	// BackendPath is the path prefix on the pod.
+	BackendPath string
+	// AllowedOrigins are exact origins, or "*"; empty means same-origin
+	// (or no Origin header) only.
+	AllowedOrigins []string
+	// Timeouts of the route's tunnels.
+	Timeouts Timeouts
+	// MaxConnectionsPerPod caps tunnels per pod; 0 means no per-route cap.
+	MaxConnectionsPerPod int
+	// DrainOnRevoke keeps open tunnels of revoked pods running instead of
+	// closing them.
+	DrainOnRevoke bool
+	// Backends are the allowlisted pod addresses, sorted by address.
+	Backends []Backend
+
+	byAddr map[netip.Addr]Backend
+}
+
+// Backend returns the backend for a pod address, if the route allowlists
+// it. addr must be in canonical form (unmapped, no zone); any other form is
+// never allowlisted.
+func (r *Route) Backend(addr netip.Addr) (Backend, bool) {
+	b, ok := r.byAddr[addr]
+	return b, ok
+}
+
+// MatchPath reports whether path falls under the route's prefix, and
+// returns the remainder: "" or a string starting with "/".
+func (r *Route) MatchPath(path string) (rest string, ok bool) {
+	if r.PathPrefix == "/" {
+		if !strings.HasPrefix(path, "/") {
+			return "", false
+		}
+		return path, true
+	}
+	if !strings.HasPrefix(path, r.PathPrefix) {
+		return "", false
+	}
+	rest = path[len(r.PathPrefix):]
+	if rest != "" && rest[0] != '/' {
+		return "", false
+	}
+	return rest, true
+}
+
+// hostRoutes are the routes of one host, longest prefix first.
+type hostRoutes []*Route
+
+// Table is an immutable routing table. It must not be modified after New;
+// it is safe for concurrent use.
+type Table struct {
+	generation uint64
+	builtAt    time.Time
+	routes     []*Route
+	byKey      map[RouteKey]*Route
+	exact      map[string]hostRoutes
+	wildcard   map[string]hostRoutes // keyed by the suffix after "*."
+	catchAll   hostRoutes
+	backends   int
+}
+
+// New builds a Table from routes, which it takes ownership of. Routes must
+// not conflict (no two with the same host and path prefix); conflicts are
+// resolved by the builder before this point. Backends are sorted and
+// indexed; a backend whose address is not canonical is dropped.
+func New(generation uint64, builtAt time.Time, routes []*Route) *Table {
+	t := &Table{
+		generation: generation,
+		builtAt:    builtAt,
+		byKey:      make(map[RouteKey]*Route, len(routes)),
+		exact:      make(map[string]hostRoutes),
+		wildcard:   make(map[string]hostRoutes),
+	}
+	for _, r := range routes {
+		sort.Strings(r.Hosts)
+		bs := r.Backends[:0]
+		r.byAddr = make(map[netip.Addr]Backend, len(r.Backends))
+		for _, b := range r.Backends {
+			a := b.Addr.Addr()
+			if !Canonical(a) {
+				continue
+			}
+			if _, dup := r.byAddr[a]; dup {
+				continue
+			}
+			r.byAddr[a] = b
+			bs = append(bs, b)
+		}
+		sort.Slice(bs, func(i, j int) bool { return bs[i].Addr.Addr().Less(bs[j].Addr.Addr()) })
+		r.Backends = bs
+		t.backends += len(bs)
+		t.routes = append(t.routes, r)
+		t.byKey[r.Key] = r
+		if len(r.Hosts) == 0 {
+			t.catchAll = append(t.catchAll, r)
+			continue
+		}
+		for _, h := range r.Hosts {
+			if suffix, ok := strings.CutPrefix(h, "*."); ok {
+				t.wildcard[suffix] = append(t.wildcard[suffix], r)
+			} else {
+				t.exact[h] = append(t.exact[h], r)
+			}
+		}
+	}
+	sort.Slice(t.routes, func(i, j int) bool { return lessKey(t.routes[i].Key, t.routes[j].Key) })
+	sortByPrefix(t.catchAll)
+	for _, rs := range t.exact {
+		sortByPrefix(rs)
+	}
+	for _, rs := range t.wildcard {
+		sortByPrefix(rs)
+	}
+	return t
+}
+
+func lessKey(a, b RouteKey) bool {
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+func sortByPrefix(rs hostRoutes) {
+	sort.Slice(rs, func(i, j int) bool {
+		if len(rs[i].PathPrefix) != len(rs[j].PathPrefix) {
+			return len(rs[i].PathPrefix) > len(rs[j].PathPrefix)
+		}
+		return lessKey(rs[i].Key, rs[j].Key)
+	})
+}
+
+// Canonical reports whether a is an address the table can hold: valid,
+// without zone, and not an IPv4-mapped IPv6 address.
+func Canonical(a netip.Addr) bool {
+	return a.IsValid() && a.Zone() == "" && !a.Is4In6()
+}
+
+// Generation counts the tables built by one publisher; 0 is the empty
+// table that exists before the first build.
+func (t *Table) Generation() uint64 { return t.generation }
+
+// BuiltAt is when the table was built.
+func (t *Table) BuiltAt() time.Time { return t.builtAt }
+
+// Routes returns the table's routes sorted by namespace and name. The
+// slice is shared: do not modify it.
+func (t *Table) Routes() []*Route { return t.routes }
+
+// Route returns the route built from the WsRoute key, if it is accepted.
+func (t *Table) Route(key RouteKey) (*Route, bool) {
+	r, ok := t.byKey[key]
+	return r, ok
+}
+
+// Backends is the number of allowlisted backends over all routes.
+func (t *Table) Backends() int { return t.backends }
+
+// Allows reports whether the route key still allowlists backend b (same
+// address and port). The data plane uses it to find tunnels a new table
+// revokes.
+func (t *Table) Allows(key RouteKey, b Backend) bool {
+	r, ok := t.byKey[key]
+	if !ok {
+		return false
+	}
+	got, ok := r.byAddr[b.Addr.Addr()]
+	return ok && got.Addr == b.Addr
+}
+
+// Match finds the route for a request's host and path. host must be lower
+// case without port. The most specific host wins (exact name, then a
+// wildcard one label up, then the catch-all routes), and within it the
+// longest path prefix; a host that has routes does not fall back to less
+// specific ones. rest is the path after the prefix: "" or "/...".
+func (t *Table) Match(host, path string) (r *Route, rest string, ok bool) {
+	rs, found := t.exact[host]
+	if !found {
+		if _, parent, dot := strings.Cut(host, "."); dot {
+			rs, found = t.wildcard[parent]
+		}
+	}
+	if !found {
+		rs = t.catchAll
+	}
+	for _, r := range rs {
+		if rest, ok := r.MatchPath(path); ok {
+			return r, rest, true
+		}
+	}
+	return nil, "", false
+}
