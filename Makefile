@@ -56,6 +56,7 @@ verify: generate manifests ## Fail when generated files or formatting are stale.
 	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit the result"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config)" || { echo "untracked generated files:"; git status --porcelain -- api config; exit 1; }
 	go mod tidy -diff
+	cd hack/tools/envtest && go mod tidy -diff
 
 .PHONY: envtest
 envtest: ## Build (or reuse) the local control plane binaries and print their folder.
@@ -71,8 +72,13 @@ unit: ## Run the tests only (no generation, vet or lint).
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: fuzz
-fuzz: ## Run each fuzz test for FUZZTIME (default 10s).
-	@true
+fuzz: ## Run each fuzz test (func FuzzXxx) for FUZZTIME (default 10s).
+	@for file in $$(git grep -l '^func Fuzz' -- '*_test.go'); do \
+		for fn in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$file | cut -d' ' -f2); do \
+			echo "fuzz $$fn in ./$$(dirname $$file) for $(FUZZTIME)"; \
+			go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$(dirname $$file) || exit 1; \
+		done; \
+	done
 
 .PHONY: bench-build
 bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes).

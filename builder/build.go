@@ -141,9 +141,12 @@ type candidate struct {
 
 	selector labels.Selector
 	lookups  []lookup
-	port     intstr.IntOrString
-	claims   []claim // sorted by host
-	route    *routing.Route
+	// lookupIsSelector is true when the selector is a single Equals or In
+	// requirement, so that the index's answer needs no further check.
+	lookupIsSelector bool
+	port             intstr.IntOrString
+	claims           []claim // sorted by host
+	route            *routing.Route
 }
 
 // olderFirst orders routes by creationTimestamp, then namespace and name;
@@ -255,6 +258,8 @@ func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 	default:
 		c.selector = sel
 		c.lookups = lookups(sel)
+		reqs, _ := sel.Requirements()
+		c.lookupIsSelector = len(reqs) == 1 && len(c.lookups) == 1
 	}
 
 	switch spec.Port.Type {

@@ -49,7 +49,7 @@ func Eligible(pod *corev1.Pod, port intstr.IntOrString) (addrs []netip.AddrPort,
 }
 
 // podAddrs is the port-independent part of Eligible. It appends the
-// addresses to dst.
+// addresses to dst, which must be empty (it may have spare capacity).
 func podAddrs(pod *corev1.Pod, dst []netip.Addr) ([]netip.Addr, v1alpha1.SkippedReason) {
 	if pod.DeletionTimestamp != nil {
 		return nil, v1alpha1.SkippedTerminating
@@ -145,19 +145,13 @@ func portNumber(n int32) (uint16, bool) {
 // podEntry is one pod of an indexed namespace, with its port-independent
 // eligibility computed on first use and shared by every route.
 type podEntry struct {
-	pod   *corev1.Pod
-	done  bool
-	skip  v1alpha1.SkippedReason
+	pod *corev1.Pod
+	// name is pod.Name, copied while the index reads the pod anyway, so that
+	// sorting a route's pods does not chase the pod pointers.
+	name  string
 	addrs []netip.Addr
-	buf   [2]netip.Addr // backs addrs for the usual one or two IPs
-}
-
-func (e *podEntry) eligibility() ([]netip.Addr, v1alpha1.SkippedReason) {
-	if !e.done {
-		e.addrs, e.skip = podAddrs(e.pod, e.buf[:0])
-		e.done = true
-	}
-	return e.addrs, e.skip
+	skip  v1alpha1.SkippedReason
+	done  bool
 }
 
 // labelPair is one "key=value" label.
@@ -165,65 +159,69 @@ type labelPair struct {
 	key, value string
 }
 
-// namespacePods holds the pods of one namespace that has accepted routes,
-// indexed by the label keys those routes look up.
-//
-// The index is flat: pairs numbers each labelPair seen, and the pods that
-// carry pair n are podsByPair[start[n]:start[n+1]], indexes into pods in
-// input order.
-type namespacePods struct {
-	pods    []podEntry
-	keys    map[string]struct{}
-	keyList []string
-
-	pairs      map[labelPair]int32
-	start      []int32
-	podsByPair []int32
-
-	// refs collects (pair, pod) while the pods are added; index turns it
-	// into start and podsByPair.
-	refs []pairRef
+// podIndex holds the pods that accepted routes may select. It is built
+// once per Build, only for the namespaces that have accepted routes (pods
+// elsewhere cost one map lookup each), and it indexes only the label keys
+// of those routes' Equals and In requirements.
+type podIndex struct {
+	namespaces map[string]*namespacePods
+	// entries are the pods of the indexed namespaces, in input order; the
+	// namespaces refer to them by position.
+	entries []podEntry
+	// arena backs the entries' addrs, so that pods cost no allocation each.
+	arena []netip.Addr
 }
 
-type pairRef struct{ pair, pod int32 }
+// namespacePods indexes the pods of one namespace.
+//
+// The label index is flat: pairs numbers each labelPair seen, and the
+// entries that carry pair n are byPair[start[n]:start[n+1]], in input
+// order.
+type namespacePods struct {
+	size    int
+	members []int32 // every entry of the namespace, in input order
+	keys    []string
 
-// podIndex holds, by namespace, the pods that accepted routes may select.
-// It is built once per Build and only for namespaces that have accepted
-// routes, so pods elsewhere cost one map lookup each, and only the label
-// keys of the routes' Equals and In requirements are indexed.
-type podIndex map[string]*namespacePods
+	pairs  map[labelPair]int32
+	start  []int32
+	byPair []int32
+	refs   []pairRef // (pair, entry) while pods are added; see index
+}
 
-func newPodIndex(pods []*corev1.Pod, routes []*candidate) podIndex {
-	idx := make(podIndex)
+type pairRef struct{ pair, entry int32 }
+
+func newPodIndex(pods []*corev1.Pod, routes []*candidate) *podIndex {
+	idx := &podIndex{namespaces: make(map[string]*namespacePods)}
 	for _, c := range routes {
-		ns := idx[c.key.Namespace]
+		ns := idx.namespaces[c.key.Namespace]
 		if ns == nil {
-			ns = &namespacePods{keys: make(map[string]struct{})}
-			idx[c.key.Namespace] = ns
+			ns = &namespacePods{}
+			idx.namespaces[c.key.Namespace] = ns
 		}
 		for _, l := range c.lookups {
-			if _, ok := ns.keys[l.key]; !ok {
-				ns.keys[l.key] = struct{}{}
-				ns.keyList = append(ns.keyList, l.key)
+			if !slices.Contains(ns.keys, l.key) {
+				ns.keys = append(ns.keys, l.key)
 			}
 		}
 	}
 
-	// Size every namespace's slices once, then fill them.
-	counts := make(map[*namespacePods]int, len(idx))
+	// Count first, so that every slice is allocated once at its size.
+	total := 0
 	for _, pod := range pods {
 		if pod == nil {
 			continue
 		}
-		if ns := idx[pod.Namespace]; ns != nil {
-			counts[ns]++
+		if ns := idx.namespaces[pod.Namespace]; ns != nil {
+			ns.size++
+			total++
 		}
 	}
-	for ns, n := range counts {
-		ns.pods = make([]podEntry, 0, n)
-		if len(ns.keyList) > 0 {
+	idx.entries = make([]podEntry, 0, total)
+	for _, ns := range idx.namespaces {
+		ns.members = make([]int32, 0, ns.size)
+		if len(ns.keys) > 0 {
 			ns.pairs = make(map[labelPair]int32)
-			ns.refs = make([]pairRef, 0, n*len(ns.keyList))
+			ns.refs = make([]pairRef, 0, ns.size)
 		}
 	}
 
@@ -231,45 +229,36 @@ func newPodIndex(pods []*corev1.Pod, routes []*candidate) podIndex {
 		if pod == nil {
 			continue
 		}
-		ns := idx[pod.Namespace]
+		ns := idx.namespaces[pod.Namespace]
 		if ns == nil {
 			continue
 		}
-		i := int32(len(ns.pods))
-		ns.pods = append(ns.pods, podEntry{pod: pod})
-		switch {
-		case len(ns.keyList) == 0:
-		case len(ns.keyList) <= len(pod.Labels):
-			for _, k := range ns.keyList {
-				if v, ok := pod.Labels[k]; ok {
-					ns.add(labelPair{k, v}, i)
-				}
-			}
-		default:
-			for k, v := range pod.Labels {
-				if _, ok := ns.keys[k]; ok {
-					ns.add(labelPair{k, v}, i)
-				}
+		i := int32(len(idx.entries))
+		idx.entries = append(idx.entries, podEntry{pod: pod, name: pod.Name})
+		ns.members = append(ns.members, i)
+		for _, k := range ns.keys {
+			if v, ok := pod.Labels[k]; ok {
+				ns.add(labelPair{k, v}, i)
 			}
 		}
 	}
-	for _, ns := range idx {
+	for _, ns := range idx.namespaces {
 		ns.index()
 	}
 	return idx
 }
 
-func (ns *namespacePods) add(p labelPair, pod int32) {
+func (ns *namespacePods) add(p labelPair, entry int32) {
 	id, ok := ns.pairs[p]
 	if !ok {
 		id = int32(len(ns.pairs))
 		ns.pairs[p] = id
 	}
-	ns.refs = append(ns.refs, pairRef{pair: id, pod: pod})
+	ns.refs = append(ns.refs, pairRef{pair: id, entry: entry})
 }
 
-// index sorts refs by pair (a counting sort, which keeps the pods of each
-// pair in input order) into start and podsByPair.
+// index sorts refs by pair into start and byPair. It is a counting sort,
+// so the entries of each pair stay in input order.
 func (ns *namespacePods) index() {
 	if len(ns.pairs) == 0 {
 		return
@@ -282,28 +271,49 @@ func (ns *namespacePods) index() {
 		ns.start[i] += ns.start[i-1]
 	}
 	next := slices.Clone(ns.start[:len(ns.pairs)])
-	ns.podsByPair = make([]int32, len(ns.refs))
+	ns.byPair = make([]int32, len(ns.refs))
 	for _, r := range ns.refs {
-		ns.podsByPair[next[r.pair]] = r.pod
+		ns.byPair[next[r.pair]] = r.entry
 		next[r.pair]++
 	}
 	ns.refs = nil
 }
 
-// withLabel returns the pods that carry label p, in input order.
+// withLabel returns the entries that carry label p, in input order.
 func (ns *namespacePods) withLabel(p labelPair) []int32 {
 	id, ok := ns.pairs[p]
 	if !ok {
 		return nil
 	}
-	return ns.podsByPair[ns.start[id]:ns.start[id+1]]
+	return ns.byPair[ns.start[id]:ns.start[id+1]]
 }
 
-// match appends to dst[:0] the pods that c's selector matches, sorted by
-// name. It checks the full selector only on the candidates of c's most
-// selective indexed requirement, or on every pod of the namespace when c
-// has no Equals or In requirement.
-func (ns *namespacePods) match(c *candidate, dst []int32) []int32 {
+// eligibility returns the port-independent part of Eligible for entry i,
+// computing it on first use.
+func (idx *podIndex) eligibility(i int32) ([]netip.Addr, v1alpha1.SkippedReason) {
+	e := &idx.entries[i]
+	if !e.done {
+		if cap(idx.arena)-len(idx.arena) < 4 {
+			// A new chunk; earlier entries keep their views of the old one.
+			idx.arena = make([]netip.Addr, 0, max(256, 2*cap(idx.arena)))
+		}
+		tail := idx.arena[len(idx.arena):]
+		e.addrs, e.skip = podAddrs(e.pod, tail)
+		if len(e.addrs) <= cap(tail) { // appended in place
+			idx.arena = idx.arena[:len(idx.arena)+len(e.addrs)]
+		}
+		e.addrs = e.addrs[:len(e.addrs):len(e.addrs)]
+		e.done = true
+	}
+	return e.addrs, e.skip
+}
+
+// match appends to dst[:0] the entries of namespace ns that c's selector
+// matches, sorted by pod name. With an Equals or In requirement it takes
+// the one with the fewest candidates from the index and checks the full
+// selector on those only (or not at all when that requirement is the whole
+// selector); without one it checks every pod of the namespace.
+func (idx *podIndex) match(ns *namespacePods, c *candidate, dst []int32) []int32 {
 	dst = dst[:0]
 	best, bestLen := -1, 0
 	for i, l := range c.lookups {
@@ -322,24 +332,24 @@ func (ns *namespacePods) match(c *candidate, dst []int32) []int32 {
 		l := c.lookups[best]
 		for _, v := range l.values {
 			for _, i := range ns.withLabel(labelPair{l.key, v}) {
-				if c.selector.Matches(labels.Set(ns.pods[i].pod.Labels)) {
+				if c.lookupIsSelector || c.selector.Matches(labels.Set(idx.entries[i].pod.Labels)) {
 					dst = append(dst, i)
 				}
 			}
 		}
 	default:
-		for i := range ns.pods {
-			if c.selector.Matches(labels.Set(ns.pods[i].pod.Labels)) {
-				dst = append(dst, int32(i))
+		for _, i := range ns.members {
+			if c.selector.Matches(labels.Set(idx.entries[i].pod.Labels)) {
+				dst = append(dst, i)
 			}
 		}
 	}
 	slices.SortFunc(dst, func(a, b int32) int {
-		pa, pb := ns.pods[a].pod, ns.pods[b].pod
-		if c := cmp.Compare(pa.Name, pb.Name); c != 0 {
+		ea, eb := &idx.entries[a], &idx.entries[b]
+		if c := cmp.Compare(ea.name, eb.name); c != 0 {
 			return c
 		}
-		return cmp.Compare(pa.UID, pb.UID)
+		return cmp.Compare(ea.pod.UID, eb.pod.UID)
 	})
 	return dst
 }
@@ -347,7 +357,13 @@ func (ns *namespacePods) match(c *candidate, dst []int32) []int32 {
 // endpointScratch is reused across the routes of one build.
 type endpointScratch struct {
 	matched []int32
+	spans   []addrSpan // backends of each listed pod
+	text    []byte     // the listed addresses, concatenated
+	ends    []int      // where each address ends in text
 }
+
+// addrSpan locates a listed pod's status addresses in the route's backends.
+type addrSpan struct{ first, n int }
 
 // skipReasons lists every SkippedReason; Skipped is reported in this order
 // once sorted.
@@ -362,19 +378,21 @@ var skipReasons = [...]v1alpha1.SkippedReason{
 // endpoints. Pods are taken in name order; an address already allowlisted
 // for an earlier pod of the same route is dropped, and a pod left with no
 // address of its own is neither counted nor listed.
-func (idx podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backend, v1alpha1.RouteEndpoints) {
+func (idx *podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backend, v1alpha1.RouteEndpoints) {
 	var ep v1alpha1.RouteEndpoints
-	ns := idx[c.key.Namespace]
+	ns := idx.namespaces[c.key.Namespace]
 	if ns == nil {
 		return nil, ep
 	}
-	s.matched = ns.match(c, s.matched)
+	s.matched = idx.match(ns, c, s.matched)
 	if len(s.matched) == 0 {
 		return nil, ep
 	}
 
 	var skipped [len(skipReasons)]int32
 	backends := make([]routing.Backend, 0, len(s.matched))
+	ep.Pods = make([]v1alpha1.EndpointPod, 0, min(len(s.matched), v1alpha1.MaxStatusPods))
+	s.spans = s.spans[:0]
 	var seen map[netip.Addr]struct{} // only for large routes; small ones scan backends
 	if len(s.matched) > 16 {
 		seen = make(map[netip.Addr]struct{}, len(s.matched))
@@ -394,12 +412,12 @@ func (idx podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backe
 	}
 
 	for _, i := range s.matched {
-		e := &ns.pods[i]
-		addrs, skip := e.eligibility()
+		pod := idx.entries[i].pod
+		addrs, skip := idx.eligibility(i)
 		var port uint16
 		if skip == "" {
 			var ok bool
-			if port, ok = resolvePort(e.pod, c.port); !ok {
+			if port, ok = resolvePort(pod, c.port); !ok {
 				skip = v1alpha1.SkippedPortNotFound
 			}
 		}
@@ -410,7 +428,7 @@ func (idx podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backe
 		first := len(backends)
 		for _, a := range addrs {
 			if !dup(a) {
-				backends = append(backends, routing.Backend{Pod: e.pod.Name, Addr: netip.AddrPortFrom(a, port)})
+				backends = append(backends, routing.Backend{Pod: pod.Name, Addr: netip.AddrPortFrom(a, port)})
 			}
 		}
 		if len(backends) == first {
@@ -418,8 +436,13 @@ func (idx podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backe
 		}
 		ep.Count++
 		if len(ep.Pods) < v1alpha1.MaxStatusPods {
-			ep.Pods = append(ep.Pods, endpointPod(e.pod.Name, backends[first:], port))
+			ep.Pods = append(ep.Pods, v1alpha1.EndpointPod{Name: pod.Name, Port: int32(port)})
+			s.spans = append(s.spans, addrSpan{first: first, n: min(len(backends)-first, maxStatusAddresses)})
 		}
+	}
+	s.statusAddresses(ep.Pods, backends)
+	if len(ep.Pods) == 0 {
+		ep.Pods = nil
 	}
 
 	for i, n := range skipped {
@@ -434,11 +457,28 @@ func (idx podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backe
 // maxStatusAddresses is the schema's bound on status.endpoints.pods[].addresses.
 const maxStatusAddresses = 2
 
-func endpointPod(name string, bs []routing.Backend, port uint16) v1alpha1.EndpointPod {
-	n := min(len(bs), maxStatusAddresses)
-	p := v1alpha1.EndpointPod{Name: name, Port: int32(port), Addresses: make([]string, n)}
-	for i := range n {
-		p.Addresses[i] = bs[i].Addr.Addr().String()
+// statusAddresses fills in the addresses of the listed pods from s.spans.
+// The strings of one route share one allocation.
+func (s *endpointScratch) statusAddresses(pods []v1alpha1.EndpointPod, backends []routing.Backend) {
+	if len(pods) == 0 {
+		return
 	}
-	return p
+	s.text, s.ends = s.text[:0], s.ends[:0]
+	for _, sp := range s.spans {
+		for _, b := range backends[sp.first : sp.first+sp.n] {
+			s.text = b.Addr.Addr().AppendTo(s.text)
+			s.ends = append(s.ends, len(s.text))
+		}
+	}
+	text := string(s.text)
+	all := make([]string, len(s.ends))
+	begin := 0
+	for i, end := range s.ends {
+		all[i], begin = text[begin:end], end
+	}
+	k := 0
+	for i, sp := range s.spans {
+		pods[i].Addresses = all[k : k+sp.n : k+sp.n]
+		k += sp.n
+	}
 }

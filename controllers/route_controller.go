@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
@@ -40,7 +40,7 @@ type RouteReconciler struct {
 
 // +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one route's status in line with the latest build.

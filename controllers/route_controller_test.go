@@ -32,11 +32,11 @@ func TestTableHoldsExactlyTheEligiblePods(t *testing.T) {
 	create(t, route(ns, "echo", "echo"))
 
 	g.waitAllowlist(t, ns, "echo", "127.0.0.2:8080", "127.0.0.6:8080", "[::1]:8080")
-	if !g.lookup("ws.example.com", "/echo/127.0.0.2/x", "127.0.0.2") {
+	if !g.lookup("/echo/127.0.0.2/x", "127.0.0.2") {
 		t.Error("Match+Backend does not find the ready pod through host and prefix")
 	}
 	for _, ip := range []string{"127.0.0.3", "127.0.0.5"} {
-		if g.lookup("ws.example.com", "/echo/"+ip, ip) {
+		if g.lookup("/echo/"+ip, ip) {
 			t.Errorf("%s is allowlisted but its pod is not eligible", ip)
 		}
 	}
@@ -247,7 +247,7 @@ func TestConflictingRoutesOlderWinsUntilDeleted(t *testing.T) {
 	}
 	waitEvent(t, nsB, "second", corev1.EventTypeWarning, wsgatev1alpha1.ReasonConflict)
 	g.waitRouteGone(t, nsB, "second")
-	if !g.lookup("ws.example.com", "/rooms/127.0.0.40", "127.0.0.40") || g.lookup("ws.example.com", "/rooms/127.0.0.41", "127.0.0.41") {
+	if !g.lookup("/rooms/127.0.0.40", "127.0.0.40") || g.lookup("/rooms/127.0.0.41", "127.0.0.41") {
 		t.Error("ws.example.com/rooms must reach the older route's pods only")
 	}
 

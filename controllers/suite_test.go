@@ -187,9 +187,10 @@ func condition(r *wsgatev1alpha1.WsRoute, typ string) string {
 	return ""
 }
 
-// lookup resolves host+path through the current table as the proxy will.
-func (g *gateway) lookup(host, path, ip string) bool {
-	r, _, ok := g.tables.Load().Match(host, path)
+// lookup resolves ws.example.com+path through the current table as the
+// proxy will.
+func (g *gateway) lookup(path, ip string) bool {
+	r, _, ok := g.tables.Load().Match("ws.example.com", path)
 	if !ok {
 		return false
 	}

@@ -104,6 +104,10 @@ func TestInvalidRoutesAreRefusedByKubectlApply(t *testing.T) {
 			"spec.pathPrefix", "should match"},
 		{"a path prefix with a dot-dot segment", valid + "pathPrefix: /rooms/../admin\n",
 			"spec.pathPrefix", "pathPrefix must not contain '..'"},
+		{"a path prefix with a dot segment in the middle", valid + "pathPrefix: /rooms/./lobby\n",
+			"spec.pathPrefix", "pathPrefix must not contain a '.' segment"},
+		{"a path prefix ending in a dot segment", valid + "pathPrefix: /rooms/.\n",
+			"spec.pathPrefix", "pathPrefix must not contain a '.' segment"},
 		{"a path prefix with an empty segment", valid + "pathPrefix: /rooms//lobby\n",
 			"spec.pathPrefix", "pathPrefix must not contain '//'"},
 		{"a path prefix with a percent-encoded dot", valid + "pathPrefix: /rooms/%2e%2e\n",
@@ -222,6 +226,8 @@ func TestInvalidRoutesAreRefusedByKubectlApply(t *testing.T) {
 		// backendPath
 		{"a backend path with a dot-dot segment", valid + "backendPath: /api/../admin\n",
 			"spec.backendPath", "backendPath must not contain '..'"},
+		{"a backend path with a dot segment", valid + "backendPath: /./ws\n",
+			"spec.backendPath", "backendPath must not contain a '.' segment"},
 		{"a backend path with an empty segment", valid + "backendPath: /api//ws\n",
 			"spec.backendPath", "backendPath must not contain '//'"},
 		{"a backend path without a leading slash", valid + "backendPath: ws\n",
@@ -252,11 +258,11 @@ func TestInvalidRoutesAreRefusedByKubectlApply(t *testing.T) {
 			}
 
 			// Nothing was created, as kubectl and the API see it.
-			got, err := kubectl(t, "", "get", "wsr", "-n", ns, "-o", "name")
+			got, err := kubectl(t, "", "get", "wsr", "-n", ns)
 			if err != nil {
 				t.Fatalf("kubectl get wsr: %v\n%s", err, got)
 			}
-			if !strings.Contains(got, "No resources found") || strings.Contains(got, "wsroute") {
+			if strings.TrimSpace(got) != "No resources found in "+ns+" namespace." {
 				t.Errorf("kubectl get wsr -n %s lists routes after a refused apply:\n%s", ns, got)
 			}
 			var list wsgatev1alpha1.WsRouteList
@@ -391,6 +397,7 @@ func TestValidRoutesAreAcceptedWithDefaults(t *testing.T) {
 		{"an IPv6 literal origin with a port", valid + "allowedOrigins: [\"http://[::1]:8080\"]\n"},
 		{"several origins", valid + "allowedOrigins: [\"https://game.example.com\", \"http://localhost:3000\"]\n"},
 		{"a path prefix with unreserved characters", valid + "pathPrefix: /a/b-c_d.e~f\n"},
+		{"a path prefix whose segment starts with a dot", valid + "pathPrefix: /.well-known/ws\n"},
 		{"a backend path with a trailing slash", valid + "backendPath: /ws/\n"},
 		{"the lowest timeouts", valid + "timeouts:\n  handshake: 100ms\n  idle: 1s\n  maxLifetime: 1s\n"},
 		{"the highest timeouts", valid + "timeouts:\n  handshake: 1m\n  idle: 24h\n  maxLifetime: 720h\n"},
@@ -433,7 +440,7 @@ func TestKubectlExplainDescribesTheSpec(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 
-	if !strings.Contains(out, "GROUP:      wsgate.io") && !strings.Contains(out, "wsgate.io") {
+	if !regexp.MustCompile(`(?m)^GROUP:\s+wsgate\.io$`).MatchString(out) {
 		t.Errorf("kubectl explain does not name the group wsgate.io:\n%s", out)
 	}
 	for _, f := range fields {

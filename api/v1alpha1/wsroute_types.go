@@ -5,12 +5,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Hostname is a DNS name (RFC 1123, lower case) with at most one leading
-// "*." wildcard label, such as "ws.example.com" or "*.rooms.example.com".
+// Hostname is a DNS name (RFC 1123, lower case, labels of at most 63
+// characters) with at most one leading "*." wildcard label, such as
+// "ws.example.com" or "*.rooms.example.com".
 //
 // +kubebuilder:validation:MinLength=1
 // +kubebuilder:validation:MaxLength=253
-// +kubebuilder:validation:Pattern=`^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+// +kubebuilder:validation:Pattern=`^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`
 type Hostname string
 
 // Origin is a browser origin, "scheme://host" or "scheme://host:port" in
@@ -39,7 +40,7 @@ const (
 // WsRouteSpec is the desired state of a WsRoute: which pods the gateway may
 // reach, on which hosts and path, and with which limits.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.tls.issuerRef) || (has(self.hostnames) && size(self.hostnames) > 0)",message="tls.issuerRef needs at least one entry in hostnames to put into the Certificate"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.tls.issuerRef) || (has(self.hostnames) && size(self.hostnames) > 0)",message="tls.issuerRef needs at least one entry in hostnames to put into the Certificate",fieldPath=".tls.issuerRef"
 type WsRouteSpec struct {
 	// Hostnames are the hosts this route answers on (the request's Host, and
 	// its TLS SNI). Empty means the gateway's default host. A name may start
@@ -61,6 +62,7 @@ type WsRouteSpec struct {
 	// +kubebuilder:validation:MaxLength=256
 	// +kubebuilder:validation:Pattern=`^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$`
 	// +kubebuilder:validation:XValidation:rule="!self.contains('..')",message="pathPrefix must not contain '..'"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('/\\\\.(/|$)')",message="pathPrefix must not contain a '.' segment"
 	// +kubebuilder:validation:XValidation:rule="!self.contains('//')",message="pathPrefix must not contain '//'"
 	// +kubebuilder:validation:XValidation:rule="self == '/' || !self.endsWith('/')",message="pathPrefix must not end with '/' (except the root prefix '/')"
 	PathPrefix string `json:"pathPrefix,omitempty"`
@@ -80,7 +82,8 @@ type WsRouteSpec struct {
 	Port intstr.IntOrString `json:"port"`
 
 	// BackendPath is the path prefix on the pod: <rest> of the request is
-	// appended to it. Same rules as pathPrefix.
+	// appended to it. Like pathPrefix it starts with "/" and contains no
+	// "..", "//" or "%"; unlike pathPrefix it may end with "/".
 	//
 	// +optional
 	// +kubebuilder:default="/"
@@ -88,6 +91,7 @@ type WsRouteSpec struct {
 	// +kubebuilder:validation:MaxLength=256
 	// +kubebuilder:validation:Pattern=`^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$`
 	// +kubebuilder:validation:XValidation:rule="!self.contains('..')",message="backendPath must not contain '..'"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('/\\\\.(/|$)')",message="backendPath must not contain a '.' segment"
 	// +kubebuilder:validation:XValidation:rule="!self.contains('//')",message="backendPath must not contain '//'"
 	BackendPath string `json:"backendPath,omitempty"`
 
@@ -140,7 +144,7 @@ type Timeouts struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('1m')",message="timeouts.handshake must be between 100ms and 1m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('100ms') && duration(self) <= duration('1m'))",message="timeouts.handshake must be between 100ms and 1m"
 	Handshake *metav1.Duration `json:"handshake,omitempty"`
 
 	// Idle closes a tunnel that moved no bytes, in either direction, for
@@ -150,7 +154,7 @@ type Timeouts struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="timeouts.idle must be between 1s and 24h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))",message="timeouts.idle must be between 1s and 24h"
 	Idle *metav1.Duration `json:"idle,omitempty"`
 
 	// MaxLifetime closes a tunnel this long after it opened, with a Close
@@ -159,7 +163,7 @@ type Timeouts struct {
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('720h')",message="timeouts.maxLifetime must be between 1s and 720h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('720h'))",message="timeouts.maxLifetime must be between 1s and 720h"
 	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
 }
 
@@ -268,13 +272,13 @@ type EndpointPod struct {
 type SkippedReason string
 
 const (
-	// SkippedNoIP: the pod has no IP yet.
+	// SkippedNoIP means the pod has no IP yet.
 	SkippedNoIP SkippedReason = "NoIP"
-	// SkippedNotReady: the pod's Ready condition is not True.
+	// SkippedNotReady means the pod's Ready condition is not True.
 	SkippedNotReady SkippedReason = "NotReady"
-	// SkippedTerminating: the pod is being deleted.
+	// SkippedTerminating means the pod is being deleted.
 	SkippedTerminating SkippedReason = "Terminating"
-	// SkippedPortNotFound: the route names a port that the pod's containers
+	// SkippedPortNotFound means the route names a port that the pod's containers
 	// do not declare.
 	SkippedPortNotFound SkippedReason = "PortNotFound"
 )

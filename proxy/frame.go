@@ -1,0 +1,121 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+)
+
+// Websocket close status codes the gateway sends (RFC 6455, section 7.4).
+const (
+	// CloseGoingAway (1001): the gateway is shutting down, or the tunnel
+	// reached its idle timeout or maximum lifetime.
+	CloseGoingAway = 1001
+	// ClosePolicyViolation (1008): the pod is no longer allowlisted.
+	ClosePolicyViolation = 1008
+)
+
+// frameTracker follows websocket frame headers in one direction of a
+// tunnel, just enough to know where each frame ends, so that a Close frame
+// can be inserted between two frames. It never changes the bytes.
+type frameTracker struct {
+	// hdr collects a header split across reads; hdrLen is how much of it
+	// is filled, and 0 means the next byte starts a frame header.
+	hdr    [14]byte
+	hdrLen int
+	// remaining payload bytes of the current frame.
+	remaining uint64
+}
+
+// atBoundary reports whether the bytes seen so far end exactly at the end
+// of a frame.
+func (f *frameTracker) atBoundary() bool { return f.hdrLen == 0 && f.remaining == 0 }
+
+// advance consumes p and returns how many of its bytes end at the last
+// frame boundary within p (0 if p holds none). After advance, atBoundary
+// reports whether p itself ended at a boundary.
+func (f *frameTracker) advance(p []byte) (lastBoundary int) {
+	i := 0
+	for i < len(p) {
+		if f.remaining > 0 {
+			n := uint64(len(p) - i)
+			if n > f.remaining {
+				n = f.remaining
+			}
+			f.remaining -= n
+			i += int(n)
+			if f.remaining == 0 {
+				lastBoundary = i
+			}
+			continue
+		}
+		// Collect header bytes until the header is complete.
+		f.hdr[f.hdrLen] = p[i]
+		f.hdrLen++
+		i++
+		need := headerLen(f.hdr[:f.hdrLen])
+		if need < 0 || f.hdrLen < need {
+			continue
+		}
+		f.remaining = payloadLen(f.hdr[:f.hdrLen])
+		f.hdrLen = 0
+		if f.remaining == 0 {
+			lastBoundary = i
+		}
+	}
+	return lastBoundary
+}
+
+// headerLen returns the full header length given its first bytes, or -1
+// while fewer than two bytes are known.
+func headerLen(h []byte) int {
+	if len(h) < 2 {
+		return -1
+	}
+	n := 2
+	switch h[1] & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if h[1]&0x80 != 0 {
+		n += 4 // masking key
+	}
+	return n
+}
+
+// payloadLen decodes the payload length of a complete header.
+func payloadLen(h []byte) uint64 {
+	switch l := h[1] & 0x7f; l {
+	case 126:
+		return uint64(binary.BigEndian.Uint16(h[2:4]))
+	case 127:
+		return binary.BigEndian.Uint64(h[2:10]) &^ (1 << 63)
+	default:
+		return uint64(l)
+	}
+}
+
+// closeFrame encodes a Close frame with a status code and a reason (cut to
+// fit a control frame). masked frames are for the pod (the gateway speaks
+// as a client there); unmasked ones for the client.
+func closeFrame(code uint16, reason string, masked bool) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	payload := make([]byte, 2+len(reason))
+	binary.BigEndian.PutUint16(payload, code)
+	copy(payload[2:], reason)
+
+	frame := []byte{0x88, byte(len(payload))} // FIN + opcode 8
+	if masked {
+		var key [4]byte
+		_, _ = rand.Read(key[:])
+		frame[1] |= 0x80
+		frame = append(frame, key[:]...)
+		for i := range payload {
+			payload[i] ^= key[i%4]
+		}
+	}
+	return append(frame, payload...)
+}
