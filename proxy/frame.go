@@ -30,39 +30,31 @@ type frameTracker struct {
 // of a frame.
 func (f *frameTracker) atBoundary() bool { return f.hdrLen == 0 && f.remaining == 0 }
 
-// advance consumes p and returns how many of its bytes end at the last
-// frame boundary within p (0 if p holds none). After advance, atBoundary
-// reports whether p itself ended at a boundary.
-func (f *frameTracker) advance(p []byte) (lastBoundary int) {
+// consume follows the frames in p and returns how many bytes it took:
+// all of p, or with stopAtBoundary, only up to the first frame boundary
+// (0 if p starts at one).
+func (f *frameTracker) consume(p []byte, stopAtBoundary bool) int {
 	i := 0
 	for i < len(p) {
+		if stopAtBoundary && f.atBoundary() {
+			return i
+		}
 		if f.remaining > 0 {
-			n := uint64(len(p) - i)
-			if n > f.remaining {
-				n = f.remaining
-			}
+			n := min(uint64(len(p)-i), f.remaining)
 			f.remaining -= n
 			i += int(n)
-			if f.remaining == 0 {
-				lastBoundary = i
-			}
 			continue
 		}
 		// Collect header bytes until the header is complete.
 		f.hdr[f.hdrLen] = p[i]
 		f.hdrLen++
 		i++
-		need := headerLen(f.hdr[:f.hdrLen])
-		if need < 0 || f.hdrLen < need {
-			continue
-		}
-		f.remaining = payloadLen(f.hdr[:f.hdrLen])
-		f.hdrLen = 0
-		if f.remaining == 0 {
-			lastBoundary = i
+		if need := headerLen(f.hdr[:f.hdrLen]); need > 0 && f.hdrLen == need {
+			f.remaining = payloadLen(f.hdr[:f.hdrLen])
+			f.hdrLen = 0
 		}
 	}
-	return lastBoundary
+	return i
 }
 
 // headerLen returns the full header length given its first bytes, or -1

@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"crypto/sha1" //nolint:gosec // RFC 6455 defines Sec-WebSocket-Accept with SHA-1.
+	"encoding/base64"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/wsgate/wsgate/routing"
+)
+
+// websocketGUID is the key suffix of RFC 6455, section 1.3.
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// acceptKey computes Sec-WebSocket-Accept for a Sec-WebSocket-Key.
+func acceptKey(key string) string {
+	h := sha1.New() //nolint:gosec // see import
+	h.Write([]byte(key))
+	h.Write([]byte(websocketGUID))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// checkHandshake refuses requests that are not a websocket opening
+// handshake (RFC 6455, section 4.2.1). Other upgrades (h2c, ...) are
+// refused.
+func checkHandshake(r *http.Request) *refusal {
+	if r.Method != http.MethodGet {
+		rf := refuse(http.StatusMethodNotAllowed, "a websocket handshake is a GET request")
+		rf.header = http.Header{"Allow": {http.MethodGet}}
+		return rf
+	}
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 {
+		return refuse(http.StatusBadRequest, "a websocket handshake needs HTTP/1.1")
+	}
+	if !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		rf := refuse(http.StatusUpgradeRequired, "this gateway only carries websockets: send Connection: Upgrade and Upgrade: websocket")
+		rf.header = http.Header{"Upgrade": {"websocket"}}
+		return rf
+	}
+	if up := r.Header.Values("Upgrade"); len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket") {
+		return refuse(http.StatusBadRequest, "only the websocket upgrade is supported")
+	}
+	if v := r.Header.Values("Sec-WebSocket-Version"); len(v) != 1 || strings.TrimSpace(v[0]) != "13" {
+		rf := refuse(http.StatusUpgradeRequired, "unsupported websocket version")
+		rf.header = http.Header{"Sec-WebSocket-Version": {"13"}}
+		return rf
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return refuse(http.StatusBadRequest, "exactly one Sec-WebSocket-Key is required")
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return refuse(http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64")
+	}
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		return refuse(http.StatusBadRequest, "a websocket handshake has no body")
+	}
+	return nil
+}
+
+// checkOrigin applies the route's allowedOrigins to the Origin header:
+// "*" allows any; otherwise the origin must equal one entry exactly
+// (scheme, host and port, compared in lower case). With no entries, only
+// requests without Origin (non-browser clients) and same-origin requests
+// (Origin's host:port equals the request's Host) pass.
+func checkOrigin(r *http.Request, route *routing.Route) *refusal {
+	origins := r.Header.Values("Origin")
+	if len(origins) > 1 {
+		return refuse(http.StatusForbidden, "more than one Origin header")
+	}
+	if len(origins) == 0 {
+		if len(route.AllowedOrigins) == 0 {
+			return nil
+		}
+		for _, o := range route.AllowedOrigins {
+			if o == "*" {
+				return nil
+			}
+		}
+		return refuse(http.StatusForbidden, "this route requires an allowed Origin")
+	}
+	origin := strings.ToLower(strings.TrimSpace(origins[0]))
+	if len(route.AllowedOrigins) == 0 {
+		u, err := url.Parse(origin)
+		if err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+			return nil
+		}
+		return refuse(http.StatusForbidden, "cross-origin websocket refused: the route allows no other origins")
+	}
+	for _, o := range route.AllowedOrigins {
+		if o == "*" || o == origin {
+			return nil
+		}
+	}
+	return refuse(http.StatusForbidden, "origin not allowed by the route")
+}
+
+// hopByHop are the headers that concern one connection only and are never
+// forwarded (RFC 9110, section 7.6.1), besides those named in Connection.
+var hopByHop = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop deletes hop-by-hop headers, including every header named
+// in Connection.
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+}

@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/routing"
+)
+
+// testGateway is a proxy serving a table given directly, on a loopback
+// listener, with every dial counted.
+type testGateway struct {
+	srv    *Server
+	tables *routing.Publisher
+	addr   string
+	dials  atomic.Int64
+	gen    uint64
+}
+
+func startGateway(t *testing.T, opts Options, routes ...*routing.Route) *testGateway {
+	t.Helper()
+	g := &testGateway{tables: routing.NewPublisher()}
+	g.publish(routes...)
+	dial := opts.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	opts.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+		g.dials.Add(1)
+		if a, err := netip.ParseAddrPort(address); err != nil || !a.Addr().IsLoopback() {
+			return nil, fmt.Errorf("test dialer refuses non-loopback address %q", address)
+		}
+		return dial(ctx, network, address)
+	}
+	g.srv = New(g.tables, opts)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.addr = l.Addr().String()
+	go func() { _ = g.srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.srv.Shutdown(ctx, 0)
+	})
+	return g
+}
+
+// publish swaps in a table holding routes.
+func (g *testGateway) publish(routes ...*routing.Route) {
+	g.gen++
+	// routing.New takes ownership of routes: give it copies so tests can
+	// reuse theirs.
+	cp := make([]*routing.Route, len(routes))
+	for i, r := range routes {
+		c := *r
+		c.Backends = append([]routing.Backend(nil), r.Backends...)
+		cp[i] = &c
+	}
+	g.tables.Publish(routing.New(g.gen, time.Now(), cp))
+}
+
+// echoPod starts an echo server on a loopback address (e.g. "127.0.0.2").
+func echoPod(t *testing.T, ip string) *echopod.Server {
+	t.Helper()
+	s, err := echopod.Start(net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("echo pod on %s: %v", ip, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// backendOf returns a routing.Backend for an echo server.
+func backendOf(pod string, s *echopod.Server) routing.Backend {
+	return routing.Backend{Pod: pod, Addr: netip.MustParseAddrPort(s.Addr)}
+}
+
+// testRoute is a route on ws.example.com/<prefix> with the given backends.
+func testRoute(name, prefix string, backends ...routing.Backend) *routing.Route {
+	return &routing.Route{
+		Key:         routing.RouteKey{Namespace: "ns", Name: name},
+		Hosts:       []string{"ws.example.com"},
+		PathPrefix:  prefix,
+		BackendPath: "/",
+		Backends:    backends,
+	}
+}
+
+// dialWS opens a websocket through the gateway to path on ws.example.com.
+func (g *testGateway) dialWS(ctx context.Context, path string, opts *websocket.DialOptions) (*websocket.Conn, *http.Response, error) {
+	if opts == nil {
+		opts = &websocket.DialOptions{}
+	}
+	if opts.Host == "" {
+		opts.Host = "ws.example.com"
+	}
+	return websocket.Dial(ctx, "ws://"+g.addr+path, opts)
+}
+
+// mustDial is dialWS that fails the test on error.
+func (g *testGateway) mustDial(t *testing.T, path string, opts *websocket.DialOptions) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := g.dialWS(ctx, path, opts)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (status %d)", path, err, status)
+	}
+	c.SetReadLimit(64 << 20)
+	t.Cleanup(func() { _ = c.CloseNow() })
+	return c
+}
+
+// echo sends msg and expects it back.
+func echo(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, msg []byte) error {
+	if err := c.Write(ctx, typ, msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	gotTyp, got, err := c.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if gotTyp != typ || string(got) != string(msg) {
+		return fmt.Errorf("echo: got %v %q, want %v %q", gotTyp, truncate(got), typ, truncate(msg))
+	}
+	return nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// closeStatus waits for the server side to close c and returns the close
+// code it sent (-1 when the connection ended without a Close frame).
+func closeStatus(ctx context.Context, c *websocket.Conn) (websocket.StatusCode, string) {
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue
+		}
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Reason
+		}
+		return -1, err.Error()
+	}
+}
+
+// rawRequest sends a raw request head to the gateway and returns the
+// status line and headers of the answer.
+func (g *testGateway) rawRequest(t *testing.T, head string) (status int, answer string) {
+	t.Helper()
+	c, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(head)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8192)
+	n := 0
+	for n < len(buf) {
+		m, err := c.Read(buf[n:])
+		n += m
+		if err != nil || strings.Contains(string(buf[:n]), "\r\n\r\n") {
+			break
+		}
+	}
+	answer = string(buf[:n])
+	if _, err := fmt.Sscanf(answer, "HTTP/1.1 %d", &status); err != nil {
+		t.Fatalf("no status line in answer %q", answer)
+	}
+	return status, answer
+}
+
+// handshake returns a valid websocket request head for path, with extra
+// header lines appended.
+func handshake(path string, extra ...string) string {
+	h := "GET " + path + " HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	for _, e := range extra {
+		h += e + "\r\n"
+	}
+	return h + "\r\n"
+}

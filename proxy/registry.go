@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"sync"
+
+	"github.com/wsgate/wsgate/routing"
+)
+
+// backendKey identifies one allowlisted pod of one route.
+type backendKey struct {
+	route   routing.RouteKey
+	backend routing.Backend
+}
+
+// registry counts tunnels (and handshakes in progress) per backend and in
+// total, enforcing the caps, and finds the tunnels a new table revokes.
+type registry struct {
+	mu      sync.Mutex
+	closed  bool           // no more tunnels: the gateway is shutting down
+	wg      sync.WaitGroup // open tunnels
+	total   int
+	count   map[backendKey]int
+	tunnels map[backendKey]map[*tunnel]struct{}
+}
+
+func newRegistry() *registry {
+	return &registry{count: make(map[backendKey]int), tunnels: make(map[backendKey]map[*tunnel]struct{})}
+}
+
+// reserve takes a slot for a handshake to k, unless the global cap (0: no
+// cap) or the per-pod cap (0: no cap) is reached. The slot is given back
+// with release.
+func (r *registry) reserve(k backendKey, globalCap, perPodCap int) (ok, global bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if globalCap > 0 && r.total >= globalCap {
+		return false, true
+	}
+	if perPodCap > 0 && r.count[k] >= perPodCap {
+		return false, false
+	}
+	r.total++
+	r.count[k]++
+	return true, false
+}
+
+// release gives back a slot taken by reserve.
+func (r *registry) release(k backendKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.total--
+	if r.count[k]--; r.count[k] <= 0 {
+		delete(r.count, k)
+	}
+}
+
+// add registers an open tunnel on a reserved slot. It returns false once
+// closeAll has run: the tunnel must then be closed at once.
+func (r *registry) add(k backendKey, t *tunnel) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	set := r.tunnels[k]
+	if set == nil {
+		set = make(map[*tunnel]struct{})
+		r.tunnels[k] = set
+	}
+	set[t] = struct{}{}
+	return true
+}
+
+// remove unregisters a tunnel that add registered and releases its slot.
+func (r *registry) remove(k backendKey, t *tunnel) {
+	r.mu.Lock()
+	if set := r.tunnels[k]; set != nil {
+		delete(set, t)
+		if len(set) == 0 {
+			delete(r.tunnels, k)
+		}
+	}
+	r.mu.Unlock()
+	r.release(k)
+	r.wg.Done()
+}
+
+// revoked returns the open tunnels whose backend tbl no longer allows,
+// except those that drain: the route's current revokePolicy decides, or,
+// for a route that is gone, the policy it had when the tunnel opened.
+func (r *registry) revoked(tbl *routing.Table) []*tunnel {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*tunnel
+	for k, set := range r.tunnels {
+		if tbl.Allows(k.route, k.backend) {
+			continue
+		}
+		rt, exists := tbl.Route(k.route)
+		for t := range set {
+			drain := t.drainOnRevoke
+			if exists {
+				drain = rt.DrainOnRevoke
+			}
+			if !drain {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// closeAll refuses further tunnels and returns every open one.
+func (r *registry) closeAll() []*tunnel {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	var out []*tunnel
+	for _, set := range r.tunnels {
+		for t := range set {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// wait returns when every tunnel is removed; call it after closeAll.
+func (r *registry) wait() { r.wg.Wait() }
+
+// open is the number of open tunnels and handshakes in progress.
+func (r *registry) open() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total
+}

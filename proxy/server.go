@@ -1,0 +1,386 @@
+// Package proxy is wsgate's data plane: it accepts websocket handshakes for
+// <host><pathPrefix>/<podIP>/<rest>, forwards them only to pods that the
+// current routing table allowlists, and carries the tunnels.
+//
+// The proxy reads the table through an atomic pointer and never talks to
+// the API server. When a new table revokes a pod, the pod's open tunnels
+// get a Close frame 1008 at a frame boundary; on shutdown, tunnels get a
+// drain window and then a Close frame 1001.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/wsgate/wsgate/routing"
+)
+
+// Tables is where the proxy reads the routing table; routing.Publisher
+// implements it.
+type Tables interface {
+	// Load returns the current table.
+	Load() *routing.Table
+	// Subscribe returns a channel that receives after each new table.
+	Subscribe() (<-chan struct{}, func())
+}
+
+// Options tune the proxy. Zero values take the defaults below.
+type Options struct {
+	// HandshakeTimeout bounds dialling the pod and its 101 answer, for
+	// routes without timeouts.handshake. Default 10s.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds the TCP connect to a pod. Default 5s.
+	DialTimeout time.Duration
+	// IdleTimeout closes tunnels without traffic, for routes without
+	// timeouts.idle. Default 1h; negative: none.
+	IdleTimeout time.Duration
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request head (slow clients are cut). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// MaxHeaderBytes bounds the client's request head (431 beyond) and the
+	// pod's answer head. Default 16 KiB.
+	MaxHeaderBytes int
+	// MaxTunnels caps open tunnels (and handshakes in progress) per
+	// gateway process; 503 with Retry-After beyond it. Default 9000.
+	MaxTunnels int
+	// RetryAfter is sent with 503 answers. Default 5s.
+	RetryAfter time.Duration
+	// Dial connects to a pod; tests replace it. Default net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Log receives refused handshakes (V(1)) and errors.
+	Log logr.Logger
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.HandshakeTimeout, 10*time.Second)
+	def(&o.DialTimeout, 5*time.Second)
+	def(&o.IdleTimeout, time.Hour)
+	def(&o.ReadHeaderTimeout, 10*time.Second)
+	def(&o.RetryAfter, 5*time.Second)
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 16 << 10
+	}
+	if o.MaxTunnels <= 0 {
+		o.MaxTunnels = 9000
+	}
+	if o.Dial == nil {
+		o.Dial = (&net.Dialer{}).DialContext
+	}
+}
+
+// Server is the websocket gateway. Create it with New, serve listeners
+// with Serve, and stop it with Shutdown.
+type Server struct {
+	tables Tables
+	opts   Options
+	reg    *registry
+	http   *http.Server
+
+	draining atomic.Bool
+	stopOnce sync.Once
+	stop     chan struct{}
+}
+
+// New returns a Server that routes by tables.
+func New(tables Tables, opts Options) *Server {
+	opts.setDefaults()
+	s := &Server{tables: tables, opts: opts, reg: newRegistry(), stop: make(chan struct{})}
+	s.http = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		// HTTP/2 is off: websockets over HTTP/1.1 only.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		// Accept and TLS handshake errors are routine under scans.
+		ErrorLog: log.New(logWriter{opts.Log.V(1)}, "", 0),
+	}
+	go s.watchTables()
+	return s
+}
+
+// Serve accepts plain HTTP/1.1 connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeTLS accepts TLS connections on l with cfg until Shutdown. ALPN
+// offers http/1.1 only.
+func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	return s.Serve(tls.NewListener(l, cfg))
+}
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// OpenTunnels is the number of open tunnels and handshakes in progress.
+func (s *Server) OpenTunnels() int { return s.reg.open() }
+
+// Shutdown stops accepting connections, lets open tunnels run for up to
+// drain, then closes the rest with a Close frame 1001, and returns when
+// they have ended or ctx is done.
+func (s *Server) Shutdown(ctx context.Context, drain time.Duration) error {
+	s.draining.Store(true)
+	err := s.http.Shutdown(ctx)
+	s.stopOnce.Do(func() { close(s.stop) })
+
+	timer := time.NewTimer(drain)
+	defer timer.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for s.reg.open() > 0 {
+		select {
+		case <-timer.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		case <-tick.C:
+		}
+	}
+	for _, t := range s.reg.closeAll() {
+		t.Close(CloseGoingAway, "gateway shutting down", ClosedShutdown)
+	}
+	done := make(chan struct{})
+	go func() { s.reg.wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return errors.Join(err, fmt.Errorf("tunnels still open at the end of the grace period: %w", ctx.Err()))
+	}
+	return err
+}
+
+// watchTables closes the tunnels that each new table revokes.
+func (s *Server) watchTables() {
+	updates, cancel := s.tables.Subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-updates:
+		}
+		s.revoke(s.tables.Load())
+	}
+}
+
+func (s *Server) revoke(tbl *routing.Table) {
+	for _, t := range s.reg.revoked(tbl) {
+		t.Close(ClosePolicyViolation, "pod is no longer allowlisted", ClosedRevoked)
+	}
+}
+
+// ServeHTTP handles one websocket handshake: check it, resolve the
+// address in the current table, dial the pod, forward the handshake and,
+// on a valid 101, carry the tunnel.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rf := s.check(r); rf != nil {
+		s.refuse(w, r, rf)
+		return
+	}
+	host, ok := normalizeHost(r.Host)
+	if !ok {
+		s.refuse(w, r, refuse(http.StatusBadRequest, "invalid Host"))
+		return
+	}
+	if sni, _ := normalizeHost(serverName(r)); sni != "" && sni != host {
+		s.refuse(w, r, refuse(http.StatusMisdirectedRequest, "the TLS server name and the Host header differ"))
+		return
+	}
+	tgt, rf := resolve(s.tables.Load(), host, r.RequestURI)
+	if rf != nil {
+		s.refuse(w, r, rf)
+		return
+	}
+	if rf := checkOrigin(r, tgt.route); rf != nil {
+		s.refuse(w, r, rf)
+		return
+	}
+	key := backendKey{route: tgt.route.Key, backend: tgt.backend}
+	if ok, global := s.reg.reserve(key, s.opts.MaxTunnels, tgt.route.MaxConnectionsPerPod); !ok {
+		msg := "the pod is at its connection limit"
+		if global {
+			msg = "the gateway is at its connection limit"
+		}
+		rf := refuse(http.StatusServiceUnavailable, msg)
+		rf.header = http.Header{"Retry-After": {strconv.Itoa(int(s.opts.RetryAfter.Round(time.Second) / time.Second))}}
+		s.refuse(w, r, rf)
+		return
+	}
+	s.forward(w, r, tgt, key)
+}
+
+// check refuses requests before any lookup: the gateway draining, or not a
+// websocket handshake.
+func (s *Server) check(r *http.Request) *refusal {
+	if s.draining.Load() {
+		rf := refuse(http.StatusServiceUnavailable, "the gateway is shutting down")
+		rf.header = http.Header{"Retry-After": {"1"}}
+		return rf
+	}
+	return checkHandshake(r)
+}
+
+// forward dials the pod, relays the handshake and runs the tunnel. The
+// slot for key is reserved and is released here.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key backendKey) {
+	registered := false
+	defer func() {
+		if !registered {
+			s.reg.release(key)
+		}
+	}()
+	hsTimeout := tgt.route.Timeouts.Handshake
+	if hsTimeout <= 0 {
+		hsTimeout = s.opts.HandshakeTimeout
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), hsTimeout)
+	defer cancel()
+	dialCtx, dialCancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+	pod, err := s.opts.Dial(dialCtx, "tcp", tgt.backend.Addr.String())
+	dialCancel()
+	if err != nil {
+		s.refuse(w, r, refuse(dialStatus(err), "the pod did not accept the connection"))
+		return
+	}
+	podOK := false
+	defer func() {
+		if !podOK {
+			_ = pod.Close()
+		}
+	}()
+	deadline, _ := ctx.Deadline()
+	_ = pod.SetDeadline(deadline)
+	if _, err := pod.Write(podRequest(r, tgt.uri)); err != nil {
+		s.refuse(w, r, refuse(dialStatus(err), "the pod closed the connection"))
+		return
+	}
+	resp, br, budget, err := readPodResponse(pod, r, s.opts.MaxHeaderBytes)
+	if err != nil {
+		s.refuse(w, r, refuse(dialStatus(err), "the pod did not answer the handshake"))
+		return
+	}
+	budget.n = -1
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		s.relay(w, resp)
+		return
+	}
+	if err := checkUpgradeResponse(resp, r); err != nil {
+		s.opts.Log.V(1).Info("bad upgrade from pod", "route", key.route.String(), "pod", tgt.backend.Pod, "err", err.Error())
+		s.refuse(w, r, refuse(http.StatusBadGateway, "the pod's upgrade answer is not a valid websocket handshake"))
+		return
+	}
+
+	client, cbr, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.refuse(w, r, refuse(http.StatusInternalServerError, "cannot take over the connection"))
+		return
+	}
+	_ = client.SetDeadline(time.Time{})
+	_ = pod.SetDeadline(time.Time{})
+	// Anything the client sent after its request head is already in cbr.
+	clientPending, _ := cbr.Reader.Peek(cbr.Reader.Buffered())
+	podPending, _ := br.Peek(br.Buffered())
+	_ = client.SetWriteDeadline(deadline)
+	if _, err := client.Write(upgradeHeader(resp)); err != nil {
+		_ = client.Close()
+		return
+	}
+	_ = client.SetWriteDeadline(time.Time{})
+
+	idle := tgt.route.Timeouts.Idle
+	if idle == 0 {
+		idle = s.opts.IdleTimeout
+	}
+	t := newTunnel(client, pod, max(idle, 0), tgt.route.Timeouts.MaxLifetime)
+	t.clientPending = append([]byte(nil), clientPending...)
+	t.podPending = append([]byte(nil), podPending...)
+	t.drainOnRevoke = tgt.route.DrainOnRevoke
+	podOK = true
+	if !s.reg.add(key, t) {
+		// Shutdown already closed the tunnels it knew of.
+		t.Close(CloseGoingAway, "gateway shutting down", ClosedShutdown)
+		t.run()
+		return
+	}
+	registered = true
+	defer s.reg.remove(key, t)
+	// The table may have changed while the pod answered: a revocation
+	// that the watcher ran before add would be missed.
+	if !s.tables.Load().Allows(key.route, key.backend) && !t.drainOnRevoke {
+		t.Close(ClosePolicyViolation, "pod is no longer allowlisted", ClosedRevoked)
+	}
+	t.run()
+}
+
+// relay passes a non-101 answer from the pod to the client as a plain
+// response and closes the connection: it never becomes a tunnel.
+func (s *Server) relay(w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	h := resp.Header.Clone()
+	removeHopByHop(h)
+	for k, v := range h {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Connection", "close")
+	w.Header().Del("Content-Length")
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, io.LimitReader(resp.Body, maxRelayedBody))
+}
+
+// maxRelayedBody bounds the body of a non-101 answer that is relayed.
+const maxRelayedBody = 1 << 20
+
+// refuse answers a refused handshake with a plain-text status and closes
+// the connection.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) {
+	s.opts.Log.V(1).Info("handshake refused", "status", rf.status, "reason", rf.msg, "host", r.Host, "remote", r.RemoteAddr)
+	for k, v := range rf.header {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(rf.status)
+	_, _ = io.WriteString(w, rf.msg+"\n")
+}
+
+// serverName is the TLS SNI of the request's connection, if any.
+func serverName(r *http.Request) string {
+	if r.TLS == nil {
+		return ""
+	}
+	return r.TLS.ServerName
+}
+
+// logWriter sends the HTTP server's own log lines to a logr.Logger.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/wsgate/wsgate/routing"
+)
+
+// target is where an allowlisted request goes.
+type target struct {
+	route   *routing.Route
+	backend routing.Backend
+	// uri is the request-target for the pod: the route's backendPath, the
+	// rest of the request path, and the query, unchanged.
+	uri string
+}
+
+// refusal is a plain HTTP answer to a request the gateway will not forward.
+type refusal struct {
+	status int
+	msg    string
+	// header lines to add, e.g. Sec-WebSocket-Version or Retry-After.
+	header http.Header
+}
+
+func refuse(status int, msg string) *refusal { return &refusal{status: status, msg: msg} }
+
+// errNotFound is the one answer for every address the gateway does not
+// serve: no route, a non-canonical address, or an address that is not
+// allowlisted all look the same to the client.
+var errNotFound = refuse(http.StatusNotFound, "no allowlisted pod at this address")
+
+// resolve maps a request's host and raw request-target to a target. It
+// rejects, before any lookup, request-targets that are not plain absolute
+// paths (percent-encoding, dot or empty segments) and address segments
+// that are not the canonical text of an IPv4 or IPv6 address. Nothing
+// that resolve returns lies outside the table.
+func resolve(tbl *routing.Table, host, requestURI string) (target, *refusal) {
+	path, query, hasQuery := strings.Cut(requestURI, "?")
+	if r := checkPath(path); r != nil {
+		return target{}, r
+	}
+	route, rest, ok := tbl.Match(host, path)
+	if !ok {
+		return target{}, errNotFound
+	}
+	// rest is "/<address>" or "/<address>/<more>".
+	if rest == "" {
+		return target{}, errNotFound
+	}
+	seg, more, _ := strings.Cut(rest[1:], "/")
+	addr, ok := parseAddr(seg)
+	if !ok {
+		return target{}, errNotFound
+	}
+	b, ok := route.Backend(addr)
+	if !ok {
+		return target{}, errNotFound
+	}
+	uri := route.BackendPath
+	if rest := rest[1+len(seg):]; rest != "" {
+		uri = strings.TrimSuffix(route.BackendPath, "/") + "/" + more
+	}
+	if hasQuery {
+		uri += "?" + query
+	}
+	return target{route: route, backend: b, uri: uri}, nil
+}
+
+// checkPath accepts an absolute path of plain segments: no
+// percent-encoding, no "." or ".." segments, no empty segment except a
+// trailing slash, and nothing outside visible ASCII.
+func checkPath(path string) *refusal {
+	if !strings.HasPrefix(path, "/") {
+		return refuse(http.StatusBadRequest, "the request-target must be an absolute path")
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c <= ' ' || c >= 0x7f || c == '%' || c == '\\' || c == '#' {
+			return refuse(http.StatusBadRequest, "the path must not contain percent-encoding, backslashes or non-ASCII bytes")
+		}
+	}
+	segs := strings.Split(path[1:], "/")
+	for i, s := range segs {
+		switch {
+		case s == "." || s == "..":
+			return refuse(http.StatusBadRequest, "the path must not contain dot segments")
+		case s == "" && i != len(segs)-1:
+			return refuse(http.StatusBadRequest, "the path must not contain empty segments")
+		}
+	}
+	return nil
+}
+
+// parseAddr accepts only the canonical text of an address: what
+// netip.Addr.String prints, without zone, and never an IPv4-mapped IPv6
+// address (the IPv4 form is the canonical one).
+func parseAddr(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.String() != s || !routing.Canonical(a) {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// normalizeHost returns the request's host, lower case, without port or
+// trailing dot; ok is false for a host the gateway cannot route.
+func normalizeHost(hostport string) (string, bool) {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(hostport, "[") {
+		return "", false
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" || len(host) > 253 {
+		return "", false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == ':' || c == '_') {
+			return "", false
+		}
+	}
+	return host, true
+}

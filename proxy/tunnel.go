@@ -1,0 +1,302 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// CloseReason says why a tunnel ended.
+type CloseReason string
+
+// Reasons a tunnel ends.
+const (
+	ClosedByClient CloseReason = "client"
+	ClosedByPod    CloseReason = "pod"
+	ClosedIdle     CloseReason = "idle"
+	ClosedLifetime CloseReason = "lifetime"
+	ClosedRevoked  CloseReason = "revoked"
+	ClosedShutdown CloseReason = "shutdown"
+	ClosedError    CloseReason = "error"
+)
+
+// closeGrace bounds how long a closing tunnel waits for the current frame
+// to end and for the peers to answer the Close frame.
+const closeGrace = time.Second
+
+// bufPool holds the buffers that tunnels borrow while bytes move; an
+// idle tunnel on plain TCP holds none.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// closeRequest is a gateway-initiated close: code and reason go into the
+// Close frames sent both ways.
+type closeRequest struct {
+	code   uint16
+	reason string
+	why    CloseReason
+}
+
+// tunnel carries one websocket between a client and a pod after the
+// handshake. Bytes are forwarded unchanged; each direction tracks frame
+// boundaries so the gateway can insert a Close frame between frames.
+type tunnel struct {
+	client, pod net.Conn
+	// Bytes read ahead during the handshake, forwarded first.
+	clientPending, podPending []byte
+
+	idle     time.Duration // 0: none
+	deadline time.Time     // max lifetime; zero: none
+	// drainOnRevoke is the route's revokePolicy when the tunnel opened.
+	drainOnRevoke bool
+
+	lastActive atomic.Int64 // unix nanoseconds
+	closing    atomic.Pointer[closeRequest]
+	done       chan struct{}
+
+	// Byte counts, for logs and metrics.
+	fromClient, fromPod atomic.Int64
+	// endedBy is the first reason recorded.
+	endedMu sync.Mutex
+	endedBy CloseReason
+}
+
+func newTunnel(client, pod net.Conn, idle, lifetime time.Duration) *tunnel {
+	t := &tunnel{client: client, pod: pod, idle: idle, done: make(chan struct{})}
+	now := time.Now()
+	if lifetime > 0 {
+		t.deadline = now.Add(lifetime)
+	}
+	t.lastActive.Store(now.UnixNano())
+	return t
+}
+
+// Close asks the tunnel to end with a Close frame (code, reason) sent to
+// both peers at their next frame boundary. It returns at once; Done is
+// closed when the tunnel has ended.
+func (t *tunnel) Close(code uint16, reason string, why CloseReason) {
+	if !t.closing.CompareAndSwap(nil, &closeRequest{code: code, reason: reason, why: why}) {
+		return
+	}
+	t.setEnded(why)
+	// Wake both directions; they notice the request and close at a
+	// boundary.
+	past := time.Unix(1, 0)
+	_ = t.client.SetReadDeadline(past)
+	_ = t.pod.SetReadDeadline(past)
+}
+
+// Done is closed when the tunnel has ended and both connections are closed.
+func (t *tunnel) Done() <-chan struct{} { return t.done }
+
+func (t *tunnel) setEnded(why CloseReason) {
+	t.endedMu.Lock()
+	if t.endedBy == "" {
+		t.endedBy = why
+	}
+	t.endedMu.Unlock()
+}
+
+// EndedBy reports why the tunnel ended.
+func (t *tunnel) EndedBy() CloseReason {
+	t.endedMu.Lock()
+	defer t.endedMu.Unlock()
+	return t.endedBy
+}
+
+// run moves bytes both ways until the tunnel ends, then closes both
+// connections.
+func (t *tunnel) run() {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t.pump(t.client, t.pod, t.clientPending, true, ClosedByClient, &t.fromClient)
+	}()
+	t.pump(t.pod, t.client, t.podPending, false, ClosedByPod, &t.fromPod)
+	wg.Wait()
+	_ = t.client.Close()
+	_ = t.pod.Close()
+	close(t.done)
+}
+
+// pump copies src to dst. toPod says dst is the pod (Close frames to it
+// are masked). eof is the reason recorded when src ends the stream.
+func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseReason, count *atomic.Int64) {
+	var frames frameTracker
+	raw := rawConn(src)
+	if len(pending) > 0 {
+		frames.consume(pending, false)
+		if _, err := dst.Write(pending); err != nil {
+			t.fail(err)
+			return
+		}
+		count.Add(int64(len(pending)))
+	}
+	for {
+		// Arm first, then look: a Close that comes after the look moves
+		// the deadline to the past after this arm, so the read wakes.
+		t.armDeadline(src)
+		if cr := t.closing.Load(); cr != nil {
+			t.finish(src, dst, &frames, cr, toPod)
+			return
+		}
+		bp, n, err := t.read(src, raw)
+		if n > 0 {
+			t.lastActive.Store(time.Now().UnixNano())
+			count.Add(int64(n))
+			if cr := t.closing.Load(); cr != nil {
+				// A close was requested while these bytes arrived: forward
+				// them up to the first frame boundary only.
+				used := frames.consume((*bp)[:n], true)
+				_, werr := dst.Write((*bp)[:used])
+				bufPool.Put(bp)
+				if werr != nil {
+					t.fail(werr)
+					return
+				}
+				t.finish(src, dst, &frames, cr, toPod)
+				return
+			}
+			frames.consume((*bp)[:n], false)
+			_, werr := dst.Write((*bp)[:n])
+			bufPool.Put(bp)
+			if werr != nil {
+				t.fail(werr)
+				return
+			}
+		} else if bp != nil {
+			bufPool.Put(bp)
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if t.closing.Load() == nil {
+				t.checkTimers()
+			}
+			continue
+		}
+		if errors.Is(err, io.EOF) {
+			// Half-close: pass the end of stream on, and let the other
+			// direction finish.
+			t.setEnded(eof)
+			closeWrite(dst)
+			return
+		}
+		t.fail(err)
+		return
+	}
+}
+
+// read waits for src to be readable before borrowing a buffer, so that an
+// idle plain-TCP tunnel holds no buffer. Other connections (TLS) read
+// into a borrowed buffer directly.
+func (t *tunnel) read(src net.Conn, raw syscall.RawConn) (*[]byte, int, error) {
+	if raw != nil {
+		if err := raw.Read(readable); err != nil {
+			return nil, 0, err
+		}
+	}
+	bp := bufPool.Get().(*[]byte)
+	n, err := src.Read(*bp)
+	return bp, n, err
+}
+
+// armDeadline sets src's read deadline to the earlier of the idle timeout
+// and the maximum lifetime.
+func (t *tunnel) armDeadline(src net.Conn) {
+	var dl time.Time
+	if t.idle > 0 {
+		dl = time.Unix(0, t.lastActive.Load()).Add(t.idle)
+	}
+	if !t.deadline.IsZero() && (dl.IsZero() || t.deadline.Before(dl)) {
+		dl = t.deadline
+	}
+	_ = src.SetReadDeadline(dl)
+}
+
+// checkTimers closes the tunnel when its lifetime or idle time is over; a
+// deadline hit while the other direction was busy is simply re-armed.
+func (t *tunnel) checkTimers() {
+	now := time.Now()
+	if !t.deadline.IsZero() && !now.Before(t.deadline) {
+		t.Close(CloseGoingAway, "maximum connection lifetime reached", ClosedLifetime)
+		return
+	}
+	if t.idle > 0 && now.Sub(time.Unix(0, t.lastActive.Load())) >= t.idle {
+		t.Close(CloseGoingAway, "idle timeout", ClosedIdle)
+	}
+}
+
+// finish ends one direction of a closing tunnel: it forwards src until the
+// current frame ends (within closeGrace), sends the Close frame to dst,
+// half-closes dst, and reads src until the peer closes or closeGrace
+// passes, discarding what arrives (the peer's Close answer).
+func (t *tunnel) finish(src, dst net.Conn, frames *frameTracker, cr *closeRequest, toPod bool) {
+	limit := time.Now().Add(closeGrace)
+	_ = dst.SetWriteDeadline(limit)
+	_ = src.SetReadDeadline(limit)
+	var buf [4096]byte
+	for !frames.atBoundary() {
+		n, err := src.Read(buf[:])
+		used := frames.consume(buf[:n], true)
+		if _, werr := dst.Write(buf[:used]); werr != nil {
+			t.fail(werr)
+			return
+		}
+		if err != nil && !frames.atBoundary() {
+			// The frame did not end in time: no boundary to close at.
+			t.fail(err)
+			return
+		}
+	}
+	if _, err := dst.Write(closeFrame(cr.code, cr.reason, toPod)); err != nil {
+		t.fail(err)
+		return
+	}
+	closeWrite(dst)
+	for {
+		if _, err := src.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// fail ends the tunnel at once: both connections are closed, which wakes
+// the other direction.
+func (t *tunnel) fail(error) {
+	t.setEnded(ClosedError)
+	_ = t.client.Close()
+	_ = t.pod.Close()
+}
+
+// closeWrite half-closes c (sends FIN, or close_notify on TLS).
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// rawConn returns the syscall.RawConn of a plain TCP connection, or nil
+// where readable cannot tell (then reads borrow a buffer while waiting).
+func rawConn(c net.Conn) syscall.RawConn {
+	if readable == nil {
+		return nil
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
