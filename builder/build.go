@@ -24,6 +24,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,7 +41,8 @@ import (
 // Options are the settings of one build that do not come from the cluster.
 type Options struct {
 	// DefaultHost replaces an empty spec.hostnames; when "" such routes are
-	// the catch-all (routing.Route.Hosts empty). It is lower-cased.
+	// the catch-all (routing.Route.Hosts empty). It is lower-cased but not
+	// otherwise checked: the caller validates it (as a flag, say).
 	DefaultHost string
 	// Generation is passed to routing.New.
 	Generation uint64
@@ -152,7 +154,7 @@ type candidate struct {
 // olderFirst orders routes by creationTimestamp, then namespace and name;
 // the UID breaks the tie between two objects with the same key.
 func olderFirst(a, b *candidate) int {
-	if c := a.wr.CreationTimestamp.Time.Compare(b.wr.CreationTimestamp.Time); c != 0 {
+	if c := a.wr.CreationTimestamp.Compare(b.wr.CreationTimestamp.Time); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.key.Namespace, b.key.Namespace); c != 0 {
@@ -220,18 +222,20 @@ func describeHost(host string) string {
 }
 
 func acceptedMessage(c *candidate) string {
+	const owns = "the route is valid and owns pathPrefix "
+	prefix := strconv.Quote(c.route.PathPrefix)
 	hosts := c.route.Hosts
 	switch len(hosts) {
 	case 0:
-		return fmt.Sprintf("the route is valid and owns pathPrefix %q on the catch-all host", c.route.PathPrefix)
+		return owns + prefix + " on the catch-all host"
 	case 1:
-		return fmt.Sprintf("the route is valid and owns pathPrefix %q on host %q", c.route.PathPrefix, hosts[0])
+		return owns + prefix + " on host " + strconv.Quote(hosts[0])
 	}
 	quoted := make([]string, len(hosts))
 	for i, h := range hosts {
-		quoted[i] = fmt.Sprintf("%q", h)
+		quoted[i] = strconv.Quote(h)
 	}
-	return fmt.Sprintf("the route is valid and owns pathPrefix %q on hosts %s", c.route.PathPrefix, strings.Join(quoted, ", "))
+	return owns + prefix + " on hosts " + strings.Join(quoted, ", ")
 }
 
 // compile checks a WsRoute and turns it into a candidate with its
@@ -273,7 +277,7 @@ func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 		}
 	}
 
-	hosts := make([]string, 0, max(len(spec.Hostnames), 1))
+	var hosts []string
 	for _, h := range spec.Hostnames {
 		host := strings.ToLower(string(h))
 		if !validHostname(host) {
@@ -395,6 +399,8 @@ func checkPath(p string, prefix bool) string {
 		return `contains "//"`
 	case strings.Contains(p, ".."):
 		return `contains ".."`
+	case strings.Contains(p, "/./") || strings.HasSuffix(p, "/."):
+		return `contains a "." segment`
 	case strings.Contains(p, "%"):
 		return `contains "%"`
 	case prefix && p != "/" && strings.HasSuffix(p, "/"):

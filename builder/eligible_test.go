@@ -231,3 +231,32 @@ func TestEligible(t *testing.T) {
 		})
 	}
 }
+
+// FuzzEligible feeds arbitrary address strings and ports to Eligible: it
+// must not panic, and what it returns must be canonical and unique.
+func FuzzEligible(f *testing.F) {
+	f.Add("10.0.0.1", "fd00::1", "", int32(8080), "")
+	f.Add("::ffff:10.0.0.1", "10.0.0.1", "10.0.0.2", int32(0), "ws")
+	f.Add("fe80::1%eth0", "010.0.0.1", "1.2.3.4.5", int32(70000), "metrics")
+	f.Fuzz(func(t *testing.T, ip1, ip2, podIP string, num int32, name string) {
+		pod := newPod("a", "p", "", nil, podIPs(ip1, ip2), func(p *corev1.Pod) { p.Status.PodIP = podIP })
+		port := intstr.FromInt32(num)
+		if name != "" {
+			port = intstr.FromString(name)
+		}
+		addrs, skip := Eligible(pod, port)
+		if (skip == "") == (len(addrs) == 0) {
+			t.Fatalf("skipped %q with %d addresses", skip, len(addrs))
+		}
+		seen := map[netip.Addr]bool{}
+		for _, a := range addrs {
+			if !a.Addr().IsValid() || a.Addr().Is4In6() || a.Addr().Zone() != "" || a.Port() == 0 {
+				t.Fatalf("address %v is not canonical or has no port", a)
+			}
+			if seen[a.Addr()] {
+				t.Fatalf("address %v is listed twice", a)
+			}
+			seen[a.Addr()] = true
+		}
+	})
+}

@@ -48,31 +48,33 @@ func Eligible(pod *corev1.Pod, port intstr.IntOrString) (addrs []netip.AddrPort,
 	return addrs, ""
 }
 
-// podAddrs is the port-independent part of Eligible. It appends the
-// addresses to dst, which must be empty (it may have spare capacity).
+// podAddrs is the port-independent part of Eligible. It appends the pod's
+// addresses to dst and returns the result (the pod's addresses are the
+// part after len(dst)); when the pod is skipped it returns dst unchanged.
 func podAddrs(pod *corev1.Pod, dst []netip.Addr) ([]netip.Addr, v1alpha1.SkippedReason) {
 	if pod.DeletionTimestamp != nil {
-		return nil, v1alpha1.SkippedTerminating
+		return dst, v1alpha1.SkippedTerminating
 	}
+	base := len(dst)
 	addrs := dst
 	for _, ip := range pod.Status.PodIPs {
-		addrs = appendAddr(addrs, ip.IP)
+		addrs = appendAddr(addrs, base, ip.IP)
 	}
-	if len(addrs) == 0 {
-		addrs = appendAddr(addrs, pod.Status.PodIP)
+	if len(addrs) == base {
+		addrs = appendAddr(addrs, base, pod.Status.PodIP)
 	}
-	if len(addrs) == 0 {
-		return nil, v1alpha1.SkippedNoIP
+	if len(addrs) == base {
+		return dst, v1alpha1.SkippedNoIP
 	}
 	if !podReady(pod) {
-		return nil, v1alpha1.SkippedNotReady
+		return dst, v1alpha1.SkippedNotReady
 	}
 	return addrs, ""
 }
 
 // appendAddr parses s and appends its canonical form to addrs, unless it
-// does not parse, has a zone, or is already there.
-func appendAddr(addrs []netip.Addr, s string) []netip.Addr {
+// does not parse, has a zone, or is already in addrs[base:].
+func appendAddr(addrs []netip.Addr, base int, s string) []netip.Addr {
 	if s == "" {
 		return addrs
 	}
@@ -81,7 +83,7 @@ func appendAddr(addrs []netip.Addr, s string) []netip.Addr {
 		return addrs
 	}
 	a = a.Unmap()
-	if !routing.Canonical(a) || slices.Contains(addrs, a) {
+	if !routing.Canonical(a) || slices.Contains(addrs[base:], a) {
 		return addrs
 	}
 	return append(addrs, a)
@@ -142,16 +144,32 @@ func portNumber(n int32) (uint16, bool) {
 	return uint16(n), true
 }
 
-// podEntry is one pod of an indexed namespace, with its port-independent
-// eligibility computed on first use and shared by every route.
+// skipReasons lists every SkippedReason, sorted.
+var skipReasons = [...]v1alpha1.SkippedReason{
+	v1alpha1.SkippedNoIP,
+	v1alpha1.SkippedNotReady,
+	v1alpha1.SkippedPortNotFound,
+	v1alpha1.SkippedTerminating,
+}
+
+// Values of podEntry.state.
+const (
+	stateUnknown  uint8 = iota // not computed yet
+	stateEligible              // ready with addresses; the port is up to the route
+	stateSkipped               // stateSkipped+i: skipped for skipReasons[i]
+)
+
+// podEntry is one pod of an indexed namespace. Its port-independent
+// eligibility is computed on first use and shared by every route.
 type podEntry struct {
 	pod *corev1.Pod
-	// name is pod.Name, copied while the index reads the pod anyway, so that
-	// sorting a route's pods does not chase the pod pointers.
-	name  string
-	addrs []netip.Addr
-	skip  v1alpha1.SkippedReason
-	done  bool
+	// name is pod.Name, copied while the index reads the pod anyway, so
+	// that sorting a route's pods does not chase the pod pointers.
+	name string
+	// The pod's addresses are podIndex.arena[addrAt : addrAt+addrCount].
+	addrAt    int32
+	addrCount uint8
+	state     uint8
 }
 
 // labelPair is one "key=value" label.
@@ -160,71 +178,74 @@ type labelPair struct {
 }
 
 // podIndex holds the pods that accepted routes may select. It is built
-// once per Build, only for the namespaces that have accepted routes (pods
-// elsewhere cost one map lookup each), and it indexes only the label keys
-// of those routes' Equals and In requirements.
+// once per Build, only for the namespaces that have accepted routes (a pod
+// elsewhere costs one map lookup), and it indexes only the label keys of
+// those routes' Equals and In requirements.
+//
+// The label index is flat: each namespace numbers the labelPairs it has
+// seen (the numbers are unique across namespaces), and the entries that
+// carry pair n are byPair[start[n]:start[n+1]], in input order.
 type podIndex struct {
 	namespaces map[string]*namespacePods
 	// entries are the pods of the indexed namespaces, in input order; the
-	// namespaces refer to them by position.
+	// rest of the index refers to them by position.
 	entries []podEntry
-	// arena backs the entries' addrs, so that pods cost no allocation each.
+	// arena holds the addresses of the entries, so that a pod costs no
+	// allocation of its own.
 	arena []netip.Addr
-}
 
-// namespacePods indexes the pods of one namespace.
-//
-// The label index is flat: pairs numbers each labelPair seen, and the
-// entries that carry pair n are byPair[start[n]:start[n+1]], in input
-// order.
-type namespacePods struct {
-	size    int
-	members []int32 // every entry of the namespace, in input order
-	keys    []string
-
-	pairs  map[labelPair]int32
+	pairs  int32     // labelPairs numbered so far
+	refs   []pairRef // (pair, entry) while pods are added; see sortRefs
 	start  []int32
 	byPair []int32
-	refs   []pairRef // (pair, entry) while pods are added; see index
+}
+
+// namespacePods is the index of one namespace.
+type namespacePods struct {
+	// keys are the label keys the namespace's routes look up.
+	keys []string
+	// pairs numbers the labelPairs of keys that the namespace's pods carry.
+	pairs map[labelPair]int32
+	// scan is set when a route of the namespace has no requirement the
+	// index can answer; members then lists every entry of the namespace.
+	scan    bool
+	members []int32
 }
 
 type pairRef struct{ pair, entry int32 }
 
 func newPodIndex(pods []*corev1.Pod, routes []*candidate) *podIndex {
 	idx := &podIndex{namespaces: make(map[string]*namespacePods)}
+	indexed := false
 	for _, c := range routes {
 		ns := idx.namespaces[c.key.Namespace]
 		if ns == nil {
 			ns = &namespacePods{}
 			idx.namespaces[c.key.Namespace] = ns
 		}
+		if len(c.lookups) == 0 {
+			ns.scan = true
+		}
 		for _, l := range c.lookups {
 			if !slices.Contains(ns.keys, l.key) {
 				ns.keys = append(ns.keys, l.key)
 			}
+			if ns.pairs == nil {
+				ns.pairs = make(map[labelPair]int32)
+			}
+			indexed = true
 		}
+	}
+	if len(idx.namespaces) == 0 {
+		return idx
 	}
 
-	// Count first, so that every slice is allocated once at its size.
-	total := 0
-	for _, pod := range pods {
-		if pod == nil {
-			continue
-		}
-		if ns := idx.namespaces[pod.Namespace]; ns != nil {
-			ns.size++
-			total++
-		}
+	// Reading a pod is a cache miss, so pods are read once: the slices are
+	// sized for every pod rather than counted first (entries are small).
+	idx.entries = make([]podEntry, 0, len(pods))
+	if indexed {
+		idx.refs = make([]pairRef, 0, len(pods))
 	}
-	idx.entries = make([]podEntry, 0, total)
-	for _, ns := range idx.namespaces {
-		ns.members = make([]int32, 0, ns.size)
-		if len(ns.keys) > 0 {
-			ns.pairs = make(map[labelPair]int32)
-			ns.refs = make([]pairRef, 0, ns.size)
-		}
-	}
-
 	for _, pod := range pods {
 		if pod == nil {
 			continue
@@ -235,77 +256,101 @@ func newPodIndex(pods []*corev1.Pod, routes []*candidate) *podIndex {
 		}
 		i := int32(len(idx.entries))
 		idx.entries = append(idx.entries, podEntry{pod: pod, name: pod.Name})
-		ns.members = append(ns.members, i)
+		if ns.scan {
+			ns.members = append(ns.members, i)
+		}
 		for _, k := range ns.keys {
 			if v, ok := pod.Labels[k]; ok {
-				ns.add(labelPair{k, v}, i)
+				idx.add(ns, labelPair{k, v}, i)
 			}
 		}
 	}
-	for _, ns := range idx.namespaces {
-		ns.index()
-	}
+	idx.sortRefs()
 	return idx
 }
 
-func (ns *namespacePods) add(p labelPair, entry int32) {
+func (idx *podIndex) add(ns *namespacePods, p labelPair, entry int32) {
 	id, ok := ns.pairs[p]
 	if !ok {
-		id = int32(len(ns.pairs))
+		id = idx.pairs
+		idx.pairs++
 		ns.pairs[p] = id
 	}
-	ns.refs = append(ns.refs, pairRef{pair: id, entry: entry})
+	idx.refs = append(idx.refs, pairRef{pair: id, entry: entry})
 }
 
-// index sorts refs by pair into start and byPair. It is a counting sort,
+// sortRefs sorts refs by pair into start and byPair. It is a counting sort,
 // so the entries of each pair stay in input order.
-func (ns *namespacePods) index() {
-	if len(ns.pairs) == 0 {
+func (idx *podIndex) sortRefs() {
+	if idx.pairs == 0 {
 		return
 	}
-	ns.start = make([]int32, len(ns.pairs)+1)
-	for _, r := range ns.refs {
-		ns.start[r.pair+1]++
+	idx.start = make([]int32, idx.pairs+1)
+	for _, r := range idx.refs {
+		idx.start[r.pair+1]++
 	}
-	for i := 1; i < len(ns.start); i++ {
-		ns.start[i] += ns.start[i-1]
+	for i := 1; i < len(idx.start); i++ {
+		idx.start[i] += idx.start[i-1]
 	}
-	next := slices.Clone(ns.start[:len(ns.pairs)])
-	ns.byPair = make([]int32, len(ns.refs))
-	for _, r := range ns.refs {
-		ns.byPair[next[r.pair]] = r.entry
+	next := slices.Clone(idx.start[:idx.pairs])
+	idx.byPair = make([]int32, len(idx.refs))
+	for _, r := range idx.refs {
+		idx.byPair[next[r.pair]] = r.entry
 		next[r.pair]++
 	}
-	ns.refs = nil
+	idx.refs = nil
 }
 
-// withLabel returns the entries that carry label p, in input order.
-func (ns *namespacePods) withLabel(p labelPair) []int32 {
+// withLabel returns the entries of namespace ns that carry label p, in
+// input order.
+func (idx *podIndex) withLabel(ns *namespacePods, p labelPair) []int32 {
 	id, ok := ns.pairs[p]
 	if !ok {
 		return nil
 	}
-	return ns.byPair[ns.start[id]:ns.start[id+1]]
+	return idx.byPair[idx.start[id]:idx.start[id+1]]
 }
 
 // eligibility returns the port-independent part of Eligible for entry i,
 // computing it on first use.
 func (idx *podIndex) eligibility(i int32) ([]netip.Addr, v1alpha1.SkippedReason) {
 	e := &idx.entries[i]
-	if !e.done {
-		if cap(idx.arena)-len(idx.arena) < 4 {
-			// A new chunk; earlier entries keep their views of the old one.
-			idx.arena = make([]netip.Addr, 0, max(256, 2*cap(idx.arena)))
+	if e.state == stateUnknown {
+		if idx.arena == nil {
+			// Room for every entry's address, and dual-stack for a few.
+			idx.arena = make([]netip.Addr, 0, len(idx.entries)+len(idx.entries)/4+4)
 		}
-		tail := idx.arena[len(idx.arena):]
-		e.addrs, e.skip = podAddrs(e.pod, tail)
-		if len(e.addrs) <= cap(tail) { // appended in place
-			idx.arena = idx.arena[:len(idx.arena)+len(e.addrs)]
+		at := len(idx.arena)
+		var skip v1alpha1.SkippedReason
+		idx.arena, skip = podAddrs(e.pod, idx.arena)
+		if skip != "" {
+			e.state = stateSkipped + uint8(slices.Index(skipReasons[:], skip))
+		} else {
+			e.state = stateEligible
+			e.addrAt, e.addrCount = int32(at), uint8(min(len(idx.arena)-at, 255))
 		}
-		e.addrs = e.addrs[:len(e.addrs):len(e.addrs)]
-		e.done = true
 	}
-	return e.addrs, e.skip
+	if e.state >= stateSkipped {
+		return nil, skipReasons[e.state-stateSkipped]
+	}
+	return idx.arena[e.addrAt : e.addrAt+int32(e.addrCount) : e.addrAt+int32(e.addrCount)], ""
+}
+
+// bestLookup returns the position in c.lookups of the requirement with the
+// fewest candidates in namespace ns, and their number; -1 when c has no
+// lookups.
+func (idx *podIndex) bestLookup(ns *namespacePods, c *candidate) (best, candidates int) {
+	best = -1
+	for i, l := range c.lookups {
+		n := 0
+		for _, v := range l.values {
+			n += len(idx.withLabel(ns, labelPair{l.key, v}))
+		}
+		if best < 0 || n < candidates {
+			best, candidates = i, n
+		}
+	}
+	return best, candidates
 }
 
 // match appends to dst[:0] the entries of namespace ns that c's selector
@@ -315,23 +360,14 @@ func (idx *podIndex) eligibility(i int32) ([]netip.Addr, v1alpha1.SkippedReason)
 // selector); without one it checks every pod of the namespace.
 func (idx *podIndex) match(ns *namespacePods, c *candidate, dst []int32) []int32 {
 	dst = dst[:0]
-	best, bestLen := -1, 0
-	for i, l := range c.lookups {
-		n := 0
-		for _, v := range l.values {
-			n += len(ns.withLabel(labelPair{l.key, v}))
-		}
-		if best < 0 || n < bestLen {
-			best, bestLen = i, n
-		}
-	}
+	best, bestLen := idx.bestLookup(ns, c)
 	switch {
 	case best >= 0 && bestLen == 0:
 		return dst
 	case best >= 0:
 		l := c.lookups[best]
 		for _, v := range l.values {
-			for _, i := range ns.withLabel(labelPair{l.key, v}) {
+			for _, i := range idx.withLabel(ns, labelPair{l.key, v}) {
 				if c.lookupIsSelector || c.selector.Matches(labels.Set(idx.entries[i].pod.Labels)) {
 					dst = append(dst, i)
 				}
@@ -352,133 +388,4 @@ func (idx *podIndex) match(ns *namespacePods, c *candidate, dst []int32) []int32
 		return cmp.Compare(ea.pod.UID, eb.pod.UID)
 	})
 	return dst
-}
-
-// endpointScratch is reused across the routes of one build.
-type endpointScratch struct {
-	matched []int32
-	spans   []addrSpan // backends of each listed pod
-	text    []byte     // the listed addresses, concatenated
-	ends    []int      // where each address ends in text
-}
-
-// addrSpan locates a listed pod's status addresses in the route's backends.
-type addrSpan struct{ first, n int }
-
-// skipReasons lists every SkippedReason; Skipped is reported in this order
-// once sorted.
-var skipReasons = [...]v1alpha1.SkippedReason{
-	v1alpha1.SkippedNoIP,
-	v1alpha1.SkippedNotReady,
-	v1alpha1.SkippedPortNotFound,
-	v1alpha1.SkippedTerminating,
-}
-
-// endpoints returns the backends of an accepted route and its status
-// endpoints. Pods are taken in name order; an address already allowlisted
-// for an earlier pod of the same route is dropped, and a pod left with no
-// address of its own is neither counted nor listed.
-func (idx *podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backend, v1alpha1.RouteEndpoints) {
-	var ep v1alpha1.RouteEndpoints
-	ns := idx.namespaces[c.key.Namespace]
-	if ns == nil {
-		return nil, ep
-	}
-	s.matched = idx.match(ns, c, s.matched)
-	if len(s.matched) == 0 {
-		return nil, ep
-	}
-
-	var skipped [len(skipReasons)]int32
-	backends := make([]routing.Backend, 0, len(s.matched))
-	ep.Pods = make([]v1alpha1.EndpointPod, 0, min(len(s.matched), v1alpha1.MaxStatusPods))
-	s.spans = s.spans[:0]
-	var seen map[netip.Addr]struct{} // only for large routes; small ones scan backends
-	if len(s.matched) > 16 {
-		seen = make(map[netip.Addr]struct{}, len(s.matched))
-	}
-	dup := func(a netip.Addr) bool {
-		if seen != nil {
-			_, ok := seen[a]
-			seen[a] = struct{}{}
-			return ok
-		}
-		for i := range backends {
-			if backends[i].Addr.Addr() == a {
-				return true
-			}
-		}
-		return false
-	}
-
-	for _, i := range s.matched {
-		pod := idx.entries[i].pod
-		addrs, skip := idx.eligibility(i)
-		var port uint16
-		if skip == "" {
-			var ok bool
-			if port, ok = resolvePort(pod, c.port); !ok {
-				skip = v1alpha1.SkippedPortNotFound
-			}
-		}
-		if skip != "" {
-			skipped[slices.Index(skipReasons[:], skip)]++
-			continue
-		}
-		first := len(backends)
-		for _, a := range addrs {
-			if !dup(a) {
-				backends = append(backends, routing.Backend{Pod: pod.Name, Addr: netip.AddrPortFrom(a, port)})
-			}
-		}
-		if len(backends) == first {
-			continue
-		}
-		ep.Count++
-		if len(ep.Pods) < v1alpha1.MaxStatusPods {
-			ep.Pods = append(ep.Pods, v1alpha1.EndpointPod{Name: pod.Name, Port: int32(port)})
-			s.spans = append(s.spans, addrSpan{first: first, n: min(len(backends)-first, maxStatusAddresses)})
-		}
-	}
-	s.statusAddresses(ep.Pods, backends)
-	if len(ep.Pods) == 0 {
-		ep.Pods = nil
-	}
-
-	for i, n := range skipped {
-		if n > 0 {
-			ep.Skipped = append(ep.Skipped, v1alpha1.SkippedPods{Reason: skipReasons[i], Count: n})
-		}
-	}
-	slices.SortFunc(ep.Skipped, func(a, b v1alpha1.SkippedPods) int { return cmp.Compare(a.Reason, b.Reason) })
-	return backends, ep
-}
-
-// maxStatusAddresses is the schema's bound on status.endpoints.pods[].addresses.
-const maxStatusAddresses = 2
-
-// statusAddresses fills in the addresses of the listed pods from s.spans.
-// The strings of one route share one allocation.
-func (s *endpointScratch) statusAddresses(pods []v1alpha1.EndpointPod, backends []routing.Backend) {
-	if len(pods) == 0 {
-		return
-	}
-	s.text, s.ends = s.text[:0], s.ends[:0]
-	for _, sp := range s.spans {
-		for _, b := range backends[sp.first : sp.first+sp.n] {
-			s.text = b.Addr.Addr().AppendTo(s.text)
-			s.ends = append(s.ends, len(s.text))
-		}
-	}
-	text := string(s.text)
-	all := make([]string, len(s.ends))
-	begin := 0
-	for i, end := range s.ends {
-		all[i], begin = text[begin:end], end
-	}
-	k := 0
-	for i, sp := range s.spans {
-		pods[i].Addresses = all[k : k+sp.n : k+sp.n]
-		k += sp.n
-	}
 }
