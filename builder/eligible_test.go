@@ -41,6 +41,12 @@ func TestEligible(t *testing.T) {
 			wantSkip: v1alpha1.SkippedTerminating,
 		},
 		{
+			name:     "a host-network pod is skipped: its IP is the node's",
+			pod:      newPod("a", "p", "10.0.0.1", nil, func(p *corev1.Pod) { p.Spec.HostNetwork = true }),
+			port:     n8080,
+			wantSkip: v1alpha1.SkippedHostNetwork,
+		},
+		{
 			name:     "a pod without an IP is skipped as NoIP",
 			pod:      newPod("a", "p", "", nil),
 			port:     n8080,

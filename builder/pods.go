@@ -19,6 +19,8 @@ import (
 //
 // The checks run in this order:
 //   - the pod is being deleted (DeletionTimestamp set): SkippedTerminating;
+//   - it uses the node's network (hostNetwork): SkippedHostNetwork, since
+//     its IP is the node's;
 //   - it has no usable IP: SkippedNoIP;
 //   - it is not Ready (Ready condition not True, or phase Succeeded or
 //     Failed): SkippedNotReady;
@@ -54,6 +56,9 @@ func Eligible(pod *corev1.Pod, port intstr.IntOrString) (addrs []netip.AddrPort,
 func podAddrs(pod *corev1.Pod, dst []netip.Addr) ([]netip.Addr, v1alpha1.SkippedReason) {
 	if pod.DeletionTimestamp != nil {
 		return dst, v1alpha1.SkippedTerminating
+	}
+	if pod.Spec.HostNetwork {
+		return dst, v1alpha1.SkippedHostNetwork
 	}
 	base := len(dst)
 	addrs := dst
@@ -146,6 +151,7 @@ func portNumber(n int32) (uint16, bool) {
 
 // skipReasons lists every SkippedReason, sorted.
 var skipReasons = [...]v1alpha1.SkippedReason{
+	v1alpha1.SkippedHostNetwork,
 	v1alpha1.SkippedNoIP,
 	v1alpha1.SkippedNotReady,
 	v1alpha1.SkippedPortNotFound,

@@ -7,8 +7,8 @@ import (
 )
 
 // TrimPod is a cache transform that keeps only what the routing table
-// needs of a Pod: identity, labels, deletion, container ports, phase, IPs
-// and the Ready condition. Everything else (managed fields, annotations,
+// needs of a Pod: identity, labels, deletion, hostNetwork, container
+// ports, phase, IPs and the Ready condition. Everything else (managed fields, annotations,
 // volumes, container specs, statuses) is dropped before the object enters
 // the cache, so memory stays small at tens of thousands of pods. Trimming
 // a trimmed Pod changes nothing, as client-go may transform an object twice.
@@ -32,7 +32,9 @@ func TrimPod(obj any) (any, error) {
 			Labels:            pod.Labels,
 		},
 		Spec: corev1.PodSpec{
-			Containers: trimContainers(pod.Spec.Containers, false),
+			// A host-network pod's IP is its node's: never allowlisted.
+			HostNetwork: pod.Spec.HostNetwork,
+			Containers:  trimContainers(pod.Spec.Containers, false),
 			// Sidecars (init containers that keep running) can serve too.
 			InitContainers: trimContainers(pod.Spec.InitContainers, true),
 		},

@@ -9,8 +9,9 @@
 package routing
 
 import (
+	"cmp"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -126,7 +127,7 @@ func New(generation uint64, builtAt time.Time, routes []*Route) *Table {
 		wildcard:   make(map[string]hostRoutes),
 	}
 	for _, r := range routes {
-		sort.Strings(r.Hosts)
+		slices.Sort(r.Hosts)
 		bs := r.Backends[:0]
 		r.byAddr = make(map[netip.Addr]Backend, len(r.Backends))
 		for _, b := range r.Backends {
@@ -140,7 +141,7 @@ func New(generation uint64, builtAt time.Time, routes []*Route) *Table {
 			r.byAddr[a] = b
 			bs = append(bs, b)
 		}
-		sort.Slice(bs, func(i, j int) bool { return bs[i].Addr.Addr().Less(bs[j].Addr.Addr()) })
+		slices.SortFunc(bs, func(a, b Backend) int { return a.Addr.Addr().Compare(b.Addr.Addr()) })
 		r.Backends = bs
 		t.backends += len(bs)
 		t.routes = append(t.routes, r)
@@ -157,7 +158,7 @@ func New(generation uint64, builtAt time.Time, routes []*Route) *Table {
 			}
 		}
 	}
-	sort.Slice(t.routes, func(i, j int) bool { return lessKey(t.routes[i].Key, t.routes[j].Key) })
+	slices.SortFunc(t.routes, func(a, b *Route) int { return compareKeys(a.Key, b.Key) })
 	sortByPrefix(t.catchAll)
 	for _, rs := range t.exact {
 		sortByPrefix(rs)
@@ -168,19 +169,14 @@ func New(generation uint64, builtAt time.Time, routes []*Route) *Table {
 	return t
 }
 
-func lessKey(a, b RouteKey) bool {
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
-	}
-	return a.Name < b.Name
+func compareKeys(a, b RouteKey) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
+// sortByPrefix orders a host's routes longest prefix first.
 func sortByPrefix(rs hostRoutes) {
-	sort.Slice(rs, func(i, j int) bool {
-		if len(rs[i].PathPrefix) != len(rs[j].PathPrefix) {
-			return len(rs[i].PathPrefix) > len(rs[j].PathPrefix)
-		}
-		return lessKey(rs[i].Key, rs[j].Key)
+	slices.SortFunc(rs, func(a, b *Route) int {
+		return cmp.Or(cmp.Compare(len(b.PathPrefix), len(a.PathPrefix)), compareKeys(a.Key, b.Key))
 	})
 }
 

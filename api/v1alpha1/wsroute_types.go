@@ -281,6 +281,9 @@ const (
 	// SkippedPortNotFound means the route names a port that the pod's containers
 	// do not declare.
 	SkippedPortNotFound SkippedReason = "PortNotFound"
+	// SkippedHostNetwork means the pod uses the node's network: its IP is
+	// the node's, and allowlisting it would expose the node's ports.
+	SkippedHostNetwork SkippedReason = "HostNetwork"
 )
 
 // SkippedPods counts selected pods that are not allowlisted for one reason.

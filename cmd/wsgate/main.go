@@ -1,11 +1,14 @@
 // Command wsgate is the websocket gateway: a controller that builds an
-// allowlist of pods from WsRoutes, and the proxy that serves it.
+// allowlist of pods from WsRoutes, and the proxy that serves it, in one
+// process.
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +27,7 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/controllers"
+	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
 )
 
@@ -43,6 +48,10 @@ func run() error {
 		leaderElectionNamespace             string
 		holdoff, maxHoldoff                 time.Duration
 		showVersion                         bool
+
+		listenAddr, tlsListenAddr, tlsCert, tlsKey string
+		drain, grace                               time.Duration
+		proxyOpts                                  proxy.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint, e.g. :8080; \"0\" turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
@@ -52,6 +61,20 @@ func run() error {
 	flag.DurationVar(&holdoff, "rebuild-holdoff", controllers.DefaultHoldoff, "Quiet time after a cluster change before the routing table is rebuilt.")
 	flag.DurationVar(&maxHoldoff, "rebuild-max-holdoff", controllers.DefaultMaxHoldoff, "Longest a cluster change waits for the routing table rebuild under a steady stream of changes.")
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
+
+	flag.StringVar(&listenAddr, "listen-address", ":8080", "Address of the plain-HTTP websocket listener (ws://); empty turns it off.")
+	flag.StringVar(&tlsListenAddr, "tls-listen-address", ":8443", "Address of the TLS websocket listener (wss://); used when --tls-cert-file is set.")
+	flag.StringVar(&tlsCert, "tls-cert-file", "", "PEM certificate chain for the TLS listener.")
+	flag.StringVar(&tlsKey, "tls-key-file", "", "PEM private key for the TLS listener.")
+	flag.DurationVar(&proxyOpts.HandshakeTimeout, "handshake-timeout", 10*time.Second, "Default bound on dialling a pod and its 101 answer (a route's timeouts.handshake overrides it).")
+	flag.DurationVar(&proxyOpts.DialTimeout, "dial-timeout", 5*time.Second, "Bound on the TCP connect to a pod.")
+	flag.DurationVar(&proxyOpts.IdleTimeout, "idle-timeout", time.Hour, "Default idle timeout of tunnels (a route's timeouts.idle overrides it); negative turns it off.")
+	flag.DurationVar(&proxyOpts.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "Bound on the time a client takes to send its request head.")
+	flag.IntVar(&proxyOpts.MaxHeaderBytes, "max-header-bytes", 16<<10, "Largest request head accepted from a client (431 beyond), and largest answer head accepted from a pod.")
+	flag.IntVar(&proxyOpts.MaxTunnels, "max-tunnels", 9000, "Most open tunnels per gateway process; 503 with Retry-After beyond it. Each tunnel holds two file descriptors.")
+	flag.DurationVar(&proxyOpts.RetryAfter, "retry-after", 5*time.Second, "Retry-After sent with 503 answers.")
+	flag.DurationVar(&drain, "drain-timeout", 20*time.Second, "On SIGTERM, how long open tunnels may run on before they get a Close frame 1001.")
+	flag.DurationVar(&grace, "shutdown-grace-period", 28*time.Second, "On SIGTERM, bound on the whole shutdown; keep it under the pod's terminationGracePeriodSeconds.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -62,6 +85,15 @@ func run() error {
 	if showVersion {
 		fmt.Println(version)
 		return nil
+	}
+	if grace <= 0 || drain < 0 {
+		return fmt.Errorf("--shutdown-grace-period must be positive and --drain-timeout not negative")
+	}
+	if (tlsCert == "") != (tlsKey == "") {
+		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
+	}
+	if listenAddr == "" && tlsCert == "" {
+		return fmt.Errorf("no listener: set --listen-address or --tls-cert-file")
 	}
 	if maxHoldoff < holdoff {
 		return fmt.Errorf("--rebuild-max-holdoff (%s) must not be shorter than --rebuild-holdoff (%s)", maxHoldoff, holdoff)
@@ -87,6 +119,7 @@ func run() error {
 		// Replicas give up leadership on shutdown so the next one takes
 		// over status writes at once.
 		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptr.To(grace + 5*time.Second),
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Pod{}: {Transform: controllers.TrimPod},
@@ -117,6 +150,16 @@ func run() error {
 		return fmt.Errorf("set up WsRoute controller: %w", err)
 	}
 
+	proxyOpts.Log = log.WithName("proxy")
+	gw := proxy.New(tables, proxyOpts)
+	listeners, err := listen(listenAddr, tlsListenAddr, tlsCert, tlsKey)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(&proxy.Runnable{Server: gw, Listeners: listeners, Drain: drain, Grace: grace}); err != nil {
+		return fmt.Errorf("add proxy: %w", err)
+	}
+
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add healthz: %w", err)
 	}
@@ -124,11 +167,45 @@ func run() error {
 		if !tables.Ready() {
 			return errors.New("no routing table built yet")
 		}
+		if gw.Draining() {
+			return errors.New("shutting down")
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("add readyz: %w", err)
 	}
 
+	for _, l := range listeners {
+		log.Info("listening", "address", l.Addr().String(), "tls", l.TLS != nil)
+	}
 	log.Info("starting", "version", version, "defaultHost", defaultHost, "leaderElection", leaderElect)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// listen opens the gateway's listeners: plain on listenAddr (unless
+// empty) and TLS on tlsAddr when a certificate is given.
+func listen(listenAddr, tlsAddr, certFile, keyFile string) ([]proxy.Listener, error) {
+	var out []proxy.Listener
+	if listenAddr != "" {
+		l, err := net.Listen("tcp", listenAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", listenAddr, err)
+		}
+		out = append(out, proxy.Listener{Listener: l})
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load TLS certificate: %w", err)
+		}
+		l, err := net.Listen("tcp", tlsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", tlsAddr, err)
+		}
+		out = append(out, proxy.Listener{Listener: l, TLS: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+		}})
+	}
+	return out, nil
 }
