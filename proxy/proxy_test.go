@@ -313,4 +313,3 @@ func TestConnectionCapsAnswer503WithRetryAfter(t *testing.T) {
 	}
 	g.mustDial(t, "/e/127.0.0.2", nil)
 }
-
