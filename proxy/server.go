@@ -324,17 +324,21 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	if !s.reg.add(key, t) {
 		// Shutdown already closed the tunnels it knew of.
 		t.Close(CloseGoingAway, "gateway shutting down", ClosedShutdown)
-		t.run()
+		go t.run()
 		return
 	}
 	registered = true
-	defer s.reg.remove(key, t)
 	// The table may have changed while the pod answered: a revocation
 	// that the watcher ran before add would be missed.
 	if !s.tables.Load().Allows(key.route, key.backend) && !t.drainOnRevoke {
 		t.Close(ClosePolicyViolation, "pod is no longer allowlisted", ClosedRevoked)
 	}
-	t.run()
+	// The tunnel runs on goroutines of its own so that this handler
+	// returns and net/http frees the connection's buffers and stack.
+	go func() {
+		defer s.reg.remove(key, t)
+		t.run()
+	}()
 }
 
 // relay passes a non-101 answer from the pod to the client as a plain
