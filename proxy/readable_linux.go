@@ -8,5 +8,5 @@ import "syscall"
 var readable = func(fd uintptr) bool {
 	var b [1]byte
 	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	return err != syscall.EAGAIN //nolint:errorlint // a raw errno
+	return err != syscall.EAGAIN
 }

@@ -303,7 +303,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	_ = client.SetDeadline(time.Time{})
 	_ = pod.SetDeadline(time.Time{})
 	// Anything the client sent after its request head is already in cbr.
-	clientPending, _ := cbr.Reader.Peek(cbr.Reader.Buffered())
+	clientPending, _ := cbr.Peek(cbr.Reader.Buffered())
 	podPending, _ := br.Peek(br.Buffered())
 	_ = client.SetWriteDeadline(deadline)
 	if _, err := client.Write(upgradeHeader(resp)); err != nil {

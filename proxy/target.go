@@ -112,17 +112,27 @@ func normalizeHost(hostport string) (string, bool) {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	} else if strings.HasPrefix(hostport, "[") {
-		return "", false
+		// An IPv6 literal without port.
+		inner, ok := strings.CutSuffix(hostport[1:], "]")
+		if !ok {
+			return "", false
+		}
+		host = inner
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	if host == "" || len(host) > 253 {
 		return "", false
 	}
 	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == ':' || c == '_') {
+		if !hostByte(host[i]) {
 			return "", false
 		}
 	}
 	return host, true
+}
+
+// hostByte reports whether c may appear in a normalized host: a DNS name
+// in lower case, or an IP literal.
+func hostByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == ':' || c == '_'
 }

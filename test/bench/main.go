@@ -48,8 +48,8 @@ func main() {
 		err = runGateway(*listen, *backends)
 	case "bench":
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-		defer cancel()
 		err = runBench(ctx, *pods, *tunnels, *conns, *messages)
+		cancel()
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}
@@ -153,7 +153,6 @@ func rss(pid int) (int64, error) {
 }
 
 func runBench(ctx context.Context, pods, tunnels, conns, messages int) error {
-	var servers []*echopod.Server
 	var backends []string
 	for i := range pods {
 		s, err := echopod.Start(fmt.Sprintf("127.0.0.%d:0", 11+i))
@@ -161,7 +160,6 @@ func runBench(ctx context.Context, pods, tunnels, conns, messages int) error {
 			return err
 		}
 		defer s.Close()
-		servers = append(servers, s)
 		backends = append(backends, s.Addr)
 	}
 	gw, err := startGateway(ctx, backends)

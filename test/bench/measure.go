@@ -67,7 +67,7 @@ func echoAll(ctx context.Context, urls []string, messages int) (latencies, error
 				errs <- fmt.Errorf("dial %s: %w", u, err)
 				return
 			}
-			defer c.CloseNow()
+			defer func() { _ = c.CloseNow() }()
 			own := make(latencies, 0, messages)
 			for range messages {
 				start := time.Now()
