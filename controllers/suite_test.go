@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,13 +37,28 @@ func TestMain(m *testing.M) { testenv.Main(m, &env) }
 type gateway struct {
 	tables  *routing.Publisher
 	builder *controllers.TableBuilder
+	// stop stops the manager (also done when the test ends).
+	stop func()
+	// elected is closed when this replica becomes the leader.
+	elected <-chan struct{}
 }
 
 // startGateway runs a manager like cmd/wsgate does until the test ends.
 func startGateway(t *testing.T, defaultHost string) *gateway {
 	t.Helper()
+	return startReplica(t, defaultHost, ctrl.Options{})
+}
+
+// startReplica is startGateway with extra manager options (leader
+// election).
+func startReplica(t *testing.T, defaultHost string, opts ctrl.Options) *gateway {
+	t.Helper()
 	ctrl.SetLogger(testr.NewWithOptions(t, testr.Options{Verbosity: 0}))
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		LeaderElection:                opts.LeaderElection,
+		LeaderElectionID:              opts.LeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: opts.LeaderElectionReleaseOnCancel,
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -63,15 +79,20 @@ func startGateway(t *testing.T, defaultHost string) *gateway {
 	if err := (&controllers.RouteReconciler{Client: mgr.GetClient(), Builds: g.builder, Recorder: mgr.GetEventRecorder("wsgate")}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
+	g.elected = mgr.Elected()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	var once sync.Once
+	g.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		})
+	}
+	t.Cleanup(g.stop)
 	eventually(t, 30*time.Second, func() error {
 		if !g.tables.Ready() {
 			return errors.New("no table published yet")
