@@ -1,0 +1,584 @@
+// Package e2e runs wsgate end to end: a real kube-apiserver and etcd, the
+// controllers and the proxy wired as cmd/wsgate wires them (or the built
+// binary itself), echo servers standing in for pods on loopback addresses,
+// and real websocket clients.
+//
+// Network: loopback only. Pods are echo servers on 127.0.3.x, a range no
+// other package uses; the in-process gateway's dialer refuses anything
+// that is not loopback.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/controllers"
+	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/internal/testenv"
+	"github.com/wsgate/wsgate/proxy"
+	"github.com/wsgate/wsgate/routing"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	// One logger for the whole process (controller-runtime keeps the first
+	// one): it writes into logs, which a failing test prints.
+	ctrl.SetLogger(logs.logger())
+	testenv.Main(m, &env)
+}
+
+// Bounds of every wait in this package.
+const (
+	waitTimeout = 10 * time.Second
+	pollEvery   = 10 * time.Millisecond
+	// revokeWithin is how soon after the API write a revoked tunnel must
+	// get its Close frame.
+	revokeWithin = time.Second
+)
+
+// host is the Host header of every request to the gateway.
+const host = "ws.example.com"
+
+// ---------------------------------------------------------------------------
+// Logs
+
+// logBuffer collects the log lines of the controllers and the proxy; a
+// test that fails prints the lines written while it ran.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+var logs logBuffer
+
+func (b *logBuffer) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		fmt.Fprintf(&b.buf, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
+	}, funcr.Options{Verbosity: 1})
+}
+
+// printOnFailure prints, when t fails, the log lines written from now on.
+func (b *logBuffer) printOnFailure(t *testing.T) {
+	b.mu.Lock()
+	start := b.buf.Len()
+	b.mu.Unlock()
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		b.mu.Lock()
+		out := b.buf.String()[start:]
+		b.mu.Unlock()
+		const keep = 32 << 10
+		if len(out) > keep {
+			out = "...\n" + out[len(out)-keep:]
+		}
+		t.Logf("gateway log:\n%s", out)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Waiting
+
+// eventually retries f every pollEvery until it succeeds, and fails the
+// test with f's last error after timeout.
+func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Pods: echo servers on loopback, and the Pod objects that describe them
+
+// echoPods starts one echo server per address, all on the same port (a
+// WsRoute names one port for all its pods), and returns the port and the
+// servers in the order of ips. They stop when the test ends.
+func echoPods(t *testing.T, ips ...string) (int32, []*echopod.Server) {
+	t.Helper()
+	var lastErr error
+	for range 20 {
+		first, err := echopod.Start(net.JoinHostPort(ips[0], "0"))
+		if err != nil {
+			t.Fatalf("echo server on %s: %v", ips[0], err)
+		}
+		port := netip.MustParseAddrPort(first.Addr).Port()
+		servers := []*echopod.Server{first}
+		for _, ip := range ips[1:] {
+			s, err := echopod.Start(net.JoinHostPort(ip, strconv.Itoa(int(port))))
+			if err != nil {
+				// The port is taken on this address: try another one.
+				lastErr = err
+				break
+			}
+			servers = append(servers, s)
+		}
+		if len(servers) == len(ips) {
+			t.Cleanup(func() {
+				for _, s := range servers {
+					_ = s.Close()
+				}
+			})
+			return int32(port), servers
+		}
+		for _, s := range servers {
+			_ = s.Close()
+		}
+	}
+	t.Fatalf("no port free on all of %v: %v", ips, lastErr)
+	return 0, nil
+}
+
+// podSpec describes a Pod object for an echo server.
+type podSpec struct {
+	name   string
+	ip     string
+	labels map[string]string
+	// port, when set, is declared as the container port named "ws".
+	port int32
+}
+
+// createPod creates a Ready pod with the address ip in its status; it is
+// deleted when the test ends.
+func createPod(t *testing.T, ns string, p podSpec) *corev1.Pod {
+	t.Helper()
+	spec := testenv.Pod{Name: p.name, Labels: p.labels, IPs: []string{p.ip}, Ready: true}
+	if p.port != 0 {
+		spec.Ports = map[string]int32{"ws": p.port}
+	}
+	pod := env.CreatePod(t, ns, spec)
+	t.Cleanup(func() { deleteIgnoringNotFound(pod) })
+	return pod
+}
+
+// deletePod deletes a pod (at once: it is bound to no node).
+func deletePod(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if err := env.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatalf("delete pod %s: %v", pod.Name, err)
+	}
+}
+
+// relabelPod replaces a pod's labels.
+func relabelPod(t *testing.T, pod *corev1.Pod, labels map[string]string) {
+	t.Helper()
+	patch := client.MergeFrom(pod.DeepCopy())
+	pod.Labels = labels
+	if err := env.Client.Patch(context.Background(), pod, patch); err != nil {
+		t.Fatalf("relabel pod %s: %v", pod.Name, err)
+	}
+}
+
+// makeUnready sets the pod's Ready condition to False, keeping its IP.
+func makeUnready(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	env.SetPodStatus(t, pod, []string{pod.Status.PodIP}, false)
+}
+
+func deleteIgnoringNotFound(obj client.Object) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	// Best effort: the control plane goes away with the test binary.
+	_ = client.IgnoreNotFound(env.Client.Delete(ctx, obj))
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+
+// routeSpec describes a WsRoute on host.
+type routeSpec struct {
+	name        string
+	prefix      string
+	app         string // selects pods labelled app=<app>
+	port        intstr.IntOrString
+	backendPath string
+	revoke      wsgatev1alpha1.RevokePolicy
+}
+
+// createRoute creates a WsRoute; it is deleted when the test ends.
+func createRoute(t *testing.T, ns string, r routeSpec) *wsgatev1alpha1.WsRoute {
+	t.Helper()
+	obj := &wsgatev1alpha1.WsRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: r.name},
+		Spec: wsgatev1alpha1.WsRouteSpec{
+			Hostnames:    []wsgatev1alpha1.Hostname{host},
+			PathPrefix:   r.prefix,
+			Selector:     metav1.LabelSelector{MatchLabels: map[string]string{"app": r.app}},
+			Port:         r.port,
+			BackendPath:  r.backendPath,
+			RevokePolicy: r.revoke,
+		},
+	}
+	if err := env.Client.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create WsRoute %s/%s: %v", ns, r.name, err)
+	}
+	t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+	return obj
+}
+
+// deleteRoute deletes a WsRoute.
+func deleteRoute(t *testing.T, r *wsgatev1alpha1.WsRoute) {
+	t.Helper()
+	if err := env.Client.Delete(context.Background(), r); err != nil {
+		t.Fatalf("delete WsRoute %s/%s: %v", r.Namespace, r.Name, err)
+	}
+}
+
+// waitRouteServes waits until the route's status says Ready=True with
+// exactly the named pods allowlisted, and returns it.
+func waitRouteServes(t *testing.T, ns, name string, pods ...string) *wsgatev1alpha1.WsRoute {
+	t.Helper()
+	var r wsgatev1alpha1.WsRoute
+	eventually(t, waitTimeout, "route "+ns+"/"+name+" becomes Ready", func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
+			return err
+		}
+		if r.Status.ObservedGeneration != r.Generation {
+			return fmt.Errorf("observedGeneration %d, generation %d", r.Status.ObservedGeneration, r.Generation)
+		}
+		if got := conditionOf(&r, wsgatev1alpha1.ConditionReady); got != "True/"+wsgatev1alpha1.ReasonReady {
+			return fmt.Errorf("Ready condition is %q", got)
+		}
+		var names []string
+		for _, p := range r.Status.Endpoints.Pods {
+			names = append(names, p.Name)
+		}
+		if int(r.Status.Endpoints.Count) != len(pods) || strings.Join(names, ",") != strings.Join(pods, ",") {
+			return fmt.Errorf("endpoints: count %d, pods %v; want %v", r.Status.Endpoints.Count, names, pods)
+		}
+		return nil
+	})
+	return &r
+}
+
+// conditionOf returns "Status/Reason" of a route's condition, or "".
+func conditionOf(r *wsgatev1alpha1.WsRoute, typ string) string {
+	for _, c := range r.Status.Conditions {
+		if c.Type == typ {
+			return string(c.Status) + "/" + c.Reason
+		}
+	}
+	return ""
+}
+
+// ---------------------------------------------------------------------------
+// The gateway, in process
+
+// gateway is one replica wired as cmd/wsgate wires it: a manager with the
+// pod cache transform, the TableBuilder publishing tables, the
+// RouteReconciler writing status (leader election off), and the proxy
+// serving a loopback listener from the builder's Publisher.
+type gateway struct {
+	wsClient
+	tables *routing.Publisher
+	server *proxy.Server
+	// dials counts the proxy's connection attempts to pods.
+	dials atomic.Int64
+}
+
+// startGateway starts a gateway that runs until the test ends.
+func startGateway(t *testing.T) *gateway {
+	t.Helper()
+	logs.printOnFailure(t)
+	log := logs.logger()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Transform: controllers.TrimPod},
+		}},
+		// Every test starts its own manager with the same controller name.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("manager: %v", err)
+	}
+	g := &gateway{tables: routing.NewPublisher()}
+	tb := &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, Log: log.WithName("table")}
+	if err := mgr.Add(tb); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&controllers.RouteReconciler{Client: mgr.GetClient(), Builds: tb, Recorder: mgr.GetEventRecorder("wsgate")}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	g.server = proxy.New(g.tables, proxy.Options{
+		Log: log.WithName("proxy"),
+		// The proxy dials only what the table allows; this makes sure that
+		// is loopback, and counts.
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			g.dials.Add(1)
+			if a, err := netip.ParseAddrPort(address); err != nil || !a.Addr().IsLoopback() {
+				return nil, fmt.Errorf("test dialer refuses non-loopback address %q", address)
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, address)
+		},
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.wsClient = wsClient{addr: l.Addr().String()}
+	if err := mgr.Add(&proxy.Runnable{Server: g.server, Listeners: []proxy.Listener{{Listener: l}}, Grace: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("gateway stopped with: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("gateway did not stop within 30s")
+		}
+	})
+	eventually(t, 30*time.Second, "the first routing table is published", func() error {
+		if !g.tables.Ready() {
+			return errors.New("no table yet")
+		}
+		return nil
+	})
+	return g
+}
+
+// ---------------------------------------------------------------------------
+// Websocket clients
+
+// wsClient opens websockets through a gateway listening on addr.
+type wsClient struct{ addr string }
+
+// handshake opens a websocket to path on host, and returns the gateway's
+// answer: its status (0 when none came) and headers.
+func (c wsClient) handshake(ctx context.Context, path string, opts *websocket.DialOptions) (*websocket.Conn, int, http.Header, error) {
+	o := websocket.DialOptions{}
+	if opts != nil {
+		o = *opts
+	}
+	o.Host = host
+	// The websocket library owns the response body: it is never closed
+	// here (see websocket.Dial).
+	conn, resp, err := websocket.Dial(ctx, "ws://"+c.addr+path, &o) //nolint:bodyclose // see above
+	status, header := 0, http.Header{}
+	if resp != nil {
+		status, header = resp.StatusCode, resp.Header
+	}
+	if err != nil {
+		return nil, status, header, err
+	}
+	conn.SetReadLimit(64 << 20)
+	return conn, status, header, nil
+}
+
+// open opens a websocket to path, closed when the test ends, and returns
+// it with the headers of the gateway's 101 answer; it fails the test if
+// the handshake fails.
+func (c wsClient) open(t *testing.T, path string, opts *websocket.DialOptions) (*websocket.Conn, http.Header) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	conn, status, header, err := c.handshake(ctx, path, opts)
+	if err != nil {
+		t.Fatalf("handshake for %s: %v (status %d)", path, err, status)
+	}
+	t.Cleanup(func() { _ = conn.CloseNow() })
+	return conn, header
+}
+
+// status returns the status of a handshake for path: 101 for one that
+// opened (it is closed again), the gateway's answer otherwise.
+func (c wsClient) status(t *testing.T, path string) int {
+	t.Helper()
+	return c.statusWith(t, path, nil)
+}
+
+// statusWith is status with extra request headers.
+func (c wsClient) statusWith(t *testing.T, path string, header http.Header) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	conn, status, _, err := c.handshake(ctx, path, &websocket.DialOptions{HTTPHeader: header})
+	if err == nil {
+		_ = conn.Close(websocket.StatusNormalClosure, "")
+		return http.StatusSwitchingProtocols
+	}
+	if status == 0 {
+		t.Fatalf("handshake for %s got no answer: %v", path, err)
+	}
+	return status
+}
+
+// waitStatus waits until a handshake for path gets want.
+func (c wsClient) waitStatus(t *testing.T, path string, want int) {
+	t.Helper()
+	eventually(t, waitTimeout, fmt.Sprintf("handshake for %s answers %d", path, want), func() error {
+		if got := c.status(t, path); got != want {
+			return fmt.Errorf("status %d", got)
+		}
+		return nil
+	})
+}
+
+// podPath is the gateway path of a pod under a route prefix.
+func podPath(prefix, ip string, rest string) string {
+	return strings.TrimSuffix(prefix, "/") + "/" + ip + rest
+}
+
+// echo sends msg and expects it back unchanged.
+func echo(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, msg []byte) error {
+	if err := c.Write(ctx, typ, msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	gotTyp, got, err := c.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if gotTyp != typ || !bytes.Equal(got, msg) {
+		return fmt.Errorf("echo: got %v of %d bytes %q, want %v of %d bytes %q", gotTyp, len(got), truncate(got), typ, len(msg), truncate(msg))
+	}
+	return nil
+}
+
+// mustEcho is echo that fails the test.
+func mustEcho(t *testing.T, c *websocket.Conn, msg string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := echo(ctx, c, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatalf("echo %q: %v", msg, err)
+	}
+}
+
+func truncate(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// closed is how a tunnel ended, as its client saw it.
+type closed struct {
+	code   websocket.StatusCode // -1: no Close frame
+	reason string
+	at     time.Time
+}
+
+// awaitClose reads c until the server side closes it.
+func awaitClose(ctx context.Context, c *websocket.Conn) closed {
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue
+		}
+		at := time.Now()
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			return closed{ce.Code, ce.Reason, at}
+		}
+		return closed{-1, err.Error(), at}
+	}
+}
+
+// watchClose starts reading each connection in the background (they must
+// carry no traffic of the test's own from now on) and returns a function
+// that waits for all of them to be closed by the gateway.
+func watchClose(conns ...*websocket.Conn) func(t *testing.T) []closed {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	out := make([]closed, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = awaitClose(ctx, c)
+		}()
+	}
+	return func(t *testing.T) []closed {
+		t.Helper()
+		wg.Wait()
+		cancel()
+		return out
+	}
+}
+
+// chatter exchanges messages on c without pause until stopped.
+type chatter struct {
+	exchanged atomic.Int64
+	stop      chan struct{}
+	done      chan error
+}
+
+// startChatter keeps c busy with echoes in the background.
+func startChatter(c *websocket.Conn) *chatter {
+	ch := &chatter{stop: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*waitTimeout)
+		defer cancel()
+		for i := 0; ; i++ {
+			select {
+			case <-ch.stop:
+				ch.done <- nil
+				return
+			default:
+			}
+			if err := echo(ctx, c, websocket.MessageText, []byte(fmt.Sprintf("message %d", i))); err != nil {
+				ch.done <- fmt.Errorf("after %d messages: %w", i, err)
+				return
+			}
+			ch.exchanged.Add(1)
+		}
+	}()
+	return ch
+}
+
+// finish stops the chatter and returns its first error.
+func (ch *chatter) finish() error {
+	close(ch.stop)
+	select {
+	case err := <-ch.done:
+		return err
+	case <-time.After(waitTimeout):
+		return errors.New("the exchange hung")
+	}
+}
