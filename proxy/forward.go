@@ -116,14 +116,31 @@ func (b *budgetReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// errBadStatus: the pod's status code is not an HTTP status (100-599).
+var errBadStatus = errors.New("pod answered with a status code outside 100-599")
+
+// maxInterim bounds the interim (1xx) answers skipped before the final one.
+const maxInterim = 5
+
 // readPodResponse reads the pod's answer to the handshake within the
-// deadline already set on conn, reading at most maxBytes of head.
+// deadline already set on conn, reading at most maxBytes of head. Interim
+// answers (100 Continue, 103 Early Hints) are skipped: relaying one would
+// make the client's final answer a 200 that the pod never sent. A status
+// outside 100-599 is an error (and would make the relay panic).
 func readPodResponse(conn net.Conn, r *http.Request, maxBytes int) (*http.Response, *bufio.Reader, *budgetReader, error) {
 	budget := &budgetReader{r: conn, n: maxBytes}
 	br := bufio.NewReaderSize(budget, 4096)
-	resp, err := http.ReadResponse(br, r)
-	if err != nil {
-		return nil, nil, nil, err
+	for range maxInterim + 1 {
+		resp, err := http.ReadResponse(br, r)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		switch code := resp.StatusCode; {
+		case code < 100 || code > 599:
+			return nil, nil, nil, fmt.Errorf("%w: %d", errBadStatus, code)
+		case code >= 200 || code == http.StatusSwitchingProtocols:
+			return resp, br, budget, nil
+		}
 	}
-	return resp, br, budget, nil
+	return nil, nil, nil, fmt.Errorf("pod sent more than %d interim answers", maxInterim)
 }

@@ -36,7 +36,7 @@ func checkHandshake(r *http.Request) *refusal {
 	if r.ProtoMajor != 1 || r.ProtoMinor != 1 {
 		return refuse(http.StatusBadRequest, "a websocket handshake needs HTTP/1.1")
 	}
-	if !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+	if !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") || len(r.Header["Upgrade"]) == 0 {
 		rf := refuse(http.StatusUpgradeRequired, "this gateway only carries websockets: send Connection: Upgrade and Upgrade: websocket")
 		rf.header = http.Header{"Upgrade": {"websocket"}}
 		return rf

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +27,16 @@ type testGateway struct {
 	addr   string
 	dials  atomic.Int64
 	gen    uint64
+
+	dialMu sync.Mutex
+	dialed []string // every address dialled, in order
+}
+
+// dialedAddrs returns the addresses dialled so far.
+func (g *testGateway) dialedAddrs() []string {
+	g.dialMu.Lock()
+	defer g.dialMu.Unlock()
+	return append([]string(nil), g.dialed...)
 }
 
 func startGateway(t *testing.T, opts Options, routes ...*routing.Route) *testGateway {
@@ -38,6 +49,9 @@ func startGateway(t *testing.T, opts Options, routes ...*routing.Route) *testGat
 	}
 	opts.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
 		g.dials.Add(1)
+		g.dialMu.Lock()
+		g.dialed = append(g.dialed, address)
+		g.dialMu.Unlock()
 		if a, err := netip.ParseAddrPort(address); err != nil || !a.Addr().IsLoopback() {
 			return nil, fmt.Errorf("test dialer refuses non-loopback address %q", address)
 		}
@@ -116,6 +130,9 @@ func (g *testGateway) mustDial(t *testing.T, path string, opts *websocket.DialOp
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, resp, err := g.dialWS(ctx, path, opts)
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -195,13 +212,9 @@ func (g *testGateway) rawRequest(t *testing.T, head string) (status int, answer 
 	return status, answer
 }
 
-// handshake returns a valid websocket request head for path, with extra
-// header lines appended.
-func handshake(path string, extra ...string) string {
-	h := "GET " + path + " HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-	for _, e := range extra {
-		h += e + "\r\n"
-	}
-	return h + "\r\n"
+// handshake returns a valid websocket request head for path on
+// ws.example.com.
+func handshake(path string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 }

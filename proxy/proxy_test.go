@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/routing"
 )
 
 func TestMessagesPassThroughUnchanged(t *testing.T) {
@@ -312,4 +316,28 @@ func TestConnectionCapsAnswer503WithRetryAfter(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	g.mustDial(t, "/e/127.0.0.2", nil)
+}
+
+func TestNoTableYetAnswers503(t *testing.T) {
+	pod := echoPod(t, "127.0.0.2")
+	var dials atomic.Int64
+	// A fresh publisher has only the empty start-up table.
+	srv := New(routing.NewPublisher(), Options{Dial: func(context.Context, string, string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("no dial expected")
+	}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	defer func() { _ = srv.Shutdown(context.Background(), 0) }()
+	g := &testGateway{srv: srv, addr: l.Addr().String()}
+	status, answer := g.rawRequest(t, handshake("/127.0.0.2"))
+	if status != 503 || !strings.Contains(answer, "Retry-After: 1") {
+		t.Errorf("before the first table: %d %q, want 503 with Retry-After", status, answer)
+	}
+	if dials.Load() != 0 || pod.Accepted() != 0 {
+		t.Error("a handshake before the first table dialled")
+	}
 }

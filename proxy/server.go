@@ -35,6 +35,9 @@ type Tables interface {
 	Load() *routing.Table
 	// Subscribe returns a channel that receives after each new table.
 	Subscribe() (<-chan struct{}, func())
+	// Ready reports whether a table built from cluster state was
+	// published; before that, every handshake is answered 503.
+	Ready() bool
 }
 
 // Options tune the proxy. Zero values take the defaults below.
@@ -109,6 +112,10 @@ func New(tables Tables, opts Options) *Server {
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
 		// HTTP/2 is off: websockets over HTTP/1.1 only.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		// "OPTIONS *" is refused like any other non-GET request, not
+		// answered 200 on a connection that then stays open with no
+		// timeout.
+		DisableGeneralOptionsHandler: true,
 		// Accept and TLS handshake errors are routine under scans.
 		ErrorLog: log.New(logWriter{opts.Log.V(1)}, "", 0),
 	}
@@ -234,11 +241,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.forward(w, r, tgt, key)
 }
 
-// check refuses requests before any lookup: the gateway draining, or not a
-// websocket handshake.
+// check refuses requests before any lookup: the gateway draining or
+// without a routing table yet, or not a websocket handshake.
 func (s *Server) check(r *http.Request) *refusal {
 	if s.draining.Load() {
 		rf := refuse(http.StatusServiceUnavailable, "the gateway is shutting down")
+		rf.header = http.Header{"Retry-After": {"1"}}
+		return rf
+	}
+	if !s.tables.Ready() {
+		// Before the first table, "not allowlisted" cannot be told apart
+		// from "not loaded yet": ask the client to come back.
+		rf := refuse(http.StatusServiceUnavailable, "the gateway has not loaded its routing table yet")
 		rf.header = http.Header{"Retry-After": {"1"}}
 		return rf
 	}
