@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/wsgate/wsgate/api/v1alpha1"
@@ -48,6 +49,9 @@ type Options struct {
 	Generation uint64
 	// Now is passed to routing.New as builtAt; Build never reads the clock.
 	Now time.Time
+	// DefaultCertificate names the Secret whose certificate serves TLS
+	// names that no route's certificate covers; optional.
+	DefaultCertificate types.NamespacedName
 }
 
 // Input is the cluster state one build reads. Build does not modify it.
@@ -59,6 +63,9 @@ type Input struct {
 	// ever matched against the pods of its own namespace. Nil entries are
 	// ignored.
 	Pods []*corev1.Pod
+	// Secrets are the TLS Secrets that routes and the default certificate
+	// may name, already parsed.
+	Secrets map[types.NamespacedName]TLSSecret
 }
 
 // RouteStatus is what one build observed of one route.
@@ -80,6 +87,10 @@ type RouteStatus struct {
 	// v1alpha1.MaxStatusPods, sorted by name) and Skipped (sorted by
 	// reason, only non-zero counts). Zero unless Accepted.
 	Endpoints v1alpha1.RouteEndpoints
+	// CertificateProblem says why the Secret in spec.tls.secretName cannot
+	// serve (missing, broken); "" when it serves or spec.tls is unset.
+	// Only for accepted routes.
+	CertificateProblem string
 }
 
 // Result is the output of one build.
@@ -116,7 +127,8 @@ func Build(in Input, opts Options) *Result {
 		res.Routes[c.key] = st
 		routes = append(routes, c.route)
 	}
-	res.Table = routing.New(opts.Generation, opts.Now, routes)
+	certs := certificates(accepted, in.Secrets, opts.DefaultCertificate, res.Routes)
+	res.Table = routing.New(opts.Generation, opts.Now, routes, routing.WithCertificates(certs))
 	return res
 }
 

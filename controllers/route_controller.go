@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -36,12 +37,18 @@ type RouteReconciler struct {
 	Builds *TableBuilder
 	// Recorder emits Events with the same reasons as the conditions.
 	Recorder recorder.EventRecorder
+	// CertManager says the cluster serves cert-manager's Certificate API:
+	// routes with tls.issuerRef then own a Certificate (see
+	// CertManagerInstalled).
+	CertManager bool
 }
 
 // +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 
 // Reconcile brings one route's status in line with the latest build.
 func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -58,8 +65,19 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		return ctrl.Result{}, nil // the build that sees this generation enqueues it
 	}
 
+	var cert certificateOutcome
+	if r.CertManager {
+		var err error
+		if cert, err = r.reconcileCertificate(ctx, &route, st.Accepted); err != nil {
+			return ctrl.Result{}, err
+		}
+		if cert.eventReason != "" {
+			r.Recorder.Eventf(&route, cert.cert, corev1.EventTypeNormal, cert.eventReason, "Reconcile", "%s", cert.eventMessage)
+		}
+	}
+
 	updated := route.DeepCopy()
-	transitions := applyStatus(&updated.Status, route.Generation, st)
+	transitions := applyStatus(&updated.Status, route.Generation, st, certificateCondition(&route, st, r.CertManager, cert))
 	if equality.Semantic.DeepEqual(route.Status, updated.Status) {
 		return ctrl.Result{}, nil
 	}
@@ -80,9 +98,10 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	return ctrl.Result{}, nil
 }
 
-// applyStatus writes the build's view of a route into status and returns
-// the conditions whose status or reason changed (each gets an Event).
-func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st wsbuilder.RouteStatus) []metav1.Condition {
+// applyStatus writes the build's view of a route, and its certificate's
+// condition (nil: none), into status and returns the conditions whose
+// status or reason changed (each gets an Event).
+func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st wsbuilder.RouteStatus, cert *metav1.Condition) []metav1.Condition {
 	status.ObservedGeneration = generation
 	status.Endpoints = st.Endpoints
 
@@ -100,6 +119,9 @@ func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st wsbu
 	case !st.Accepted:
 		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonNotAccepted
 		ready.Message = "The route is not accepted: see the Accepted condition."
+	case cert != nil && cert.Status != metav1.ConditionTrue:
+		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonCertificateNotReady
+		ready.Message = "The route's certificate is not ready: see the CertificateReady condition."
 	case st.Endpoints.Count == 0:
 		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonNoEndpoints
 		ready.Message = "No selected pod is allowlisted" + skippedSummary(st.Endpoints.Skipped) + "."
@@ -108,8 +130,14 @@ func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st wsbu
 		ready.Message = fmt.Sprintf("%d pod(s) allowlisted%s.", st.Endpoints.Count, skippedSummary(st.Endpoints.Skipped))
 	}
 
+	conds := []metav1.Condition{accepted, ready}
+	if cert != nil {
+		conds = append(conds, *cert)
+	} else {
+		meta.RemoveStatusCondition(&status.Conditions, wsgatev1alpha1.ConditionCertificateReady)
+	}
 	var transitions []metav1.Condition
-	for _, c := range []metav1.Condition{accepted, ready} {
+	for _, c := range conds {
 		old := meta.FindStatusCondition(status.Conditions, c.Type)
 		if old == nil || old.Status != c.Status || old.Reason != c.Reason {
 			transitions = append(transitions, c)
@@ -132,9 +160,14 @@ func skippedSummary(skipped []wsgatev1alpha1.SkippedPods) string {
 }
 
 // SetupWithManager registers the reconciler: it reconciles a route when
-// its spec changes and when a table build changes its status.
+// its spec changes, when a table build changes its status, and when its
+// Certificate changes.
 func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.CertManager {
+		b = b.Owns(&cmapi.Certificate{})
+	}
+	return b.
 		For(&wsgatev1alpha1.WsRoute{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 			r.Builds.OnBuild(func(changed []routing.RouteKey) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -27,8 +28,8 @@ const (
 	DefaultMaxHoldoff = 200 * time.Millisecond
 )
 
-// TableBuilder rebuilds the routing table from the cache whenever WsRoutes
-// or Pods change, and publishes it. It runs on every replica (it does not
+// TableBuilder rebuilds the routing table from the cache whenever WsRoutes,
+// Pods or certificate Secrets change, and publishes it. It runs on every replica (it does not
 // need leader election) and never writes to the API server.
 type TableBuilder struct {
 	// Cache is the manager's cache; Pods should be trimmed with TrimPod.
@@ -37,6 +38,9 @@ type TableBuilder struct {
 	Publisher *routing.Publisher
 	// DefaultHost replaces an empty spec.hostnames.
 	DefaultHost string
+	// DefaultCertificate names the TLS Secret that serves names no
+	// route's certificate covers; optional.
+	DefaultCertificate types.NamespacedName
 	// Holdoff and MaxHoldoff batch bursts of events (defaults above).
 	Holdoff, MaxHoldoff time.Duration
 	// Clock is swapped by tests.
@@ -46,6 +50,7 @@ type TableBuilder struct {
 
 	dirty      chan struct{}
 	generation uint64
+	secrets    secretParser
 	latest     atomic.Pointer[builder.Result]
 
 	mu       sync.Mutex
@@ -90,6 +95,10 @@ func (b *TableBuilder) Start(ctx context.Context) error {
 	if err := b.watch(ctx, &corev1.Pod{}, podRoutingChanged); err != nil {
 		return err
 	}
+	if err := b.watch(ctx, &corev1.Secret{}, nil); err != nil {
+		return err
+	}
+	b.secrets.now = b.Clock.Now
 	if !b.Cache.WaitForCacheSync(ctx) {
 		return fmt.Errorf("wait for cache sync: %w", ctx.Err())
 	}
@@ -169,9 +178,15 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	if err := b.Cache.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list Pods: %w", err)
 	}
+	var secrets corev1.SecretList
+	if err := b.Cache.List(ctx, &secrets, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("list Secrets: %w", err)
+	}
+	referenced := certificateSecrets(routes.Items, b.DefaultCertificate)
 	in := builder.Input{
-		Routes: make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
-		Pods:   make([]*corev1.Pod, len(pods.Items)),
+		Secrets: b.secrets.update(secrets.Items, func(k types.NamespacedName) bool { return referenced[k] }),
+		Routes:  make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
+		Pods:    make([]*corev1.Pod, len(pods.Items)),
 	}
 	for i := range routes.Items {
 		in.Routes[i] = &routes.Items[i]
@@ -180,7 +195,10 @@ func (b *TableBuilder) build(ctx context.Context) error {
 		in.Pods[i] = &pods.Items[i]
 	}
 	b.generation++
-	res := builder.Build(in, builder.Options{DefaultHost: b.DefaultHost, Generation: b.generation, Now: start})
+	res := builder.Build(in, builder.Options{
+		DefaultHost: b.DefaultHost, DefaultCertificate: b.DefaultCertificate,
+		Generation: b.generation, Now: start,
+	})
 	prev := b.latest.Swap(res)
 	b.Publisher.Publish(res.Table)
 	b.Log.V(1).Info("published routing table", "generation", b.generation,

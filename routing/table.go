@@ -10,6 +10,7 @@ package routing
 
 import (
 	"cmp"
+	"crypto/tls"
 	"net/netip"
 	"slices"
 	"strings"
@@ -104,6 +105,7 @@ type hostRoutes []*Route
 // Table is an immutable routing table. It must not be modified after New;
 // it is safe for concurrent use.
 type Table struct {
+	certs      Certificates
 	generation uint64
 	builtAt    time.Time
 	routes     []*Route
@@ -114,11 +116,28 @@ type Table struct {
 	backends   int
 }
 
+// Certificates are the TLS certificates a table serves, chosen by SNI.
+type Certificates struct {
+	// ByHost maps a lower-case host name, or a "*.suffix" wildcard, to its
+	// certificate.
+	ByHost map[string]*tls.Certificate
+	// Default serves names that ByHost does not cover; may be nil.
+	Default *tls.Certificate
+}
+
+// Option adds to a Table that New builds.
+type Option func(*Table)
+
+// WithCertificates makes the table serve certs.
+func WithCertificates(certs Certificates) Option {
+	return func(t *Table) { t.certs = certs }
+}
+
 // New builds a Table from routes, which it takes ownership of. Routes must
 // not conflict (no two with the same host and path prefix); conflicts are
 // resolved by the builder before this point. Backends are sorted and
 // indexed; a backend whose address is not canonical is dropped.
-func New(generation uint64, builtAt time.Time, routes []*Route) *Table {
+func New(generation uint64, builtAt time.Time, routes []*Route, opts ...Option) *Table {
 	t := &Table{
 		generation: generation,
 		builtAt:    builtAt,
@@ -159,6 +178,9 @@ func New(generation uint64, builtAt time.Time, routes []*Route) *Table {
 		}
 	}
 	slices.SortFunc(t.routes, func(a, b *Route) int { return compareKeys(a.Key, b.Key) })
+	for _, o := range opts {
+		o(t)
+	}
 	sortByPrefix(t.catchAll)
 	for _, rs := range t.exact {
 		sortByPrefix(rs)
@@ -239,4 +261,20 @@ func (t *Table) Match(host, path string) (r *Route, rest string, ok bool) {
 		}
 	}
 	return nil, "", false
+}
+
+// Certificate returns the certificate for a TLS server name: the exact
+// name's, then the wildcard's one label up, then the default (nil when
+// there is none).
+func (t *Table) Certificate(serverName string) *tls.Certificate {
+	name := strings.TrimSuffix(strings.ToLower(serverName), ".")
+	if c, ok := t.certs.ByHost[name]; ok {
+		return c
+	}
+	if _, parent, ok := strings.Cut(name, "."); ok {
+		if c, ok := t.certs.ByHost["*."+parent]; ok {
+			return c
+		}
+	}
+	return t.certs.Default
 }

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"strings"
 	"testing"
@@ -142,4 +143,31 @@ func FuzzMatch(f *testing.F) {
 			t.Fatalf("matched a path without a leading slash: %q", path)
 		}
 	})
+}
+
+func TestCertificateBySNI(t *testing.T) {
+	exact, wild, def := &tls.Certificate{}, &tls.Certificate{}, &tls.Certificate{}
+	tbl := New(1, time.Time{}, nil, WithCertificates(Certificates{
+		ByHost:  map[string]*tls.Certificate{"ws.example.com": exact, "*.example.com": wild},
+		Default: def,
+	}))
+	cases := []struct {
+		name string
+		want *tls.Certificate
+	}{
+		{"ws.example.com", exact},
+		{"WS.Example.com.", exact},
+		{"other.example.com", wild},
+		{"a.b.example.com", def},
+		{"example.com", def},
+		{"", def},
+	}
+	for _, tc := range cases {
+		if got := tbl.Certificate(tc.name); got != tc.want {
+			t.Errorf("Certificate(%q) is not the expected one", tc.name)
+		}
+	}
+	if New(1, time.Time{}, nil).Certificate("ws.example.com") != nil {
+		t.Error("a table without certificates returns one")
+	}
 }

@@ -308,6 +308,11 @@ const (
 	ConditionReady = "Ready"
 )
 
+// CertificateLabel marks the Secrets wsgate reads certificates from
+// (value "true"): the gateway caches only those. Certificates that wsgate
+// creates put it on their Secrets; label a Secret made by hand yourself.
+const CertificateLabel = "wsgate.io/certificate"
+
 // Condition reasons of a WsRoute; Events use the same reasons.
 const (
 	// ReasonAccepted: the route is valid and owns its host and prefix.
@@ -323,6 +328,25 @@ const (
 	ReasonNotAccepted = "NotAccepted"
 	// ReasonNoEndpoints: Ready is False because no pod is allowlisted.
 	ReasonNoEndpoints = "NoEndpoints"
+	// ReasonCertificateNotReady: Ready is False because CertificateReady
+	// is False.
+	ReasonCertificateNotReady = "CertificateNotReady"
+
+	// ReasonCertificateIssued: CertificateReady is True; the certificate is
+	// served.
+	ReasonCertificateIssued = "Issued"
+	// ReasonCertificatePending: the route's cert-manager Certificate is not
+	// Ready yet (its message says why).
+	ReasonCertificatePending = "Pending"
+	// ReasonSecretUnusable: the TLS Secret is missing or broken; the last
+	// good certificate, if any, keeps serving.
+	ReasonSecretUnusable = "SecretUnusable"
+	// ReasonCertificateConflict: the Certificate that this route would own
+	// exists and belongs to something else.
+	ReasonCertificateConflict = "CertificateConflict"
+	// ReasonCertManagerMissing: tls.issuerRef is set but cert-manager's
+	// Certificate API is not installed in the cluster.
+	ReasonCertManagerMissing = "CertManagerMissing"
 )
 
 // WsRoute allowlists the pods, selected by labels in its own namespace, that

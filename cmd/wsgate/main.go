@@ -11,16 +11,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -50,6 +51,7 @@ func run() error {
 		showVersion                         bool
 
 		listenAddr, tlsListenAddr, tlsCert, tlsKey string
+		defaultCert, watchNamespaces               string
 		drain, grace                               time.Duration
 		proxyOpts                                  proxy.Options
 	)
@@ -63,9 +65,11 @@ func run() error {
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 
 	flag.StringVar(&listenAddr, "listen-address", ":8080", "Address of the plain-HTTP websocket listener (ws://); empty turns it off.")
-	flag.StringVar(&tlsListenAddr, "tls-listen-address", ":8443", "Address of the TLS websocket listener (wss://); used when --tls-cert-file is set.")
-	flag.StringVar(&tlsCert, "tls-cert-file", "", "PEM certificate chain for the TLS listener.")
-	flag.StringVar(&tlsKey, "tls-key-file", "", "PEM private key for the TLS listener.")
+	flag.StringVar(&tlsListenAddr, "tls-listen-address", ":8443", "Address of the TLS websocket listener (wss://); empty turns it off. Certificates are chosen by SNI from the routes' Secrets.")
+	flag.StringVar(&defaultCert, "default-certificate", "", "namespace/name of the TLS Secret that serves names no route's certificate covers (it needs the label "+wsgatev1alpha1.CertificateLabel+"=true).")
+	flag.StringVar(&tlsCert, "tls-cert-file", "", "PEM certificate chain that serves names nothing else covers, when --default-certificate has none (for use without cert-manager).")
+	flag.StringVar(&tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file.")
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch for WsRoutes, Pods and Secrets; empty watches all.")
 	flag.DurationVar(&proxyOpts.HandshakeTimeout, "handshake-timeout", 10*time.Second, "Default bound on dialling a pod and its 101 answer (a route's timeouts.handshake overrides it).")
 	flag.DurationVar(&proxyOpts.DialTimeout, "dial-timeout", 5*time.Second, "Bound on the TCP connect to a pod.")
 	flag.DurationVar(&proxyOpts.IdleTimeout, "idle-timeout", time.Hour, "Default idle timeout of tunnels (a route's timeouts.idle overrides it); negative turns it off.")
@@ -92,8 +96,17 @@ func run() error {
 	if (tlsCert == "") != (tlsKey == "") {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
-	if listenAddr == "" && tlsCert == "" {
-		return fmt.Errorf("no listener: set --listen-address or --tls-cert-file")
+	if listenAddr == "" && tlsListenAddr == "" {
+		return fmt.Errorf("no listener: set --listen-address or --tls-listen-address")
+	}
+	defaultCertKey, err := parseNamespacedName(defaultCert)
+	if err != nil {
+		return fmt.Errorf("--default-certificate: %w", err)
+	}
+	if defaultHost != "" {
+		if errs := validation.IsDNS1123Subdomain(defaultHost); len(errs) > 0 {
+			return fmt.Errorf("--default-host %q: %s", defaultHost, strings.Join(errs, "; "))
+		}
 	}
 	if maxHoldoff < holdoff {
 		return fmt.Errorf("--rebuild-max-holdoff (%s) must not be shorter than --rebuild-holdoff (%s)", maxHoldoff, holdoff)
@@ -104,10 +117,18 @@ func run() error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(wsgatev1alpha1.AddToScheme(scheme))
+	utilruntime.Must(cmapi.AddToScheme(scheme))
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	certManager, err := controllers.CertManagerInstalled(cfg)
+	if err != nil {
+		return fmt.Errorf("look for cert-manager's Certificate API: %w", err)
+	}
+	if !certManager {
+		log.Info("cert-manager's Certificate API is not installed: routes with tls.issuerRef will report CertManagerMissing; restart wsgate after installing cert-manager")
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
@@ -120,11 +141,7 @@ func run() error {
 		// over status writes at once.
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       ptr.To(grace + 5*time.Second),
-		Cache: cache.Options{
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}: {Transform: controllers.TrimPod},
-			},
-		},
+		Cache:                         controllers.CacheOptions(certManager, splitList(watchNamespaces)...),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -132,27 +149,37 @@ func run() error {
 
 	tables := routing.NewPublisher()
 	tb := &controllers.TableBuilder{
-		Cache:       mgr.GetCache(),
-		Publisher:   tables,
-		DefaultHost: defaultHost,
-		Holdoff:     holdoff,
-		MaxHoldoff:  maxHoldoff,
-		Log:         log.WithName("table"),
+		Cache:              mgr.GetCache(),
+		Publisher:          tables,
+		DefaultHost:        defaultHost,
+		DefaultCertificate: defaultCertKey,
+		Holdoff:            holdoff,
+		MaxHoldoff:         maxHoldoff,
+		Log:                log.WithName("table"),
 	}
 	if err := mgr.Add(tb); err != nil {
 		return fmt.Errorf("add table builder: %w", err)
 	}
 	if err := (&controllers.RouteReconciler{
-		Client:   mgr.GetClient(),
-		Builds:   tb,
-		Recorder: mgr.GetEventRecorder("wsgate"),
+		Client:      mgr.GetClient(),
+		Builds:      tb,
+		Recorder:    mgr.GetEventRecorder("wsgate"),
+		CertManager: certManager,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up WsRoute controller: %w", err)
 	}
 
 	proxyOpts.Log = log.WithName("proxy")
 	gw := proxy.New(tables, proxyOpts)
-	listeners, err := listen(listenAddr, tlsListenAddr, tlsCert, tlsKey)
+	var fallback *tls.Certificate
+	if tlsCert != "" {
+		c, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+		if err != nil {
+			return fmt.Errorf("load --tls-cert-file: %w", err)
+		}
+		fallback = &c
+	}
+	listeners, err := listen(listenAddr, tlsListenAddr, gw.TLSConfig(fallback))
 	if err != nil {
 		return err
 	}
@@ -182,30 +209,48 @@ func run() error {
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 
-// listen opens the gateway's listeners: plain on listenAddr (unless
-// empty) and TLS on tlsAddr when a certificate is given.
-func listen(listenAddr, tlsAddr, certFile, keyFile string) ([]proxy.Listener, error) {
+// listen opens the gateway's listeners: plain on listenAddr and TLS on
+// tlsAddr, each unless empty.
+func listen(listenAddr, tlsAddr string, tlsConfig *tls.Config) ([]proxy.Listener, error) {
 	var out []proxy.Listener
-	if listenAddr != "" {
-		l, err := net.Listen("tcp", listenAddr)
-		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", listenAddr, err)
+	for _, l := range []struct {
+		addr string
+		tls  *tls.Config
+	}{{listenAddr, nil}, {tlsAddr, tlsConfig}} {
+		if l.addr == "" {
+			continue
 		}
-		out = append(out, proxy.Listener{Listener: l})
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		nl, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			return nil, fmt.Errorf("load TLS certificate: %w", err)
+			for _, o := range out {
+				_ = o.Close()
+			}
+			return nil, fmt.Errorf("listen on %s: %w", l.addr, err)
 		}
-		l, err := net.Listen("tcp", tlsAddr)
-		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", tlsAddr, err)
-		}
-		out = append(out, proxy.Listener{Listener: l, TLS: &tls.Config{
-			Certificates: []tls.Certificate{cert},
-			MinVersion:   tls.VersionTLS12,
-		}})
+		out = append(out, proxy.Listener{Listener: nl, TLS: l.tls})
 	}
 	return out, nil
+}
+
+// parseNamespacedName parses "namespace/name"; "" is the zero value.
+func parseNamespacedName(s string) (types.NamespacedName, error) {
+	if s == "" {
+		return types.NamespacedName{}, nil
+	}
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return types.NamespacedName{}, fmt.Errorf("%q is not namespace/name", s)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// splitList splits a comma-separated list, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

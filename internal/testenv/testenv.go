@@ -1,6 +1,8 @@
 // Package testenv starts the real control plane (etcd and kube-apiserver,
 // built from source by hack/envtest.sh) for the test suites, with wsgate's
-// CRDs installed from config/crd/bases.
+// CRDs installed from config/crd/bases and, on request, cert-manager's CRDs
+// (StartCertManager runs its controllers in-process) and the garbage
+// collector of kube-controller-manager (Env.StartGarbageCollector).
 package testenv
 
 import (
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -27,7 +30,7 @@ import (
 )
 
 // AssetsEnv names the variable that points at the folder holding
-// kube-apiserver, etcd and kubectl. When unset, hack/envtest.sh is run to
+// kube-apiserver, etcd, kubectl and kube-controller-manager. When unset, hack/envtest.sh is run to
 // build them (or to find the cached build).
 const AssetsEnv = "WSGATE_ENVTEST_ASSETS"
 
@@ -45,6 +48,19 @@ type Env struct {
 	Kubeconfig string
 
 	env *envtest.Environment
+
+	gcMu     sync.Mutex
+	gcProcs  []*gcProcess
+	gcLogs   []string
+	stopping bool
+}
+
+// Options selects what StartWith adds to the control plane.
+type Options struct {
+	// CertManager installs cert-manager's CRDs (from the module cache, see
+	// CertManagerCRDs) and adds cert-manager's kinds to the scheme. It does
+	// not run cert-manager's controllers: call StartCertManager for that.
+	CertManager bool
 }
 
 // RepoRoot returns the repository's top folder, found from this file.
@@ -79,30 +95,46 @@ func Assets() (string, error) {
 	return assetsDir, assetsErr
 }
 
-// NewScheme returns a scheme with the built-in kinds and wsgate's.
+// NewScheme returns a scheme with the built-in kinds, wsgate's, and
+// cert-manager's Certificate API (as cmd/wsgate registers them).
 func NewScheme() *k8sruntime.Scheme {
 	s := k8sruntime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := wsgatev1alpha1.AddToScheme(s); err != nil {
-		panic(err)
+	for _, add := range []func(*k8sruntime.Scheme) error{clientgoscheme.AddToScheme, wsgatev1alpha1.AddToScheme, cmapi.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
 	}
 	return s
 }
 
-// Start starts etcd and kube-apiserver and installs the CRDs. Stop it
+// Start starts etcd and kube-apiserver and installs wsgate's CRDs. Stop it
 // with Stop; the processes and their data are removed then.
 func Start() (*Env, error) {
+	return StartWith(Options{})
+}
+
+// StartWith is Start with the additions that opts asks for.
+func StartWith(opts Options) (*Env, error) {
 	assets, err := Assets()
 	if err != nil {
 		return nil, err
 	}
 	s := NewScheme()
+	crds := []string{filepath.Join(RepoRoot(), "config", "crd", "bases")}
+	if opts.CertManager {
+		dir, err := CertManagerCRDs()
+		if err != nil {
+			return nil, err
+		}
+		crds = append(crds, dir)
+		if err := AddCertManagerToScheme(s); err != nil {
+			return nil, fmt.Errorf("cert-manager scheme: %w", err)
+		}
+	}
 	te := &envtest.Environment{
 		Scheme:                   s,
 		BinaryAssetsDirectory:    assets,
-		CRDDirectoryPaths:        []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		CRDDirectoryPaths:        crds,
 		ErrorIfCRDPathMissing:    true,
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
@@ -143,8 +175,10 @@ func (e *Env) writeKubeconfig() (string, error) {
 	return f.Name(), nil
 }
 
-// Stop stops the control plane and removes its files.
+// Stop stops the garbage collector (if started) and the control plane and
+// removes their files.
 func (e *Env) Stop() error {
+	e.stopGarbageCollectors()
 	if e.Kubeconfig != "" {
 		_ = os.Remove(e.Kubeconfig)
 	}
@@ -166,13 +200,25 @@ func (e *Env) Kubectl(ctx context.Context, stdin string, args ...string) (string
 //	var env *testenv.Env
 //	func TestMain(m *testing.M) { testenv.Main(m, &env) }
 func Main(m *testing.M, env **Env) {
-	e, err := Start()
+	MainWith(m, env, Options{})
+}
+
+// MainWith is Main with a control plane started by StartWith(opts). When
+// the tests fail, the output of the garbage collector (if one was started)
+// is printed before the control plane stops.
+func MainWith(m *testing.M, env **Env, opts Options) {
+	e, err := StartWith(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
 		os.Exit(1)
 	}
 	*env = e
 	code := m.Run()
+	if code != 0 {
+		if out := e.GarbageCollectorOutput(); out != "" {
+			fmt.Fprintf(os.Stderr, "testenv: kube-controller-manager output:\n%s\n", out)
+		}
+	}
 	if err := e.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
 		if code == 0 {

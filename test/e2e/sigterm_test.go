@@ -142,6 +142,7 @@ func startWsgate(t *testing.T, bin string) *wsgateProcess {
 	p.cmd = exec.Command(bin,
 		"--kubeconfig", env.Kubeconfig,
 		"--listen-address", p.addr,
+		"--tls-listen-address", "",
 		"--health-probe-bind-address", p.probeAddr,
 		"--metrics-bind-address", "0",
 		"--drain-timeout", drainTimeout.String(),

@@ -1,0 +1,72 @@
+package builder
+
+import (
+	"crypto/tls"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/wsgate/wsgate/api/v1alpha1"
+)
+
+func withTLS(secret string) routeOpt {
+	return func(r *v1alpha1.WsRoute) { r.Spec.TLS = &v1alpha1.RouteTLS{SecretName: secret} }
+}
+
+func TestCertificatesFollowRoutesAndSecrets(t *testing.T) {
+	certA, certB, certDef := &tls.Certificate{}, &tls.Certificate{}, &tls.Certificate{}
+	secrets := map[types.NamespacedName]TLSSecret{
+		{Namespace: "a", Name: "a-tls"}:     {Certificate: certA},
+		{Namespace: "b", Name: "b-tls"}:     {Certificate: certB, Problem: "its certificate or key is invalid"},
+		{Namespace: "b", Name: "broken"}:    {Problem: "it has no tls.crt and tls.key"},
+		{Namespace: "gw", Name: "default"}:  {Certificate: certDef},
+		{Namespace: "c", Name: "c-unused"}:  {Certificate: &tls.Certificate{}},
+		{Namespace: "a", Name: "other-tls"}: {Certificate: &tls.Certificate{}},
+	}
+	in := Input{
+		Routes: []*v1alpha1.WsRoute{
+			newRoute("a", "old", 1, hosts("ws.example.com", "*.rooms.example.com"), prefix("/a"), withTLS("a-tls")),
+			// Same host, other prefix, younger: the older route's
+			// certificate serves the host.
+			newRoute("a", "young", 2, hosts("ws.example.com"), prefix("/young"), withTLS("other-tls")),
+			newRoute("b", "renewing", 3, hosts("b.example.com"), prefix("/b"), withTLS("b-tls")),
+			newRoute("b", "broken", 4, hosts("broken.example.com"), prefix("/b"), withTLS("broken")),
+			newRoute("b", "missing", 5, hosts("missing.example.com"), prefix("/b"), withTLS("nope")),
+			// A route in namespace c cannot use a Secret of namespace a.
+			newRoute("c", "cross", 6, hosts("c.example.com"), prefix("/c"), withTLS("a-tls")),
+		},
+		Secrets: secrets,
+	}
+	res := Build(in, Options{DefaultCertificate: types.NamespacedName{Namespace: "gw", Name: "default"}})
+
+	for name, want := range map[string]*tls.Certificate{
+		"ws.example.com":        certA,
+		"x.rooms.example.com":   certA,
+		"b.example.com":         certB,
+		"broken.example.com":    certDef,
+		"missing.example.com":   certDef,
+		"c.example.com":         certDef,
+		"unknown.example.org":   certDef,
+		"a.x.rooms.example.com": certDef,
+	} {
+		if got := res.Table.Certificate(name); got != want {
+			t.Errorf("Certificate(%q) is not the expected one", name)
+		}
+	}
+	problems := map[string]string{
+		"old":      "",
+		"young":    "",
+		"renewing": "serving its last good certificate",
+		"broken":   "it has no tls.crt and tls.key",
+		"missing":  "Secret b/nope not found; wsgate reads only Secrets labelled wsgate.io/certificate=true",
+		"cross":    "Secret c/a-tls not found",
+	}
+	for _, st := range []struct{ ns, name string }{{"a", "old"}, {"a", "young"}, {"b", "renewing"}, {"b", "broken"}, {"b", "missing"}, {"c", "cross"}} {
+		got := res.Routes[key(st.ns, st.name)].CertificateProblem
+		want := problems[st.name]
+		if (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("%s/%s: CertificateProblem %q, want %q", st.ns, st.name, got, want)
+		}
+	}
+}

@@ -1,0 +1,39 @@
+package controllers
+
+import (
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+)
+
+// CacheOptions configures the manager's cache for these controllers: Pods
+// trimmed to what routing needs, and only the Secrets labelled
+// wsgate.io/certificate=true, trimmed to their certificate and key, and
+// (when certManager says cert-manager is installed) the cert-manager
+// Certificates that wsgate created. namespaces, when not empty, limits the
+// watched namespaces.
+func CacheOptions(certManager bool, namespaces ...string) cache.Options {
+	opts := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Transform: TrimPod},
+			&corev1.Secret{}: {
+				Label:     labels.SelectorFromSet(labels.Set{wsgatev1alpha1.CertificateLabel: "true"}),
+				Transform: TrimSecret,
+			},
+		},
+	}
+	if certManager {
+		opts.ByObject[&cmapi.Certificate{}] = cache.ByObject{Label: labels.SelectorFromSet(labels.Set{managedByLabel: managedBy})}
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = make(map[string]cache.Config, len(namespaces))
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/builder"
+)
+
+// TrimSecret is a cache transform that keeps only a Secret's identity,
+// labels, type and its tls.crt and tls.key data; ca.crt and anything else
+// are dropped before the object enters the cache.
+func TrimSecret(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Secret{
+		TypeMeta: s.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: s.Name, Namespace: s.Namespace, UID: s.UID,
+			ResourceVersion: s.ResourceVersion, Labels: s.Labels,
+		},
+		Type: s.Type,
+		Data: make(map[string][]byte, 2),
+	}
+	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
+		if v, ok := s.Data[k]; ok {
+			out.Data[k] = v
+		}
+	}
+	return out, nil
+}
+
+// secretParser keeps the parsed certificate of each TLS Secret, parsing a
+// Secret again only when its resourceVersion changes, and remembering the
+// last good certificate of a Secret that broke or disappeared.
+type secretParser struct {
+	entries map[types.NamespacedName]*parsedSecret
+	now     func() time.Time
+}
+
+type parsedSecret struct {
+	resourceVersion string
+	lastGood        *tls.Certificate
+	problem         string
+}
+
+// update parses the current Secrets and returns what the builder needs.
+// Secrets that are gone keep their last good certificate while wanted
+// says they are still referenced.
+func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.NamespacedName) bool) map[types.NamespacedName]builder.TLSSecret {
+	if p.entries == nil {
+		p.entries = make(map[types.NamespacedName]*parsedSecret)
+	}
+	seen := make(map[types.NamespacedName]bool, len(secrets))
+	for i := range secrets {
+		s := &secrets[i]
+		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		seen[key] = true
+		e := p.entries[key]
+		if e == nil {
+			e = &parsedSecret{}
+			p.entries[key] = e
+		}
+		if e.resourceVersion == s.ResourceVersion && e.resourceVersion != "" {
+			continue
+		}
+		e.resourceVersion = s.ResourceVersion
+		cert, err := parseTLSSecret(s, p.now())
+		if err != nil {
+			e.problem = err.Error()
+			continue
+		}
+		e.lastGood, e.problem = cert, ""
+	}
+	out := make(map[types.NamespacedName]builder.TLSSecret, len(p.entries))
+	for key, e := range p.entries {
+		if !seen[key] {
+			if e.lastGood == nil || !wanted(key) {
+				delete(p.entries, key)
+				continue
+			}
+			e.resourceVersion, e.problem = "", "the Secret was deleted"
+		}
+		out[key] = builder.TLSSecret{Certificate: e.lastGood, Problem: e.problem}
+	}
+	return out
+}
+
+// parseTLSSecret reads a certificate chain and its key from a Secret.
+func parseTLSSecret(s *corev1.Secret, now time.Time) (*tls.Certificate, error) {
+	crt, key := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
+	if len(crt) == 0 || len(key) == 0 {
+		return nil, fmt.Errorf("it has no %s and %s", corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+	}
+	cert, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return nil, fmt.Errorf("its certificate or key is invalid: %w", err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("its certificate is invalid: %w", err)
+		}
+		cert.Leaf = leaf
+	}
+	if now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("its certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return &cert, nil
+}
+
+// certificateSecrets lists the Secrets the routes and the default
+// certificate name.
+func certificateSecrets(routes []wsgatev1alpha1.WsRoute, def types.NamespacedName) map[types.NamespacedName]bool {
+	out := make(map[types.NamespacedName]bool)
+	if def.Name != "" {
+		out[def] = true
+	}
+	for i := range routes {
+		if t := routes[i].Spec.TLS; t != nil {
+			out[types.NamespacedName{Namespace: routes[i].Namespace, Name: t.SecretName}] = true
+		}
+	}
+	return out
+}
