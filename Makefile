@@ -1,7 +1,8 @@
 # wsgate — build, generate and test.
 #
 # Every tool is pinned here and built from the Go module proxy into bin/.
-# The local control plane (kube-apiserver, etcd, kubectl) that the tests use
+# The local control plane (kube-apiserver, etcd, kubectl, and
+# kube-controller-manager for garbage collection) that the tests use
 # is built from source by hack/envtest.sh into a cache folder on first use.
 
 SHELL := /usr/bin/env bash -o pipefail
