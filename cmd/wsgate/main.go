@@ -36,6 +36,15 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "connect" {
+		if err := connect(os.Args[2:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(os.Stderr, "wsgate connect: %v\n", err)
+			}
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "wsgate: %v\n", err)
 		os.Exit(1)
@@ -82,7 +91,8 @@ func run() error {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: wsgate [flags]\n\nwsgate watches WsRoutes and Pods and allowlists the selected pods behind its websocket gateway.\n\nFlags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: wsgate [flags]\n       wsgate connect [flags] <ws[s]://url>   (a websocket client: see wsgate connect --help)\n\n"+
+			"wsgate watches WsRoutes and Pods and allowlists the selected pods behind its websocket gateway.\n\nFlags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
