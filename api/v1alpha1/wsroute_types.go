@@ -98,8 +98,8 @@ type WsRouteSpec struct {
 	// AllowedOrigins are the browser origins accepted in the Origin header,
 	// compared exactly (scheme, host and port), or "*" for any. When empty,
 	// only same-origin requests (Origin's host equals the request's Host)
-	// and requests without an Origin header (non-browser clients) pass.
-	// Anything else is refused with 403.
+	// pass. Anything else is refused with 403. Requests without an Origin
+	// header are not from browsers (which always send it) and pass.
 	//
 	// +optional
 	// +listType=set
