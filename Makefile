@@ -34,6 +34,7 @@ help: ## Show this help.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC into config/ from the markers in api/ and controllers/.
 	$(CONTROLLER_GEN) rbac:roleName=wsgate crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(MAKE) --no-print-directory chart-sync
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
@@ -85,6 +86,12 @@ fuzz: ## Run each fuzz test (func FuzzXxx) for FUZZTIME (default 10s).
 bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes).
 	go test -run '^$$' -bench BenchmarkBuild -benchmem ./builder/
 
+##@ Try it
+
+.PHONY: demo
+demo: ## Run wsgate on this machine with a local control plane, cert-manager, echo pods and TLS (go run ./hack/demo).
+	go run ./hack/demo
+
 ##@ Build
 
 .PHONY: build
@@ -98,6 +105,35 @@ run: ## Run the gateway against the cluster of the current kubeconfig.
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+##@ Chart
+
+CHART ?= charts/wsgate
+
+.PHONY: chart-sync
+chart-sync: ## Copy the generated CRD and RBAC into the chart (make manifests does it; test/chart checks it).
+	cp config/crd/bases/wsgate.io_wsroutes.yaml $(CHART)/crds/wsgate.io_wsroutes.yaml
+	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml $(CHART)/files/rbac/
+
+.PHONY: helm
+helm: ## Build (or reuse) the pinned helm (version in hack/helm.sh) and print its path.
+	@hack/helm.sh
+
+.PHONY: helm-lint
+helm-lint: ## Lint the chart with the pinned helm, strictly.
+	"$$(hack/helm.sh)" lint --strict $(CHART)
+
+.PHONY: chart-template
+chart-template: ## Render the chart with its default values (release wsgate in wsgate-system).
+	@"$$(hack/helm.sh)" template wsgate $(CHART) --namespace wsgate-system --include-crds
+
+.PHONY: chart-test
+chart-test: ## Run the chart tests: lint, render, schema, install and RBAC on a real API server, image build.
+	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" WSGATE_HELM="$$(hack/helm.sh)" go test $(GO_TEST_FLAGS) -v ./test/chart/
+
+.PHONY: chart-package
+chart-package: | $(LOCALBIN) ## Package the chart into bin/ (wsgate-<version>.tgz).
+	"$$(hack/helm.sh)" package $(CHART) --destination $(LOCALBIN)
 
 ##@ Tools
 

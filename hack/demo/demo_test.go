@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/internal/testenv"
+)
+
+// TestDemoPrintsAWorkingReadyLineAndCleansUp runs the demo as a user
+// would, runs the commands it prints, and checks that Ctrl-C removes every
+// process and file it started.
+func TestDemoPrintsAWorkingReadyLineAndCleansUp(t *testing.T) {
+	if _, err := testenv.Assets(); err != nil {
+		t.Fatal(err)
+	}
+	root := testenv.RepoRoot()
+	bin := filepath.Join(t.TempDir(), "demo")
+	build := exec.Command("go", "build", "-o", bin, "./hack/demo")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build demo: %v\n%s", err, out)
+	}
+	demo := exec.Command(bin)
+	demo.Dir = root
+	var stderr strings.Builder
+	demo.Stderr = &stderr
+	stdout, err := demo.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	t.Cleanup(func() { _ = demo.Process.Kill() })
+
+	lines := make(chan string, 100)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+		exited <- demo.Wait()
+	}()
+	var ready string
+	var printed []string
+	timeout := time.After(5 * time.Minute)
+	for ready == "" || !strings.Contains(strings.Join(printed, "\n"), "Press Ctrl-C") {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("demo exited before it was ready:\n%s", stderr.String())
+			}
+			if strings.HasPrefix(l, "wsgate demo ready ") {
+				ready = l
+			}
+			printed = append(printed, l)
+		case <-timeout:
+			t.Fatalf("no ready line within 5 minutes:\n%s", stderr.String())
+		}
+	}
+	fields := map[string]string{}
+	for _, f := range strings.Fields(strings.TrimPrefix(ready, "wsgate demo ready ")) {
+		k, v, _ := strings.Cut(f, "=")
+		fields[k] = v
+	}
+	for _, k := range []string{"gateway", "host", "prefix", "pods", "blocked", "ca", "kubeconfig"} {
+		if fields[k] == "" {
+			t.Fatalf("ready line %q lacks %s=", ready, k)
+		}
+	}
+	state := filepath.Dir(fields["ca"])
+
+	// Run the commands the demo prints for a human, as printed.
+	var commands []string
+	for _, l := range printed {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") && !strings.HasPrefix(l, "wsgate demo ready") && (strings.HasPrefix(l, "go run") || strings.Contains(l, "kubectl")) {
+			commands = append(commands, l)
+		}
+	}
+	if len(commands) < 4 {
+		t.Fatalf("expected the demo to print connect and kubectl commands, got %q", commands)
+	}
+	run := func(cmdline, stdin string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := exec.CommandContext(ctx, "bash", "-c", cmdline)
+		c.Dir = root
+		c.Stdin = strings.NewReader(stdin)
+		out, err := c.CombinedOutput()
+		return string(out), err
+	}
+	pod, blocked := strings.Split(fields["pods"], ",")[0], fields["blocked"]
+	for _, c := range commands {
+		switch {
+		case strings.Contains(c, "connect") && strings.Contains(c, "/"+pod+"/"):
+			out, err := run(c, "hello from the demo test\n")
+			if err != nil || !strings.Contains(out, "< hello from the demo test") {
+				t.Errorf("%s:\n%s (%v)", c, out, err)
+			}
+		case strings.Contains(c, "connect") && strings.Contains(c, "/"+blocked+"/"):
+			out, err := run(c, "")
+			if err == nil || !strings.Contains(out, "404") {
+				t.Errorf("the blocked pod must answer 404: %s:\n%s", c, out)
+			}
+		case strings.Contains(c, "get wsr"):
+			out, err := run(c, "")
+			if err != nil || !strings.Contains(out, "True") || !strings.Contains(out, fields["host"]) {
+				t.Errorf("%s:\n%s (%v)", c, out, err)
+			}
+		}
+	}
+
+	// Ctrl-C stops everything and removes the state folder.
+	if err := demo.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("demo exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("demo did not stop within a minute of Ctrl-C")
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("state folder %s still exists after Ctrl-C", state)
+	}
+	// The gateway runs from the state folder, the echo pods from bin.
+	for _, pattern := range []string{state, bin} {
+		out, _ := exec.Command("pgrep", "-f", pattern).Output()
+		if s := strings.TrimSpace(string(out)); s != "" {
+			t.Errorf("processes of the demo still run (%s): %s", pattern, s)
+		}
+	}
+}
