@@ -24,6 +24,17 @@ type frameTracker struct {
 	hdrLen int
 	// remaining payload bytes of the current frame.
 	remaining uint64
+
+	// The status code of the first Close frame seen, for logs and
+	// metrics: closeCode is valid once closeSeen is true and closeLen
+	// bytes of it were read.
+	closeSeen bool
+	closeCode uint16
+	closeLen  int
+	inClose   bool    // the current frame is that first Close frame
+	mask      [4]byte // its masking key, if masked
+	masked    bool
+	offset    int // payload bytes of it read so far
 }
 
 // atBoundary reports whether the bytes seen so far end exactly at the end
@@ -41,6 +52,9 @@ func (f *frameTracker) consume(p []byte, stopAtBoundary bool) int {
 		}
 		if f.remaining > 0 {
 			n := min(uint64(len(p)-i), f.remaining)
+			if f.inClose {
+				f.readCloseCode(p[i : i+int(n)])
+			}
 			f.remaining -= n
 			i += int(n)
 			continue
@@ -51,10 +65,43 @@ func (f *frameTracker) consume(p []byte, stopAtBoundary bool) int {
 		i++
 		if need := headerLen(f.hdr[:f.hdrLen]); need > 0 && f.hdrLen == need {
 			f.remaining = payloadLen(f.hdr[:f.hdrLen])
+			f.inClose = false
+			if f.hdr[0]&0x0f == 0x8 && !f.closeSeen {
+				f.closeSeen, f.inClose, f.offset = true, true, 0
+				if f.masked = f.hdr[1]&0x80 != 0; f.masked {
+					copy(f.mask[:], f.hdr[need-4:need])
+				}
+			}
 			f.hdrLen = 0
 		}
 	}
 	return i
+}
+
+// readCloseCode takes the status code from the first two payload bytes of
+// the first Close frame.
+func (f *frameTracker) readCloseCode(b []byte) {
+	for _, c := range b {
+		if f.offset >= 2 {
+			f.inClose = false
+			return
+		}
+		if f.masked {
+			c ^= f.mask[f.offset%4]
+		}
+		f.closeCode = f.closeCode<<8 | uint16(c)
+		f.offset++
+		f.closeLen = f.offset
+	}
+}
+
+// peerCloseCode returns the status code of the first Close frame seen, or
+// 0 when none was seen or it carried no code.
+func (f *frameTracker) peerCloseCode() uint16 {
+	if !f.closeSeen || f.closeLen < 2 {
+		return 0
+	}
+	return f.closeCode
 }
 
 // headerLen returns the full header length given its first bytes, or -1
