@@ -94,7 +94,6 @@ func TestFrameTrackerFindsBoundariesInAnySplit(t *testing.T) {
 	}
 }
 
-
 func TestCloseFrameEncodesCodeAndMask(t *testing.T) {
 	var tr frameTracker
 	for _, masked := range []bool{false, true} {
