@@ -47,8 +47,11 @@ type TableBuilder struct {
 	Clock clock.Clock
 	// Log receives build summaries.
 	Log logr.Logger
+	// Metrics, when set, are updated after each build.
+	Metrics *TableMetrics
 
 	dirty      chan struct{}
+	firstDirty atomic.Int64 // unix nanoseconds of the first change not yet built
 	generation uint64
 	secrets    secretParser
 	latest     atomic.Pointer[builder.Result]
@@ -115,6 +118,7 @@ func (b *TableBuilder) Start(ctx context.Context) error {
 			return nil
 		}
 		if err := b.build(ctx); err != nil {
+			b.Metrics.failed()
 			b.Log.Error(err, "build routing table")
 		}
 	}
@@ -141,6 +145,7 @@ func (b *TableBuilder) watch(ctx context.Context, obj client.Object, changed fun
 }
 
 func (b *TableBuilder) markDirty() {
+	b.firstDirty.CompareAndSwap(0, b.Clock.Now().UnixNano())
 	select {
 	case b.dirty <- struct{}{}:
 	default:
@@ -170,6 +175,8 @@ func (b *TableBuilder) holdoff(ctx context.Context) bool {
 
 func (b *TableBuilder) build(ctx context.Context) error {
 	start := b.Clock.Now()
+	// Changes from here on belong to the next build.
+	changedAt := b.firstDirty.Swap(0)
 	var routes wsgatev1alpha1.WsRouteList
 	if err := b.Cache.List(ctx, &routes, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list WsRoutes: %w", err)
@@ -201,6 +208,11 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	})
 	prev := b.latest.Swap(res)
 	b.Publisher.Publish(res.Table)
+	sinceChange := -1.0
+	if changedAt != 0 {
+		sinceChange = b.Clock.Since(time.Unix(0, changedAt)).Seconds()
+	}
+	b.Metrics.published(res, in.Secrets, b.Clock.Since(start).Seconds(), sinceChange)
 	b.Log.V(1).Info("published routing table", "generation", b.generation,
 		"routes", len(res.Table.Routes()), "backends", res.Table.Backends(),
 		"pods", len(in.Pods), "took", b.Clock.Since(start))

@@ -63,8 +63,16 @@ type Options struct {
 	RetryAfter time.Duration
 	// Dial connects to a pod; tests replace it. Default net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
-	// Log receives refused handshakes (V(1)) and errors.
+	// Log receives the HTTP server's own errors (V(1)).
 	Log logr.Logger
+	// AccessLog receives one line per closed tunnel and one per refused
+	// handshake (sampled: at most RefusalLogRate a second, with a count
+	// of the lines left out). The zero Logger discards.
+	AccessLog logr.Logger
+	// RefusalLogRate bounds refused-handshake lines a second. Default 20.
+	RefusalLogRate int
+	// Metrics, when set, are updated by the gateway.
+	Metrics *Metrics
 }
 
 func (o *Options) setDefaults() {
@@ -87,6 +95,9 @@ func (o *Options) setDefaults() {
 	if o.Dial == nil {
 		o.Dial = (&net.Dialer{}).DialContext
 	}
+	if o.RefusalLogRate <= 0 {
+		o.RefusalLogRate = 20
+	}
 }
 
 // Server is the websocket gateway. Create it with New, serve listeners
@@ -97,6 +108,8 @@ type Server struct {
 	reg    *registry
 	http   *http.Server
 
+	refusals *sampler
+
 	draining atomic.Bool
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -106,6 +119,7 @@ type Server struct {
 func New(tables Tables, opts Options) *Server {
 	opts.setDefaults()
 	s := &Server{tables: tables, opts: opts, reg: newRegistry(), stop: make(chan struct{})}
+	s.refusals = newSampler(opts.RefusalLogRate)
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -181,17 +195,21 @@ wait:
 	return err
 }
 
-// watchTables closes the tunnels that each new table revokes.
+// watchTables closes the tunnels that each new table revokes, and drops
+// the metric series of routes that are gone.
 func (s *Server) watchTables() {
 	updates, cancel := s.tables.Subscribe()
 	defer cancel()
+	var routes map[routing.RouteKey]bool
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-updates:
 		}
-		s.revoke(s.tables.Load())
+		tbl := s.tables.Load()
+		s.revoke(tbl)
+		routes = s.opts.Metrics.forget(tbl, routes)
 	}
 }
 
@@ -224,6 +242,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rf := checkOrigin(r, tgt.route); rf != nil {
+		rf.route = tgt.route
 		s.refuse(w, r, rf)
 		return
 	}
@@ -235,6 +254,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rf := refuse(http.StatusServiceUnavailable, msg)
 		rf.header = http.Header{"Retry-After": {strconv.Itoa(int(s.opts.RetryAfter.Round(time.Second) / time.Second))}}
+		rf.route = tgt.route
 		s.refuse(w, r, rf)
 		return
 	}
@@ -262,6 +282,10 @@ func (s *Server) check(r *http.Request) *refusal {
 // forward dials the pod, relays the handshake and runs the tunnel. The
 // slot for key is reserved and is released here.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key backendKey) {
+	fail := func(rf *refusal) {
+		rf.route = tgt.route
+		s.refuse(w, r, rf)
+	}
 	registered := false
 	defer func() {
 		if !registered {
@@ -278,7 +302,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	pod, err := s.opts.Dial(dialCtx, "tcp", tgt.backend.Addr.String())
 	dialCancel()
 	if err != nil {
-		s.refuse(w, r, refuse(dialStatus(err), "the pod did not accept the connection"))
+		fail(refuse(dialStatus(err), "the pod did not accept the connection"))
 		return
 	}
 	podOK := false
@@ -290,28 +314,28 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	deadline, _ := ctx.Deadline()
 	_ = pod.SetDeadline(deadline)
 	if _, err := pod.Write(podRequest(r, tgt.uri)); err != nil {
-		s.refuse(w, r, refuse(dialStatus(err), "the pod closed the connection"))
+		fail(refuse(dialStatus(err), "the pod closed the connection"))
 		return
 	}
 	resp, br, budget, err := readPodResponse(pod, r, s.opts.MaxHeaderBytes)
 	if err != nil {
-		s.refuse(w, r, refuse(dialStatus(err), "the pod did not answer the handshake"))
+		fail(refuse(dialStatus(err), "the pod did not answer the handshake"))
 		return
 	}
 	budget.n = -1
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		s.relay(w, resp)
+		s.relay(w, r, tgt.route, resp)
 		return
 	}
 	if err := checkUpgradeResponse(resp, r); err != nil {
 		s.opts.Log.V(1).Info("bad upgrade from pod", "route", key.route.String(), "pod", tgt.backend.Pod, "err", err.Error())
-		s.refuse(w, r, refuse(http.StatusBadGateway, "the pod's upgrade answer is not a valid websocket handshake"))
+		fail(refuse(http.StatusBadGateway, "the pod's upgrade answer is not a valid websocket handshake"))
 		return
 	}
 
 	client, cbr, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		s.refuse(w, r, refuse(http.StatusInternalServerError, "cannot take over the connection"))
+		fail(refuse(http.StatusInternalServerError, "cannot take over the connection"))
 		return
 	}
 	_ = client.SetDeadline(time.Time{})
@@ -334,6 +358,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	t.clientPending = append([]byte(nil), clientPending...)
 	t.podPending = append([]byte(nil), podPending...)
 	t.drainOnRevoke = tgt.route.DrainOnRevoke
+	t.metrics = s.opts.Metrics.forTunnel(tgt.route)
+	s.opts.Metrics.handshake(tgt.route, http.StatusSwitchingProtocols)
 	podOK = true
 	if !s.reg.add(key, t) {
 		// Shutdown already closed the tunnels it knew of.
@@ -352,13 +378,31 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	go func() {
 		defer s.reg.remove(key, t)
 		t.run()
+		s.tunnelEnded(r, tgt, t)
 	}()
+}
+
+// tunnelEnded records a closed tunnel in the metrics and the access log.
+func (s *Server) tunnelEnded(r *http.Request, tgt target, t *tunnel) {
+	reason, code := t.ending()
+	dur := time.Since(t.opened)
+	if m := t.metrics; m.active != nil {
+		m.duration.Observe(dur.Seconds())
+	}
+	s.opts.Metrics.closed(reason, code)
+	s.opts.AccessLog.Info("tunnel closed",
+		"namespace", tgt.route.Key.Namespace, "route", tgt.route.Key.Name, "pod", tgt.backend.Pod,
+		"podAddress", tgt.backend.Addr.String(), "client", r.RemoteAddr, "host", r.Host,
+		"status", http.StatusSwitchingProtocols, "bytesFromClient", t.fromClient.Load(), "bytesFromPod", t.fromPod.Load(),
+		"durationSeconds", dur.Seconds(), "closeCode", code, "reason", string(reason))
 }
 
 // relay passes a non-101 answer from the pod to the client as a plain
 // response and closes the connection: it never becomes a tunnel.
-func (s *Server) relay(w http.ResponseWriter, resp *http.Response) {
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, route *routing.Route, resp *http.Response) {
 	defer resp.Body.Close()
+	s.opts.Metrics.handshake(route, resp.StatusCode)
+	s.logRefusal(r, route, resp.StatusCode, "the pod answered without upgrading")
 	h := resp.Header.Clone()
 	removeHopByHop(h)
 	for k, v := range h {
@@ -376,7 +420,8 @@ const maxRelayedBody = 1 << 20
 // refuse answers a refused handshake with a plain-text status and closes
 // the connection.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) {
-	s.opts.Log.V(1).Info("handshake refused", "status", rf.status, "reason", rf.msg, "host", r.Host, "remote", r.RemoteAddr)
+	s.opts.Metrics.handshake(rf.route, rf.status)
+	s.logRefusal(r, rf.route, rf.status, rf.msg)
 	for k, v := range rf.header {
 		w.Header()[k] = v
 	}

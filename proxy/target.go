@@ -22,6 +22,8 @@ type target struct {
 type refusal struct {
 	status int
 	msg    string
+	// route, when the request matched one (for metrics and logs).
+	route *routing.Route
 	// header lines to add, e.g. Sec-WebSocket-Version or Retry-After.
 	header http.Header
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // CloseReason says why a tunnel ended.
@@ -60,14 +62,20 @@ type tunnel struct {
 
 	// Byte counts, for logs and metrics.
 	fromClient, fromPod atomic.Int64
+	metrics             tunnelMetrics
+	opened              time.Time
+	// firstClose is who sent the first Close frame, and its code.
+	closeMu    sync.Mutex
+	firstClose CloseReason
+	closeCode  uint16
 	// endedBy is the first reason recorded.
 	endedMu sync.Mutex
 	endedBy CloseReason
 }
 
 func newTunnel(client, pod net.Conn, idle, lifetime time.Duration) *tunnel {
-	t := &tunnel{client: client, pod: pod, idle: idle, done: make(chan struct{})}
 	now := time.Now()
+	t := &tunnel{client: client, pod: pod, idle: idle, done: make(chan struct{}), opened: now}
 	if lifetime > 0 {
 		t.deadline = now.Add(lifetime)
 	}
@@ -101,6 +109,35 @@ func (t *tunnel) setEnded(why CloseReason) {
 	t.endedMu.Unlock()
 }
 
+// noteClose records a Close frame from one side; the first side to send
+// one names who ended the tunnel, and its code is kept.
+func (t *tunnel) noteClose(from CloseReason, code uint16) {
+	t.closeMu.Lock()
+	defer t.closeMu.Unlock()
+	if t.firstClose == "" {
+		t.firstClose = from
+	}
+	if t.firstClose == from && code != 0 {
+		t.closeCode = code
+	}
+}
+
+// ending says why the tunnel ended and with which close code (0: none):
+// a close the gateway asked for, else the side whose Close frame came
+// first, else the side that ended the stream or the error.
+func (t *tunnel) ending() (CloseReason, uint16) {
+	if cr := t.closing.Load(); cr != nil {
+		return cr.why, cr.code
+	}
+	t.closeMu.Lock()
+	first, code := t.firstClose, t.closeCode
+	t.closeMu.Unlock()
+	if first != "" {
+		return first, code
+	}
+	return t.EndedBy(), 0
+}
+
 // EndedBy reports why the tunnel ended.
 func (t *tunnel) EndedBy() CloseReason {
 	t.endedMu.Lock()
@@ -111,13 +148,17 @@ func (t *tunnel) EndedBy() CloseReason {
 // run moves bytes both ways until the tunnel ends, then closes both
 // connections.
 func (t *tunnel) run() {
+	if t.metrics.active != nil {
+		t.metrics.active.Inc()
+		defer t.metrics.active.Dec()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t.pump(t.client, t.pod, t.clientPending, true, ClosedByClient, &t.fromClient)
+		t.pump(t.client, t.pod, t.clientPending, true, ClosedByClient, &t.fromClient, t.metrics.fromClient)
 	}()
-	t.pump(t.pod, t.client, t.podPending, false, ClosedByPod, &t.fromPod)
+	t.pump(t.pod, t.client, t.podPending, false, ClosedByPod, &t.fromPod, t.metrics.fromPod)
 	wg.Wait()
 	_ = t.client.Close()
 	_ = t.pod.Close()
@@ -126,16 +167,34 @@ func (t *tunnel) run() {
 
 // pump copies src to dst. toPod says dst is the pod (Close frames to it
 // are masked). eof is the reason recorded when src ends the stream.
-func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseReason, count *atomic.Int64) {
+func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseReason, count *atomic.Int64, bytes prometheus.Counter) {
 	var frames frameTracker
+	// The first Close frame is noted when it is seen (who closed first),
+	// and again at the end, when its code is surely complete.
+	noted := false
+	defer func() {
+		if frames.closeSeen {
+			t.noteClose(eof, frames.peerCloseCode())
+		}
+	}()
+	moved := func(n int) {
+		count.Add(int64(n))
+		if bytes != nil {
+			bytes.Add(float64(n))
+		}
+		if frames.closeSeen && !noted {
+			noted = true
+			t.noteClose(eof, frames.peerCloseCode())
+		}
+	}
 	raw := rawConn(src)
 	if len(pending) > 0 {
 		frames.consume(pending, false)
+		moved(len(pending))
 		if _, err := dst.Write(pending); err != nil {
 			t.fail(err)
 			return
 		}
-		count.Add(int64(len(pending)))
 	}
 	for {
 		// Arm first, then look: a Close that comes after the look moves
@@ -148,11 +207,11 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 		bp, n, err := t.read(src, raw)
 		if n > 0 {
 			t.lastActive.Store(time.Now().UnixNano())
-			count.Add(int64(n))
 			if cr := t.closing.Load(); cr != nil {
 				// A close was requested while these bytes arrived: forward
 				// them up to the first frame boundary only.
 				used := frames.consume((*bp)[:n], true)
+				moved(used)
 				_, werr := dst.Write((*bp)[:used])
 				bufPool.Put(bp)
 				if werr != nil {
@@ -163,6 +222,7 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 				return
 			}
 			frames.consume((*bp)[:n], false)
+			moved(n)
 			_, werr := dst.Write((*bp)[:n])
 			bufPool.Put(bp)
 			if werr != nil {

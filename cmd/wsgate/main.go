@@ -24,7 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/controllers"
@@ -58,13 +58,19 @@ func run() error {
 		leaderElectionNamespace             string
 		holdoff, maxHoldoff                 time.Duration
 		showVersion                         bool
+		secureMetrics                       bool
+		adminAddr                           string
+		debugAddresses                      bool
 
 		listenAddr, tlsListenAddr, tlsCert, tlsKey string
 		defaultCert, watchNamespaces               string
 		drain, grace                               time.Duration
 		proxyOpts                                  proxy.Options
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint, e.g. :8080; \"0\" turns it off.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the Prometheus metrics endpoint, e.g. :9090; \"0\" turns it off.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers the API server authenticates and authorizes (RBAC on nonResourceURL /metrics); false serves plain HTTP, for local use.")
+	flag.StringVar(&adminAddr, "admin-bind-address", "127.0.0.1:8082", "Address of the local admin endpoint (/debug/table); keep it off the Service. Empty turns it off.")
+	flag.BoolVar(&debugAddresses, "debug-show-addresses", false, "Include pod addresses in /debug/table.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.StringVar(&defaultHost, "default-host", "", "Host name for WsRoutes without spec.hostnames, e.g. ws.example.com; empty makes such routes answer on every host no other route names.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader among replicas to write route status and Events; every replica serves traffic either way.")
@@ -142,7 +148,7 @@ func run() error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "wsgate.wsgate.io",
@@ -166,6 +172,7 @@ func run() error {
 		Holdoff:            holdoff,
 		MaxHoldoff:         maxHoldoff,
 		Log:                log.WithName("table"),
+		Metrics:            controllers.NewTableMetrics(ctrlmetrics.Registry),
 	}
 	if err := mgr.Add(tb); err != nil {
 		return fmt.Errorf("add table builder: %w", err)
@@ -180,6 +187,8 @@ func run() error {
 	}
 
 	proxyOpts.Log = log.WithName("proxy")
+	proxyOpts.AccessLog = ctrl.Log.WithName("access")
+	proxyOpts.Metrics = proxy.NewMetrics(ctrlmetrics.Registry)
 	gw := proxy.New(tables, proxyOpts)
 	var fallback *tls.Certificate
 	if tlsCert != "" {
@@ -212,6 +221,11 @@ func run() error {
 		return fmt.Errorf("add readyz: %w", err)
 	}
 
+	if adminAddr != "" {
+		if err := mgr.Add(adminServer(adminAddr, tables, debugAddresses)); err != nil {
+			return fmt.Errorf("add admin server: %w", err)
+		}
+	}
 	for _, l := range listeners {
 		log.Info("listening", "address", l.Addr().String(), "tls", l.TLS != nil)
 	}

@@ -136,7 +136,7 @@ func runDemo(ctx context.Context, host string) (err error) {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build wsgate: %w", err)
 	}
-	ports := make([]int, 3)
+	ports := make([]int, 5)
 	for i := range ports {
 		if ports[i], err = freePort("127.0.0.1"); err != nil {
 			return err
@@ -148,7 +148,8 @@ func runDemo(ctx context.Context, host string) (err error) {
 		"--listen-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--tls-listen-address", wss,
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		"--metrics-bind-address", "0",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[3]), "--metrics-secure=false",
+		"--admin-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[4]), "--debug-show-addresses",
 		"--drain-timeout", "1s", "--shutdown-grace-period", "5s",
 	); err != nil {
 		return err
@@ -162,6 +163,8 @@ func runDemo(ctx context.Context, host string) (err error) {
 	}
 
 	kubectl := filepath.Join(env.Assets, "kubectl")
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3])
+	table := fmt.Sprintf("http://127.0.0.1:%d/debug/table", ports[4])
 	fmt.Println(readyLine("https://"+wss, host, prefix, podIPs, blockedIP, caPath, kubeconfig))
 	fmt.Printf(`
 wsgate is serving wss://%[1]s%[2]s/<podIP>/ on %[3]s (ready in %.0fs). Try:
@@ -179,8 +182,12 @@ wsgate is serving wss://%[1]s%[2]s/<podIP>/ on %[3]s (ready in %.0fs). Try:
   # take a pod out: its tunnels get Close 1008 at once
   %[8]s --kubeconfig %[9]s delete pod echo-1 -n %[10]s
 
+  # what the gateway does: Prometheus metrics, and its routing table
+  curl -s %[11]s | grep ^wsgate_
+  curl -s %[12]s
+
 Press Ctrl-C to stop; every process and file of the demo is removed.
-`, host, prefix, wss, time.Since(start).Seconds(), caPath, podIPs[0], blockedIP, kubectl, kubeconfig, namespace)
+`, host, prefix, wss, time.Since(start).Seconds(), caPath, podIPs[0], blockedIP, kubectl, kubeconfig, namespace, metrics, table)
 
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "stopping the demo")

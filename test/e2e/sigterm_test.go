@@ -143,6 +143,7 @@ func startWsgate(t *testing.T, bin string) *wsgateProcess {
 		"--kubeconfig", env.Kubeconfig,
 		"--listen-address", p.addr,
 		"--tls-listen-address", "",
+		"--admin-bind-address", "",
 		"--health-probe-bind-address", p.probeAddr,
 		"--metrics-bind-address", "0",
 		"--drain-timeout", drainTimeout.String(),

@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsgate/wsgate/routing"
+)
+
+// Metrics are the data plane's Prometheus metrics. Labels are bounded:
+// routes (namespace, route), status codes, directions and close reasons;
+// never a pod or client address.
+type Metrics struct {
+	handshakes *prometheus.CounterVec
+	active     *prometheus.GaugeVec
+	bytes      *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	closes     *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_handshakes_total",
+			Help: "Websocket handshakes by route and the status answered (101 for tunnels opened). Requests that match no route have empty route labels.",
+		}, []string{"namespace", "route", "code"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wsgate_tunnels_active",
+			Help: "Open tunnels by route.",
+		}, []string{"namespace", "route"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_tunnel_bytes_total",
+			Help: "Bytes carried by tunnels, by route and direction (client_to_pod, pod_to_client).",
+		}, []string{"namespace", "route", "direction"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wsgate_tunnel_duration_seconds",
+			Help:    "How long tunnels stayed open, by route.",
+			Buckets: []float64{1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
+		}, []string{"namespace", "route"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_tunnel_closes_total",
+			Help: "Tunnels closed, by who or what ended them (client, pod, idle, lifetime, revoked, shutdown, error) and the websocket close code (none when there was no Close frame).",
+		}, []string{"reason", "code"}),
+	}
+	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes)
+	return m
+}
+
+// handshake counts one answered handshake.
+func (m *Metrics) handshake(route *routing.Route, code int) {
+	if m == nil {
+		return
+	}
+	ns, name := routeLabels(route)
+	m.handshakes.WithLabelValues(ns, name, strconv.Itoa(code)).Inc()
+}
+
+// tunnelMetrics are one tunnel's series, resolved once when it opens.
+type tunnelMetrics struct {
+	active              prometheus.Gauge
+	fromClient, fromPod prometheus.Counter
+	duration            prometheus.Observer
+}
+
+func (m *Metrics) forTunnel(route *routing.Route) tunnelMetrics {
+	if m == nil {
+		return tunnelMetrics{}
+	}
+	ns, name := routeLabels(route)
+	return tunnelMetrics{
+		active:     m.active.WithLabelValues(ns, name),
+		fromClient: m.bytes.WithLabelValues(ns, name, "client_to_pod"),
+		fromPod:    m.bytes.WithLabelValues(ns, name, "pod_to_client"),
+		duration:   m.duration.WithLabelValues(ns, name),
+	}
+}
+
+func (m *Metrics) closed(reason CloseReason, code uint16) {
+	if m == nil {
+		return
+	}
+	c := "none"
+	if code != 0 {
+		c = strconv.Itoa(int(code))
+	}
+	m.closes.WithLabelValues(string(reason), c).Inc()
+}
+
+// forget drops the series of routes that are no longer in the table, so
+// label values stay bounded by the routes that exist.
+func (m *Metrics) forget(tbl *routing.Table, previous map[routing.RouteKey]bool) map[routing.RouteKey]bool {
+	now := make(map[routing.RouteKey]bool, len(tbl.Routes()))
+	for _, r := range tbl.Routes() {
+		now[r.Key] = true
+	}
+	if m == nil {
+		return now
+	}
+	for k := range previous {
+		if !now[k] {
+			labels := prometheus.Labels{"namespace": k.Namespace, "route": k.Name}
+			m.handshakes.DeletePartialMatch(labels)
+			m.bytes.DeletePartialMatch(labels)
+			m.duration.DeletePartialMatch(labels)
+			// Active tunnels of a removed route are being closed; their
+			// gauge goes when they have.
+		}
+	}
+	return now
+}
+
+func routeLabels(r *routing.Route) (string, string) {
+	if r == nil {
+		return "", ""
+	}
+	return r.Key.Namespace, r.Key.Name
+}
