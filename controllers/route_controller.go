@@ -95,7 +95,58 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		}
 		r.Recorder.Eventf(updated, nil, eventType, c.Reason, c.Type, "%s", c.Message)
 	}
+	if msg := revokedMessage(route.Status.Endpoints, updated.Status.Endpoints, route.Spec.RevokePolicy); msg != "" {
+		r.Recorder.Eventf(updated, nil, corev1.EventTypeNormal, EventPodsRevoked, "Revoke", "%s", msg)
+	}
 	return ctrl.Result{}, nil
+}
+
+// EventPodsRevoked is the reason of the Event that says pods left a
+// route's allowlist.
+const EventPodsRevoked = "PodsRevoked"
+
+// revokedMessage describes the pods that left the allowlist between two
+// statuses (names as far as the bounded lists show them), or "" if none.
+func revokedMessage(before, after wsgatev1alpha1.RouteEndpoints, policy wsgatev1alpha1.RevokePolicy) string {
+	if after.Count >= before.Count && !podsRemoved(before, after) {
+		return ""
+	}
+	kept := make(map[string]bool, len(after.Pods))
+	for _, p := range after.Pods {
+		kept[p.Name] = true
+	}
+	var names []string
+	for _, p := range before.Pods {
+		if !kept[p.Name] {
+			names = append(names, p.Name)
+		}
+	}
+	what := "their open tunnels are closed with 1008"
+	if policy == wsgatev1alpha1.RevokeDrain {
+		what = "their open tunnels drain (revokePolicy Drain)"
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf("%d pod(s) left the allowlist (%d remain); %s.", before.Count-after.Count, after.Count, what)
+	}
+	return fmt.Sprintf("Pod(s) %s left the allowlist (%d remain); %s.", strings.Join(names, ", "), after.Count, what)
+}
+
+// podsRemoved reports whether a pod listed before is not listed after,
+// while both lists are complete.
+func podsRemoved(before, after wsgatev1alpha1.RouteEndpoints) bool {
+	if int(before.Count) != len(before.Pods) || int(after.Count) != len(after.Pods) {
+		return false
+	}
+	kept := make(map[string]bool, len(after.Pods))
+	for _, p := range after.Pods {
+		kept[p.Name] = true
+	}
+	for _, p := range before.Pods {
+		if !kept[p.Name] {
+			return true
+		}
+	}
+	return false
 }
 
 // applyStatus writes the build's view of a route, and its certificate's

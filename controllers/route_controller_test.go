@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/internal/testenv"
 	"github.com/wsgate/wsgate/routing"
 )
@@ -56,6 +57,7 @@ func TestTableHoldsExactlyTheEligiblePods(t *testing.T) {
 			t.Fatal(err)
 		}
 		g.waitAllowlist(t, ns, "echo", "127.0.0.6:8080", "[::1]:8080")
+		waitEvent(t, ns, "echo", corev1.EventTypeNormal, controllers.EventPodsRevoked)
 	})
 	t.Run("a terminating pod leaves", func(t *testing.T) {
 		// A finalizer keeps the deleted pod around with a deletionTimestamp,
