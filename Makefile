@@ -86,6 +86,14 @@ fuzz: ## Run each fuzz test (func FuzzXxx) for FUZZTIME (default 10s).
 bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes).
 	go test -run '^$$' -bench BenchmarkBuild -benchmem ./builder/
 
+.PHONY: bench
+bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections on loopback (about 5 minutes; installs nginx and haproxy from Debian when missing); writes docs/benchmarks.md.
+	go run ./test/bench
+
+.PHONY: bench-smoke
+bench-smoke: ## A seconds-long run of the data-plane benchmark (peers not installed are skipped; prints the report, writes no file).
+	go run ./test/bench -smoke
+
 ##@ Try it
 
 .PHONY: demo
@@ -129,7 +137,7 @@ chart-template: ## Render the chart with its default values (release wsgate in w
 
 .PHONY: chart-test
 chart-test: ## Run the chart tests: lint, render, schema, install and RBAC on a real API server, image build.
-	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" WSGATE_HELM="$$(hack/helm.sh)" go test $(GO_TEST_FLAGS) -v ./test/chart/
+	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" WSGATE_HELM="$$(hack/helm.sh)" go test $(GO_TEST_FLAGS) -timeout 20m -v ./test/chart/
 
 .PHONY: chart-package
 chart-package: | $(LOCALBIN) ## Package the chart into bin/ (wsgate-<version>.tgz).

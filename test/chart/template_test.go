@@ -1,0 +1,601 @@
+package chart
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// site is what a variant's values depend on: the release namespace and
+// two namespaces to watch.
+type site struct {
+	NS    string
+	Watch [2]string
+}
+
+// variant is a set of values with what the rendered chart must hold.
+type variant struct {
+	name    string
+	release string
+	// fullname is the expected name of the chart's objects.
+	fullname string
+	values   func(c site) string
+	check    func(t *testing.T, m manifest, c site, fullname string)
+}
+
+var variants = []variant{
+	{
+		name: "default", release: "wsgate", fullname: "wsgate",
+		values: func(site) string { return "" },
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			d := deployment(t, m)
+			if *d.Spec.Replicas != 2 {
+				t.Errorf("replicas = %d, want 2", *d.Spec.Replicas)
+			}
+			wantArgs(t, d, "--leader-elect=true", "--leader-election-namespace="+c.NS,
+				"--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--metrics-secure=true",
+				"--listen-address=:8080", "--tls-listen-address=:8443",
+				"--handshake-timeout=10s", "--idle-timeout=1h", "--dial-timeout=5s", "--max-tunnels=9000",
+				"--drain-timeout=20s", "--shutdown-grace-period=28s", "--zap-log-level=info")
+			noArgs(t, d, "--default-host", "--default-certificate", "--watch-namespaces")
+			if g := *d.Spec.Template.Spec.TerminationGracePeriodSeconds; g != 5+28+5 {
+				t.Errorf("terminationGracePeriodSeconds = %d, want preStop 5 + grace 28 + 5 = 38", g)
+			}
+			ctr := d.Spec.Template.Spec.Containers[0]
+			if ctr.Lifecycle == nil || ctr.Lifecycle.PreStop == nil || ctr.Lifecycle.PreStop.Sleep == nil || ctr.Lifecycle.PreStop.Sleep.Seconds != 5 {
+				t.Errorf("preStop = %+v, want a 5s sleep", ctr.Lifecycle)
+			}
+			wantPorts(t, ctr, map[string]int32{"ws": 8080, "wss": 8443, "probes": 8081})
+			checkProbe(t, "liveness", ctr.LivenessProbe, "/healthz")
+			checkProbe(t, "readiness", ctr.ReadinessProbe, "/readyz")
+			checkHardened(t, d)
+			if q := ctr.Resources.Requests; q.Cpu().IsZero() || q.Memory().IsZero() {
+				t.Errorf("resource requests = %v, want cpu and memory", q)
+			}
+			if q := ctr.Resources.Limits; q.Memory().IsZero() {
+				t.Errorf("resource limits = %v, want memory", q)
+			}
+			aa := d.Spec.Template.Spec.Affinity
+			if aa == nil || aa.PodAntiAffinity == nil || len(aa.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+				aa.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" ||
+				len(aa.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 0 {
+				t.Errorf("affinity = %+v, want one preferred pod anti-affinity by kubernetes.io/hostname", aa)
+			} else if sel := aa.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector; !reflect.DeepEqual(sel.MatchLabels, d.Spec.Selector.MatchLabels) {
+				t.Errorf("anti-affinity selects %v, want the Deployment's selector %v", sel.MatchLabels, d.Spec.Selector.MatchLabels)
+			}
+			if !reflect.DeepEqual(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+				t.Errorf("selector %v != pod labels %v", d.Spec.Selector.MatchLabels, d.Spec.Template.Labels)
+			}
+
+			svc := as[corev1.Service](t, m.one(t, "Service"))
+			if svc.Spec.Type != corev1.ServiceTypeClusterIP || len(svc.Spec.Ports) != 1 ||
+				svc.Spec.Ports[0].Port != 443 || svc.Spec.Ports[0].TargetPort != intstr.FromString("wss") {
+				t.Errorf("Service = %s %+v, want ClusterIP with 443 -> wss only", svc.Spec.Type, svc.Spec.Ports)
+			}
+			if !reflect.DeepEqual(svc.Spec.Selector, d.Spec.Selector.MatchLabels) {
+				t.Errorf("Service selects %v, want %v", svc.Spec.Selector, d.Spec.Selector.MatchLabels)
+			}
+			pdb := as[policyv1.PodDisruptionBudget](t, m.one(t, "PodDisruptionBudget"))
+			if pdb.Spec.MinAvailable != nil || pdb.Spec.MaxUnavailable == nil || *pdb.Spec.MaxUnavailable != intstr.FromInt32(1) {
+				t.Errorf("PDB = min %v max %v, want maxUnavailable 1", pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable)
+			}
+			checkRBAC(t, m, c)
+			for _, k := range []string{"Certificate", "ServiceMonitor", "NetworkPolicy"} {
+				if n := len(m.all(k)); n != 0 {
+					t.Errorf("rendered %d %s by default, want none", n, k)
+				}
+			}
+			for _, o := range m.objs {
+				if o.GetName() != fullname && !strings.HasPrefix(o.GetName(), fullname+"-") {
+					t.Errorf("%s %s is not named after %s", o.GetKind(), o.GetName(), fullname)
+				}
+				if ns := o.GetNamespace(); ns != "" && ns != c.NS {
+					t.Errorf("%s %s is in namespace %s, want %s", o.GetKind(), o.GetName(), ns, c.NS)
+				}
+			}
+		},
+	},
+	{
+		name: "tls", release: "gw", fullname: "gw-wsgate",
+		values: func(site) string {
+			return `
+defaultHost: ws.example.com
+gatewayCertificate:
+  enabled: true
+  issuerRef: {name: letsencrypt}
+  duration: 2160h
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			cert := m.one(t, "Certificate")
+			if cert.GetAPIVersion() != "cert-manager.io/v1" {
+				t.Errorf("Certificate apiVersion %s", cert.GetAPIVersion())
+			}
+			secret, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName")
+			if secret != fullname+"-tls" {
+				t.Errorf("secretName = %q, want %s-tls", secret, fullname)
+			}
+			label, _, _ := unstructured.NestedString(cert.Object, "spec", "secretTemplate", "labels", "wsgate.io/certificate")
+			if label != "true" {
+				t.Errorf("secretTemplate label wsgate.io/certificate = %q, want \"true\"", label)
+			}
+			names, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+			if !slices.Equal(names, []string{"ws.example.com"}) {
+				t.Errorf("dnsNames = %v, want the defaultHost", names)
+			}
+			ref, _, _ := unstructured.NestedStringMap(cert.Object, "spec", "issuerRef")
+			if want := map[string]string{"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"}; !reflect.DeepEqual(ref, want) {
+				t.Errorf("issuerRef = %v, want %v", ref, want)
+			}
+			wantArgs(t, deployment(t, m), "--default-host=ws.example.com", "--default-certificate="+c.NS+"/"+fullname+"-tls")
+		},
+	},
+	{
+		name: "monitoring", release: "wsgate-monitoring", fullname: "wsgate-monitoring",
+		values: func(site) string {
+			return `
+metrics:
+  serviceMonitor:
+    enabled: true
+    labels: {release: prometheus}
+  readerSubjects:
+    - {kind: ServiceAccount, name: prometheus, namespace: monitoring}
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			d := deployment(t, m)
+			wantArgs(t, d, "--metrics-bind-address=:9090", "--metrics-secure=true")
+			wantPorts(t, d.Spec.Template.Spec.Containers[0], map[string]int32{"ws": 8080, "wss": 8443, "probes": 8081, "metrics": 9090})
+			var metrics *corev1.Service
+			for _, o := range m.all("Service") {
+				if o.GetName() == fullname+"-metrics" {
+					metrics = as[corev1.Service](t, o)
+				}
+			}
+			if metrics == nil || metrics.Spec.Type != corev1.ServiceTypeClusterIP || len(metrics.Spec.Ports) != 1 || metrics.Spec.Ports[0].Port != 9090 {
+				t.Fatalf("metrics Service = %+v, want ClusterIP on 9090", metrics)
+			}
+			sm := m.one(t, "ServiceMonitor")
+			sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+			for k, v := range sel {
+				if metrics.Labels[k] != v {
+					t.Errorf("ServiceMonitor selects %s=%s, which the metrics Service lacks (%v)", k, v, metrics.Labels)
+				}
+			}
+			for _, o := range m.all("Service") {
+				if o.GetName() == fullname {
+					ok := true
+					for k, v := range sel {
+						ok = ok && o.GetLabels()[k] == v
+					}
+					if ok {
+						t.Errorf("ServiceMonitor also selects the gateway Service")
+					}
+				}
+			}
+			if sm.GetLabels()["release"] != "prometheus" {
+				t.Errorf("ServiceMonitor labels %v lack release=prometheus", sm.GetLabels())
+			}
+			// Secure metrics: Prometheus presents its token over HTTPS.
+			eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+			if len(eps) != 1 {
+				t.Fatalf("ServiceMonitor endpoints = %v", eps)
+			}
+			ep := eps[0].(map[string]any)
+			if ep["scheme"] != "https" || ep["bearerTokenFile"] == nil || ep["port"] != "metrics" {
+				t.Errorf("ServiceMonitor endpoint = %v, want https with the bearer token on port metrics", ep)
+			}
+			var reader *rbacv1.ClusterRole
+			for _, o := range m.all("ClusterRole") {
+				if o.GetName() == fullname+"-metrics-reader" {
+					reader = as[rbacv1.ClusterRole](t, o)
+				}
+			}
+			want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}
+			if reader == nil || !reflect.DeepEqual(reader.Rules, want) {
+				t.Errorf("metrics-reader ClusterRole = %+v, want get /metrics", reader)
+			}
+			var bound bool
+			for _, o := range m.all("ClusterRoleBinding") {
+				crb := as[rbacv1.ClusterRoleBinding](t, o)
+				bound = bound || crb.RoleRef.Name == fullname+"-metrics-reader" &&
+					reflect.DeepEqual(crb.Subjects, []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus", Namespace: "monitoring"}})
+			}
+			if !bound {
+				t.Errorf("the metrics reader is not bound to metrics.readerSubjects")
+			}
+		},
+	},
+	{
+		name: "netpol", release: "wsgate-netpol", fullname: "wsgate-netpol",
+		values: func(site) string {
+			return `
+metrics: {enabled: true, secure: false}
+networkPolicy:
+  enabled: true
+  probesFrom:
+    - ipBlock: {cidr: 10.0.0.0/8}
+  egress:
+    enabled: true
+    apiServer:
+      - ipBlock: {cidr: 172.18.0.2/32}
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			np := as[networkingv1.NetworkPolicy](t, m.one(t, "NetworkPolicy"))
+			if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}) {
+				t.Errorf("policyTypes = %v", np.Spec.PolicyTypes)
+			}
+			if !reflect.DeepEqual(np.Spec.PodSelector.MatchLabels, deployment(t, m).Spec.Selector.MatchLabels) {
+				t.Errorf("podSelector = %v", np.Spec.PodSelector.MatchLabels)
+			}
+			ingress := map[int32][]networkingv1.NetworkPolicyPeer{}
+			for _, r := range np.Spec.Ingress {
+				for _, p := range r.Ports {
+					ingress[p.Port.IntVal] = r.From
+				}
+			}
+			for _, p := range []int32{8080, 8443} {
+				if from, ok := ingress[p]; !ok || len(from) != 0 {
+					t.Errorf("ingress to %d: %v (present %v), want from anywhere", p, from, ok)
+				}
+			}
+			if from := ingress[8081]; len(from) != 1 || from[0].IPBlock == nil || from[0].IPBlock.CIDR != "10.0.0.0/8" {
+				t.Errorf("ingress to probes 8081 from %+v, want probesFrom", from)
+			}
+			if from := ingress[9090]; len(from) != 1 || from[0].NamespaceSelector == nil {
+				t.Errorf("ingress to metrics 9090 from %+v, want metricsFrom", from)
+			}
+			wantArgs(t, deployment(t, m), "--metrics-bind-address=:9090", "--metrics-secure=false")
+			for _, o := range m.all("ClusterRole") {
+				if strings.HasSuffix(o.GetName(), "-metrics-reader") {
+					t.Errorf("a metrics-reader ClusterRole with plain metrics")
+				}
+			}
+			if len(np.Spec.Egress) != 2 || len(np.Spec.Egress[0].To) != 1 || np.Spec.Egress[0].To[0].IPBlock.CIDR != "172.18.0.2/32" ||
+				len(np.Spec.Egress[0].Ports) != 2 || len(np.Spec.Egress[1].Ports) != 0 {
+				t.Errorf("egress = %+v, want the API server on 443/6443 and the pods on any port", np.Spec.Egress)
+			}
+		},
+	},
+	{
+		name: "loadbalancer", release: "wsgate-lb", fullname: "wsgate-lb",
+		values: func(site) string {
+			return `
+service:
+  type: LoadBalancer
+  annotations:
+    service.beta.kubernetes.io/aws-load-balancer-type: nlb
+  externalTrafficPolicy: Local
+  loadBalancerSourceRanges: [203.0.113.0/24]
+  wss: {nodePort: 30443}
+  ws: {enabled: true}
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			svc := as[corev1.Service](t, m.one(t, "Service"))
+			if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+				t.Errorf("Service type %s, externalTrafficPolicy %s", svc.Spec.Type, svc.Spec.ExternalTrafficPolicy)
+			}
+			if svc.Annotations["service.beta.kubernetes.io/aws-load-balancer-type"] != "nlb" {
+				t.Errorf("annotations = %v", svc.Annotations)
+			}
+			if !slices.Equal(svc.Spec.LoadBalancerSourceRanges, []string{"203.0.113.0/24"}) {
+				t.Errorf("loadBalancerSourceRanges = %v", svc.Spec.LoadBalancerSourceRanges)
+			}
+			ports := map[string]corev1.ServicePort{}
+			for _, p := range svc.Spec.Ports {
+				ports[p.Name] = p
+			}
+			if p := ports["wss"]; p.Port != 443 || p.TargetPort != intstr.FromString("wss") || p.NodePort != 30443 {
+				t.Errorf("wss port = %+v", p)
+			}
+			if p := ports["ws"]; p.Port != 80 || p.TargetPort != intstr.FromString("ws") {
+				t.Errorf("ws port = %+v", p)
+			}
+		},
+	},
+	{
+		name: "watch", release: "wsgate-watch", fullname: "wsgate-watch",
+		values: func(c site) string {
+			return fmt.Sprintf(`
+watchNamespaces: [%s, %s]
+defaultHost: ws.example.com
+gatewayCertificate:
+  enabled: true
+  issuerRef: {name: internal-ca, kind: Issuer}
+`, c.Watch[0], c.Watch[1])
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			// The default certificate's namespace (the release's) is
+			// watched too: the gateway reads Secrets only from there.
+			wantArgs(t, deployment(t, m), fmt.Sprintf("--watch-namespaces=%s,%s,%s", c.Watch[0], c.Watch[1], c.NS))
+			if n := len(m.all("ClusterRoleBinding")); n != 0 {
+				t.Errorf("%d ClusterRoleBindings with watchNamespaces, want RoleBindings only", n)
+			}
+			var bound []string
+			for _, o := range m.all("RoleBinding") {
+				rb := as[rbacv1.RoleBinding](t, o)
+				if rb.RoleRef.Kind == "ClusterRole" && rb.RoleRef.Name == fullname {
+					bound = append(bound, rb.Namespace)
+				}
+			}
+			slices.Sort(bound)
+			want := []string{c.Watch[0], c.Watch[1], c.NS}
+			slices.Sort(want)
+			if !slices.Equal(bound, want) {
+				t.Errorf("ClusterRole bound in %v, want %v", bound, want)
+			}
+		},
+	},
+	{
+		name: "scaled", release: "wsgate-scaled", fullname: "wsgate-scaled",
+		values: func(site) string {
+			return `
+replicas: 3
+logLevel: debug
+maxTunnels: 1000000
+timeouts: {handshake: 3s, idle: 90m, dial: 1500ms}
+shutdown: {preStopSleepSeconds: 0, drainSeconds: 30, gracePeriodSeconds: 40}
+podDisruptionBudget: {minAvailable: 2}
+extraArgs: ["--max-header-bytes=32768", "--retry-after=10s"]
+resources:
+  requests: {cpu: 500m, memory: 256Mi}
+  limits: {cpu: "2", memory: 1Gi}
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			d := deployment(t, m)
+			if *d.Spec.Replicas != 3 {
+				t.Errorf("replicas = %d, want 3", *d.Spec.Replicas)
+			}
+			wantArgs(t, d, "--zap-log-level=debug", "--max-tunnels=1000000", "--handshake-timeout=3s", "--idle-timeout=90m",
+				"--dial-timeout=1500ms", "--drain-timeout=30s", "--shutdown-grace-period=40s", "--max-header-bytes=32768", "--retry-after=10s")
+			if g := *d.Spec.Template.Spec.TerminationGracePeriodSeconds; g != 0+40+5 {
+				t.Errorf("terminationGracePeriodSeconds = %d, want 45", g)
+			}
+			if lc := d.Spec.Template.Spec.Containers[0].Lifecycle; lc != nil {
+				t.Errorf("lifecycle = %+v, want none without a preStop sleep", lc)
+			}
+			if l := d.Spec.Template.Spec.Containers[0].Resources.Limits; l.Cpu().String() != "2" || l.Memory().String() != "1Gi" {
+				t.Errorf("limits = %v", l)
+			}
+			pdb := as[policyv1.PodDisruptionBudget](t, m.one(t, "PodDisruptionBudget"))
+			if pdb.Spec.MaxUnavailable != nil || pdb.Spec.MinAvailable == nil || *pdb.Spec.MinAvailable != intstr.FromInt32(2) {
+				t.Errorf("PDB = min %v max %v, want minAvailable 2 only", pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable)
+			}
+		},
+	},
+	{
+		name: "minimal", release: "wsgate-minimal", fullname: "wsgate-minimal",
+		values: func(site) string {
+			return `
+listeners: {ws: {enabled: false}}
+podDisruptionBudget: {enabled: false}
+rbac: {create: false}
+serviceAccount: {create: false, name: existing-sa}
+image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			d := deployment(t, m)
+			wantArgs(t, d, "--listen-address=", "--tls-listen-address=:8443")
+			wantPorts(t, d.Spec.Template.Spec.Containers[0], map[string]int32{"wss": 8443, "probes": 8081})
+			if d.Spec.Template.Spec.ServiceAccountName != "existing-sa" {
+				t.Errorf("serviceAccountName = %s", d.Spec.Template.Spec.ServiceAccountName)
+			}
+			if img := d.Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef") {
+				t.Errorf("image = %s, want the digest", img)
+			}
+			for _, k := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "PodDisruptionBudget"} {
+				if n := len(m.all(k)); n != 0 {
+					t.Errorf("rendered %d %s, want none", n, k)
+				}
+			}
+		},
+	},
+}
+
+// deployment returns the one Deployment, typed.
+func deployment(t *testing.T, m manifest) *appsv1.Deployment {
+	t.Helper()
+	d := as[appsv1.Deployment](t, m.one(t, "Deployment"))
+	if len(d.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(d.Spec.Template.Spec.Containers))
+	}
+	return d
+}
+
+// containerArgs returns the gateway container's arguments.
+func containerArgs(t *testing.T, m manifest) []string {
+	t.Helper()
+	return deployment(t, m).Spec.Template.Spec.Containers[0].Args
+}
+
+func wantArgs(t *testing.T, d *appsv1.Deployment, want ...string) {
+	t.Helper()
+	args := d.Spec.Template.Spec.Containers[0].Args
+	for _, w := range want {
+		if !slices.Contains(args, w) {
+			t.Errorf("args lack %s: %q", w, args)
+		}
+	}
+}
+
+func noArgs(t *testing.T, d *appsv1.Deployment, flags ...string) {
+	t.Helper()
+	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+		for _, f := range flags {
+			if a == f || strings.HasPrefix(a, f+"=") {
+				t.Errorf("unexpected arg %s", a)
+			}
+		}
+	}
+}
+
+func wantPorts(t *testing.T, c corev1.Container, want map[string]int32) {
+	t.Helper()
+	got := map[string]int32{}
+	for _, p := range c.Ports {
+		got[p.Name] = p.ContainerPort
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("container ports = %v, want %v", got, want)
+	}
+}
+
+func checkProbe(t *testing.T, name string, p *corev1.Probe, path string) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path || p.HTTPGet.Port != intstr.FromString("probes") {
+		t.Errorf("%s probe = %+v, want GET %s on port probes (8081)", name, p, path)
+	}
+}
+
+// checkHardened checks the pod and container security settings.
+func checkHardened(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	ps := d.Spec.Template.Spec.SecurityContext
+	if ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot || ps.RunAsUser == nil || *ps.RunAsUser != 65532 ||
+		ps.SeccompProfile == nil || ps.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext = %+v", ps)
+	}
+	cs := d.Spec.Template.Spec.Containers[0].SecurityContext
+	if cs == nil || cs.RunAsNonRoot == nil || !*cs.RunAsNonRoot || cs.RunAsUser == nil || *cs.RunAsUser != 65532 ||
+		cs.ReadOnlyRootFilesystem == nil || !*cs.ReadOnlyRootFilesystem ||
+		cs.AllowPrivilegeEscalation == nil || *cs.AllowPrivilegeEscalation ||
+		cs.Capabilities == nil || !slices.Equal(cs.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(cs.Capabilities.Add) != 0 ||
+		cs.SeccompProfile == nil || cs.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("container securityContext = %+v", cs)
+	}
+}
+
+// checkRBAC checks that the chart's roles carry the rules of the generated
+// and hand-written roles in config/rbac, bound to the ServiceAccount.
+func checkRBAC(t *testing.T, m manifest, c site) {
+	t.Helper()
+	sa := m.one(t, "ServiceAccount")
+	if d := deployment(t, m); d.Spec.Template.Spec.ServiceAccountName != sa.GetName() {
+		t.Errorf("Deployment runs as %s, the chart's ServiceAccount is %s", d.Spec.Template.Spec.ServiceAccountName, sa.GetName())
+	}
+	cr := as[rbacv1.ClusterRole](t, m.one(t, "ClusterRole"))
+	if want := configRules(t, "config/rbac/role.yaml"); !reflect.DeepEqual(cr.Rules, want) {
+		t.Errorf("ClusterRole rules = %+v, want those of config/rbac/role.yaml %+v", cr.Rules, want)
+	}
+	role := as[rbacv1.Role](t, m.one(t, "Role"))
+	if want := configRules(t, "config/rbac/leader_election_role.yaml"); !reflect.DeepEqual(role.Rules, want) {
+		t.Errorf("leader-election Role rules = %+v, want those of config/rbac/leader_election_role.yaml %+v", role.Rules, want)
+	}
+	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.GetName(), Namespace: c.NS}}
+	crb := as[rbacv1.ClusterRoleBinding](t, m.one(t, "ClusterRoleBinding"))
+	if crb.RoleRef.Name != cr.Name || !reflect.DeepEqual(crb.Subjects, subject) {
+		t.Errorf("ClusterRoleBinding = %+v -> %+v", crb.RoleRef, crb.Subjects)
+	}
+	rb := as[rbacv1.RoleBinding](t, m.one(t, "RoleBinding"))
+	if rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != role.Name || !reflect.DeepEqual(rb.Subjects, subject) {
+		t.Errorf("RoleBinding = %+v -> %+v", rb.RoleRef, rb.Subjects)
+	}
+}
+
+func configRules(t *testing.T, file string) []rbacv1.PolicyRule {
+	t.Helper()
+	var r rbacv1.ClusterRole
+	if err := yaml.Unmarshal(readRepoFile(t, file), &r); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	if len(r.Rules) == 0 {
+		t.Fatalf("%s has no rules", file)
+	}
+	return r.Rules
+}
+
+func TestTemplate(t *testing.T) {
+	t.Parallel()
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			c := site{NS: "gateway", Watch: [2]string{"team-a", "team-b"}}
+			m := template(t, v.release, c.NS, v.values(c))
+			v.check(t, m, c, v.fullname)
+		})
+	}
+}
+
+func TestLint(t *testing.T) {
+	t.Parallel()
+	for _, strict := range []bool{false, true} {
+		args := []string{"lint", chartDir()}
+		if strict {
+			args = append(args, "--strict")
+		}
+		out, stderr, err := runHelm(t, "", args...)
+		if err != nil || !strings.Contains(out, "0 chart(s) failed") {
+			t.Errorf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
+		}
+	}
+	for _, v := range variants {
+		out, stderr, err := runHelm(t, "", "lint", chartDir(), "--strict", "--namespace", "gateway",
+			"-f", writeValues(t, v.values(site{NS: "gateway", Watch: [2]string{"team-a", "team-b"}})))
+		if err != nil {
+			t.Errorf("helm lint --strict with the %s values: %v\n%s%s", v.name, err, out, stderr)
+		}
+	}
+}
+
+// Bad values fail helm template (and so helm install) with a message that
+// names the value.
+func TestSchemaRejectsBadValues(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, values string
+		want         []string
+	}{
+		{"replicas not a number", `replicas: two`, []string{"/replicas", "want integer"}},
+		{"negative replicas", `replicas: -1`, []string{"/replicas", "minimum"}},
+		{"unknown service type", `service: {type: Foo}`, []string{"/service/type", "LoadBalancer"}},
+		{"negative timeout", `timeouts: {idle: -5s}`, []string{"/timeouts/idle", "does not match pattern"}},
+		{"timeout without unit", `timeouts: {handshake: 10}`, []string{"/timeouts/handshake", "want string"}},
+		{"negative drain", `shutdown: {drainSeconds: -1}`, []string{"/shutdown/drainSeconds", "minimum"}},
+		{"certificate without issuer", `{defaultHost: ws.example.com, gatewayCertificate: {enabled: true}}`, []string{"/gatewayCertificate/issuerRef/name"}},
+		{"certificate with issuerRef removed", `{defaultHost: ws.example.com, gatewayCertificate: {enabled: true, issuerRef: null}}`, []string{"/gatewayCertificate", "issuerRef"}},
+		{"misspelled key", `replica: 3`, []string{"additional properties 'replica' not allowed"}},
+		{"misspelled nested key", `service: {typ: LoadBalancer}`, []string{"/service", "additional properties 'typ' not allowed"}},
+		{"unknown log level", `logLevel: loud`, []string{"/logLevel"}},
+		{"zero max tunnels", `maxTunnels: 0`, []string{"/maxTunnels", "minimum"}},
+		{"upper-case default host", `defaultHost: WS.Example.com`, []string{"/defaultHost"}},
+		{"default certificate not namespace/name", `defaultCertificate: my-tls`, []string{"/defaultCertificate"}},
+		{"bad watched namespace", `watchNamespaces: [Team_A]`, []string{"/watchNamespaces/0"}},
+		{"bad disruption budget", `podDisruptionBudget: {maxUnavailable: half}`, []string{"/podDisruptionBudget/maxUnavailable"}},
+		{"unknown traffic policy", `service: {externalTrafficPolicy: Sometimes}`, []string{"/service/externalTrafficPolicy"}},
+		{"port out of range", `service: {wss: {port: 70000}}`, []string{"/service/wss/port", "maximum"}},
+		{"egress without the API server", `networkPolicy: {enabled: true, egress: {enabled: true}}`, []string{"/networkPolicy/egress/apiServer"}},
+		// Checks across values, in the templates.
+		{"drain longer than the grace period", `shutdown: {drainSeconds: 40, gracePeriodSeconds: 30}`, []string{"shutdown.drainSeconds (40)", "gracePeriodSeconds - 2 (28)"}},
+		{"certificate without a host", `gatewayCertificate: {enabled: true, issuerRef: {name: x}}`, []string{"gatewayCertificate.dnsNames or defaultHost"}},
+		{"no listener", `listeners: {ws: {enabled: false}, wss: {enabled: false}}`, []string{"listeners.ws.enabled and listeners.wss.enabled"}},
+		{"plain port without its listener", `{listeners: {ws: {enabled: false}}, service: {ws: {enabled: true}}}`, []string{"service.ws.enabled needs listeners.ws.enabled"}},
+		{"no service account", `serviceAccount: {create: false}`, []string{"serviceAccount.name is required"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, err := runHelm(t, "", "template", "wsgate", chartDir(), "-f", writeValues(t, tc.values))
+			if err == nil {
+				t.Fatalf("helm template accepted %s:\n%s", tc.values, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("error lacks %q:\n%s", w, stderr)
+				}
+			}
+		})
+	}
+}
