@@ -55,8 +55,8 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 .PHONY: verify
 verify: generate manifests ## Fail when generated files or formatting are stale.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit the result"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config)" || { echo "untracked generated files:"; git status --porcelain -- api config; exit 1; }
+	@git diff --exit-code -- api config charts/wsgate/crds charts/wsgate/files || { echo "generated files are stale: run 'make generate manifests' and commit the result"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config charts/wsgate/crds charts/wsgate/files)" || { echo "untracked generated files:"; git status --porcelain -- api config charts/wsgate/crds charts/wsgate/files; exit 1; }
 	go mod tidy -diff
 	cd hack/tools/envtest && go mod tidy -diff
 

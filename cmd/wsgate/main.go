@@ -56,6 +56,7 @@ func run() error {
 		metricsAddr, probeAddr, defaultHost string
 		leaderElect                         bool
 		leaderElectionNamespace             string
+		leaderElectionID                    string
 		holdoff, maxHoldoff                 time.Duration
 		showVersion                         bool
 		secureMetrics                       bool
@@ -74,6 +75,7 @@ func run() error {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.StringVar(&defaultHost, "default-host", "", "Host name for WsRoutes without spec.hostnames, e.g. ws.example.com; empty makes such routes answer on every host no other route names.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader among replicas to write route status and Events; every replica serves traffic either way.")
+	flag.StringVar(&leaderElectionID, "leader-election-id", "wsgate.wsgate.io", "Name of the leader-election Lease; give each installation in a namespace its own.")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the pod's namespace).")
 	flag.DurationVar(&holdoff, "rebuild-holdoff", controllers.DefaultHoldoff, "Quiet time after a cluster change before the routing table is rebuilt.")
 	flag.DurationVar(&maxHoldoff, "rebuild-max-holdoff", controllers.DefaultMaxHoldoff, "Longest a cluster change waits for the routing table rebuild under a steady stream of changes.")
@@ -151,7 +153,7 @@ func run() error {
 		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
-		LeaderElectionID:        "wsgate.wsgate.io",
+		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: leaderElectionNamespace,
 		// Replicas give up leadership on shutdown so the next one takes
 		// over status writes at once.
