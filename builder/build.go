@@ -91,6 +91,9 @@ type RouteStatus struct {
 	// serve (missing, broken); "" when it serves or spec.tls is unset.
 	// Only for accepted routes.
 	CertificateProblem string
+	// SecretMissing says the problem is that the Secret is not (yet) in
+	// the cache, as while cert-manager is issuing it.
+	SecretMissing bool
 }
 
 // Result is the output of one build.

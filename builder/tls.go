@@ -38,6 +38,7 @@ func certificates(accepted []*candidate, secrets map[types.NamespacedName]TLSSec
 		st := statuses[c.key]
 		switch {
 		case !found:
+			st.SecretMissing = true
 			st.CertificateProblem = fmt.Sprintf("Secret %s not found; wsgate reads only Secrets labelled %s=true", key, v1alpha1.CertificateLabel)
 		case sec.Problem != "" && sec.Certificate != nil:
 			st.CertificateProblem = fmt.Sprintf("Secret %s: %s; serving its last good certificate", key, sec.Problem)

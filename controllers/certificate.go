@@ -176,6 +176,13 @@ func certificateCondition(route *wsgatev1alpha1.WsRoute, st wsbuilder.RouteStatu
 			return c
 		}
 		ready := certificateReady(out.cert)
+		if ready != nil && ready.Status == cmmeta.ConditionTrue && st.SecretMissing {
+			// cert-manager has written the Secret; the next table build
+			// loads it and reconciles the route again.
+			c.Reason = wsgatev1alpha1.ReasonCertificatePending
+			c.Message = fmt.Sprintf("Certificate %s is Ready; loading Secret %s.", out.cert.Name, t.SecretName)
+			return c
+		}
 		if ready == nil || ready.Status != cmmeta.ConditionTrue {
 			c.Reason = wsgatev1alpha1.ReasonCertificatePending
 			c.Message = fmt.Sprintf("Certificate %s is not Ready", out.cert.Name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -81,9 +82,15 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if equality.Semantic.DeepEqual(route.Status, updated.Status) {
 		return ctrl.Result{}, nil
 	}
-	if err := r.Status().Patch(ctx, updated, client.MergeFrom(&route)); err != nil {
+	// The optimistic lock makes a reconcile that read a stale route from
+	// the cache fail and retry, instead of writing (and announcing in
+	// Events) a transition twice.
+	if err := r.Status().Patch(ctx, updated, client.MergeFromWithOptions(&route, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, nil
+		}
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("patch status of WsRoute %s: %w", req.NamespacedName, err)
 	}

@@ -12,9 +12,9 @@ import (
 	"github.com/wsgate/wsgate/internal/testcerts"
 )
 
-func tlsSecret(name, rv string, leaf testcerts.Leaf) corev1.Secret {
+func tlsSecret(rv string, leaf testcerts.Leaf) corev1.Secret {
 	return corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, ResourceVersion: rv},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "tls", ResourceVersion: rv},
 		Type:       corev1.SecretTypeTLS,
 		Data:       map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM},
 	}
@@ -28,12 +28,12 @@ func TestSecretParserKeepsTheLastGoodCertificate(t *testing.T) {
 	wanted := func(types.NamespacedName) bool { return true }
 	p := &secretParser{now: time.Now}
 
-	got := p.update([]corev1.Secret{tlsSecret("tls", "1", good)}, wanted)
+	got := p.update([]corev1.Secret{tlsSecret("1", good)}, wanted)
 	first := got[key].Certificate
 	if first == nil || got[key].Problem != "" {
 		t.Fatalf("a good Secret: %+v", got[key])
 	}
-	if again := p.update([]corev1.Secret{tlsSecret("tls", "1", good)}, wanted); again[key].Certificate != first {
+	if again := p.update([]corev1.Secret{tlsSecret("1", good)}, wanted); again[key].Certificate != first {
 		t.Error("an unchanged resourceVersion was parsed again")
 	}
 
@@ -42,10 +42,10 @@ func TestSecretParserKeepsTheLastGoodCertificate(t *testing.T) {
 		secret      corev1.Secret
 		wantProblem string
 	}{
-		{"bad PEM", tlsSecret("tls", "2", testcerts.Leaf{CertPEM: []byte("not pem"), KeyPEM: good.KeyPEM}), "invalid"},
-		{"key of another certificate", tlsSecret("tls", "3", testcerts.Leaf{CertPEM: good.CertPEM, KeyPEM: other.KeyPEM}), "invalid"},
+		{"bad PEM", tlsSecret("2", testcerts.Leaf{CertPEM: []byte("not pem"), KeyPEM: good.KeyPEM}), "invalid"},
+		{"key of another certificate", tlsSecret("3", testcerts.Leaf{CertPEM: good.CertPEM, KeyPEM: other.KeyPEM}), "invalid"},
 		{"missing key", corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "tls", ResourceVersion: "4"}, Data: map[string][]byte{corev1.TLSCertKey: good.CertPEM}}, "no tls.crt and tls.key"},
-		{"expired certificate", tlsSecret("tls", "5", ca.Issue(t, -time.Minute, "ws.example.com")), "expired"},
+		{"expired certificate", tlsSecret("5", ca.Issue(t, -time.Minute, "ws.example.com")), "expired"},
 	}
 	for _, s := range steps {
 		got := p.update([]corev1.Secret{s.secret}, wanted)[key]
@@ -54,7 +54,7 @@ func TestSecretParserKeepsTheLastGoodCertificate(t *testing.T) {
 		}
 	}
 
-	renewed := p.update([]corev1.Secret{tlsSecret("tls", "6", other)}, wanted)[key]
+	renewed := p.update([]corev1.Secret{tlsSecret("6", other)}, wanted)[key]
 	if renewed.Certificate == first || renewed.Certificate == nil || renewed.Problem != "" {
 		t.Errorf("a renewed Secret must replace the certificate: %+v", renewed)
 	}

@@ -91,7 +91,7 @@ func connect(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("connect: %w", err)
 	}
-	defer c.CloseNow()
+	defer func() { _ = c.CloseNow() }()
 	c.SetReadLimit(16 << 20)
 	fmt.Fprintf(stderr, "connected to %s", u)
 	if p := c.Subprotocol(); p != "" {

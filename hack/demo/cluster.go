@@ -104,7 +104,7 @@ func runDemo(ctx context.Context, host string) (err error) {
 		{"not-selected", blockedIP, map[string]string{"app": "private"}},
 	}
 	for _, p := range pods {
-		if _, err := procs.start(self, state, "-role=echo", "-listen="+net.JoinHostPort(p.ip, fmt.Sprint(port))); err != nil {
+		if err := procs.start(self, state, "-role=echo", "-listen="+net.JoinHostPort(p.ip, fmt.Sprint(port))); err != nil {
 			return err
 		}
 		if err := createPod(ctx, c, p.name, p.ip, int32(port), p.labels); err != nil {
@@ -143,7 +143,7 @@ func runDemo(ctx context.Context, host string) (err error) {
 		}
 	}
 	wss := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	if _, err := procs.start(bin, state,
+	if err := procs.start(bin, state,
 		"--kubeconfig", kubeconfig,
 		"--listen-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--tls-listen-address", wss,
@@ -228,7 +228,7 @@ func demoCA(ctx context.Context, c client.Client) ([]byte, error) {
 			return s.Data[corev1.TLSCertKey], nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the demo CA was not issued within a minute (last error: %v)", err)
+			return nil, fmt.Errorf("the demo CA was not issued within a minute (last error: %w)", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -70,20 +70,20 @@ func runEcho(addr string) error {
 // processes are the children the demo started, stopped on exit.
 type processes []*exec.Cmd
 
-func (ps *processes) start(name string, logDir string, args ...string) (*exec.Cmd, error) {
+func (ps *processes) start(name string, logDir string, args ...string) error {
 	cmd := exec.Command(name, args...)
 	log, err := os.Create(filepath.Join(logDir, filepath.Base(name)+"-"+fmt.Sprint(len(*ps))+".log"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
 	// Children die with the demo even if it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return fmt.Errorf("start %s: %w", name, err)
 	}
 	*ps = append(*ps, cmd)
-	return cmd, nil
+	return nil
 }
 
 func (ps processes) stop() {

@@ -160,10 +160,10 @@ func (e *Env) probeGarbageCollector(ctx context.Context, p *gcProcess) error {
 		select {
 		case <-p.exited:
 			_ = e.Client.Delete(context.Background(), dependent)
-			return fmt.Errorf("kube-controller-manager exited: %v", p.err)
+			return fmt.Errorf("kube-controller-manager exited: %w", p.err)
 		case <-ctx.Done():
 			_ = e.Client.Delete(context.Background(), dependent)
-			return fmt.Errorf("probe ConfigMap %s/%s not deleted %v after its owner (last get: %v): %w",
+			return fmt.Errorf("probe ConfigMap %s/%s not deleted %v after its owner (last get: %w): %w",
 				ns, dependent.Name, time.Since(start).Round(time.Millisecond), err, context.Cause(ctx))
 		case <-tick.C:
 		}

@@ -3,9 +3,13 @@
 // binary itself), echo servers standing in for pods on loopback addresses,
 // and real websocket clients.
 //
-// Network: loopback only. Pods are echo servers on 127.0.3.x, a range no
-// other package uses; the in-process gateway's dialer refuses anything
-// that is not loopback.
+// Network: loopback only. Pods are echo servers on 127.0.3.x (and
+// 127.0.4.x for the TLS tests), ranges no other package uses; the
+// in-process gateway's dialer refuses anything that is not loopback.
+//
+// The control plane has cert-manager's CRDs; the TLS tests start
+// cert-manager's controllers and the garbage collector once for the
+// package (startCertManager).
 package e2e
 
 import (
@@ -16,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +33,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -45,11 +51,43 @@ import (
 
 var env *testenv.Env
 
+// stopPackage stops what the tests started once for the whole package
+// (cert-manager's controllers, see startCertManager); TestMain calls it
+// before the control plane stops.
+var stopPackage context.CancelFunc = func() {}
+
 func TestMain(m *testing.M) {
 	// One logger for the whole process (controller-runtime keeps the first
 	// one): it writes into logs, which a failing test prints.
 	ctrl.SetLogger(logs.logger())
-	testenv.Main(m, &env)
+	os.Exit(runTests(m))
+}
+
+// runTests is testenv.MainWith(m, &env, testenv.Options{CertManager: true}),
+// except that what the tests started for the package (cert-manager's
+// controllers) stops before the control plane does, so it does not log
+// the API server's disappearance.
+func runTests(m *testing.M) int {
+	e, err := testenv.StartWith(testenv.Options{CertManager: true})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
+		return 1
+	}
+	env = e
+	code := m.Run()
+	stopPackage()
+	if code != 0 {
+		if out := e.GarbageCollectorOutput(); out != "" {
+			fmt.Fprintf(os.Stderr, "testenv: kube-controller-manager output:\n%s\n", out)
+		}
+	}
+	if err := e.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
 }
 
 // Bounds of every wait in this package.
@@ -77,11 +115,16 @@ type logBuffer struct {
 var logs logBuffer
 
 func (b *logBuffer) logger() logr.Logger {
+	return b.loggerV(1)
+}
+
+// loggerV is a logger that keeps messages up to verbosity v.
+func (b *logBuffer) loggerV(v int) logr.Logger {
 	return funcr.New(func(prefix, args string) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		fmt.Fprintf(&b.buf, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
-	}, funcr.Options{Verbosity: 1})
+	}, funcr.Options{Verbosity: v})
 }
 
 // printOnFailure prints, when t fails, the log lines written from now on.
@@ -303,25 +346,55 @@ func conditionOf(r *wsgatev1alpha1.WsRoute, typ string) string {
 // gateway is one replica wired as cmd/wsgate wires it: a manager with the
 // pod cache transform, the TableBuilder publishing tables, the
 // RouteReconciler writing status (leader election off), and the proxy
-// serving a loopback listener from the builder's Publisher.
+// serving a loopback listener from the builder's Publisher (and, with
+// gatewayConfig.tls, a TLS listener as well).
 type gateway struct {
 	wsClient
-	tables *routing.Publisher
-	server *proxy.Server
+	// tlsAddr is the TLS listener's address ("" without one).
+	tlsAddr string
+	tables  *routing.Publisher
+	server  *proxy.Server
 	// dials counts the proxy's connection attempts to pods.
 	dials atomic.Int64
+}
+
+// gatewayConfig is what differs between the gateways of the tests; the
+// zero value is a gateway without TLS or cert-manager.
+type gatewayConfig struct {
+	// certManager wires the gateway as cmd/wsgate does when the cluster
+	// serves cert-manager's Certificate API (it checks that it does):
+	// the cache holds wsgate's Certificates and routes own them.
+	certManager bool
+	// defaultCertificate is --default-certificate.
+	defaultCertificate types.NamespacedName
+	// tls adds a TLS listener on 127.0.0.1 (--tls-listen-address), with
+	// the configuration cmd/wsgate uses (no --tls-cert-file).
+	tls bool
 }
 
 // startGateway starts a gateway that runs until the test ends.
 func startGateway(t *testing.T) *gateway {
 	t.Helper()
+	return startGatewayWith(t, gatewayConfig{})
+}
+
+// startGatewayWith starts a gateway configured by cfg that runs until the
+// test ends.
+func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
+	t.Helper()
 	logs.printOnFailure(t)
 	log := logs.logger()
+	if cfg.certManager {
+		installed, err := controllers.CertManagerInstalled(env.Config)
+		if err != nil || !installed {
+			t.Fatalf("cert-manager's Certificate API: installed %v, %v", installed, err)
+		}
+	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(false),
+		Cache:                  controllers.CacheOptions(cfg.certManager),
 		// Every test starts its own manager with the same controller name.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
@@ -329,11 +402,13 @@ func startGateway(t *testing.T) *gateway {
 		t.Fatalf("manager: %v", err)
 	}
 	g := &gateway{tables: routing.NewPublisher()}
-	tb := &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, Log: log.WithName("table")}
+	tb := &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultCertificate: cfg.defaultCertificate, Log: log.WithName("table")}
 	if err := mgr.Add(tb); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&controllers.RouteReconciler{Client: mgr.GetClient(), Builds: tb, Recorder: mgr.GetEventRecorder("wsgate")}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.RouteReconciler{
+		Client: mgr.GetClient(), Builds: tb, Recorder: mgr.GetEventRecorder("wsgate"), CertManager: cfg.certManager,
+	}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	g.server = proxy.New(g.tables, proxy.Options{
@@ -353,7 +428,16 @@ func startGateway(t *testing.T) *gateway {
 		t.Fatal(err)
 	}
 	g.wsClient = wsClient{addr: l.Addr().String()}
-	if err := mgr.Add(&proxy.Runnable{Server: g.server, Listeners: []proxy.Listener{{Listener: l}}, Grace: 5 * time.Second}); err != nil {
+	listeners := []proxy.Listener{{Listener: l}}
+	if cfg.tls {
+		tl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.tlsAddr = tl.Addr().String()
+		listeners = append(listeners, proxy.Listener{Listener: tl, TLS: g.server.TLSConfig(nil)})
+	}
+	if err := mgr.Add(&proxy.Runnable{Server: g.server, Listeners: listeners, Grace: 5 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 
