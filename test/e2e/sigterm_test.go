@@ -121,6 +121,7 @@ func buildWsgate(t *testing.T) string {
 type wsgateProcess struct {
 	wsClient
 	probeAddr string
+	logPath   string
 	cmd       *exec.Cmd
 
 	exited   chan struct{}
@@ -131,15 +132,16 @@ type wsgateProcess struct {
 // startWsgate runs the binary on loopback ports and waits until /readyz
 // answers 200. Its output goes to a file that is printed if the test
 // fails; the process is killed when the test ends, if still running.
-func startWsgate(t *testing.T, bin string) *wsgateProcess {
+func startWsgate(t *testing.T, bin string, extraArgs ...string) *wsgateProcess {
 	t.Helper()
 	p := &wsgateProcess{wsClient: wsClient{addr: freeAddr(t)}, probeAddr: freeAddr(t), exited: make(chan struct{})}
 	logPath := filepath.Join(t.TempDir(), "wsgate.log")
+	p.logPath = logPath
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(bin,
+	args := []string{
 		"--kubeconfig", env.Kubeconfig,
 		"--listen-address", p.addr,
 		"--tls-listen-address", "",
@@ -149,7 +151,9 @@ func startWsgate(t *testing.T, bin string) *wsgateProcess {
 		"--drain-timeout", drainTimeout.String(),
 		"--shutdown-grace-period", gracePeriod.String(),
 		"--zap-log-level", "debug",
-	)
+	}
+	// Later flags win.
+	p.cmd = exec.Command(bin, append(args, extraArgs...)...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start wsgate: %v", err)
