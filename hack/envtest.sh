@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the local control plane (kube-apiserver, etcd, kubectl, and
-# kube-controller-manager, which the tests run for garbage collection only)
-# from the Go module proxy into a cache folder and prints that folder. A
-# cached build is reused; a cold one takes a few minutes.
+# Builds the local control plane (kube-apiserver, etcd, kubectl; and
+# kube-controller-manager when named, which the tests run for garbage
+# collection only) from the Go module proxy into a cache folder and prints
+# that folder. A cached build is reused; a cold one takes minutes.
+#
+#   hack/envtest.sh [binary ...]
 #
 #   WSGATE_ENVTEST_DIR   where the binaries go
 #                        (default: ~/.cache/wsgate/envtest/<version>-<os>-<arch>)
@@ -16,26 +18,31 @@ goarch=$(go env GOARCH)
 dir=${WSGATE_ENVTEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wsgate/envtest/$version-$goos-$goarch}
 stamp=$(cat "$mod/go.mod" "$mod/go.sum" "$mod/tools.go" "$mod/etcd/main.go" | sha256sum | cut -c1-16)
 
-bins=(kube-apiserver kube-controller-manager kubectl etcd)
-cached=1
-for b in "${bins[@]}"; do
-	[[ -x "$dir/$b" ]] || cached=0
-done
-if [[ $cached == 1 && "$(cat "$dir/.stamp" 2>/dev/null)" == "$stamp" ]]; then
-	echo "$dir"
-	exit 0
+# The binaries to make sure of: the arguments, or the control plane and
+# kubectl. kube-controller-manager (garbage collection) is built only when
+# asked for, by the tests that run it.
+bins=("$@")
+if [[ ${#bins[@]} -eq 0 ]]; then
+	bins=(kube-apiserver etcd kubectl)
 fi
 
-mkdir -p "$dir"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$version -X k8s.io/component-base/version.gitMajor=${version%%.*} -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$version")"
-echo "building kube-apiserver, kube-controller-manager, etcd and kubectl v$version into $dir (a few minutes when cold)" >&2
-(
-	cd "$mod"
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/kube-controller-manager.tmp" k8s.io/kubernetes/cmd/kube-controller-manager
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/etcd.tmp" ./etcd
-) >&2
-for b in "${bins[@]}"; do mv "$dir/$b.tmp" "$dir/$b"; done
-echo "$stamp" >"$dir/.stamp"
+mkdir -p "$dir"
+for b in "${bins[@]}"; do
+	if [[ -x "$dir/$b" && "$(cat "$dir/.$b.stamp" 2>/dev/null)" == "$stamp" ]]; then
+		continue
+	fi
+	case "$b" in
+	etcd) pkg=./etcd ;;
+	kube-apiserver | kube-controller-manager | kubectl) pkg=k8s.io/kubernetes/cmd/$b ;;
+	*)
+		echo "envtest.sh: unknown binary $b" >&2
+		exit 2
+		;;
+	esac
+	echo "building $b v$version into $dir (minutes when cold)" >&2
+	(cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/$b.tmp" "$pkg") >&2
+	mv "$dir/$b.tmp" "$dir/$b"
+	echo "$stamp" >"$dir/.$b.stamp"
+done
 echo "$dir"

@@ -66,7 +66,13 @@ func (p *gcProcess) stop() {
 func (e *Env) StartGarbageCollector(ctx context.Context) error {
 	bin := filepath.Join(e.Assets, "kube-controller-manager")
 	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("kube-controller-manager is not in %s (rebuild the assets with hack/envtest.sh): %w", e.Assets, err)
+		// Built on first use only: most suites do not need it.
+		build := exec.CommandContext(ctx, "bash", filepath.Join(RepoRoot(), "hack", "envtest.sh"), "kube-controller-manager")
+		build.Env = append(os.Environ(), "WSGATE_ENVTEST_DIR="+e.Assets)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build kube-controller-manager into %s with hack/envtest.sh: %w", e.Assets, err)
+		}
 	}
 	logFile, err := os.CreateTemp("", "wsgate-kube-controller-manager-*.log")
 	if err != nil {
