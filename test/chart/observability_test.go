@@ -97,9 +97,9 @@ func exportedMetrics(t testing.TB) map[string]metricInfo {
 		var suffixes map[string]string // series suffix -> extra label
 		switch c.(type) {
 		case prometheus.Histogram, *prometheus.HistogramVec:
+			// (A Summary has the same method set as a Histogram, and
+			// wsgate exports none.)
 			suffixes = map[string]string{"_bucket": "le", "_sum": "", "_count": ""}
-		case prometheus.Summary, *prometheus.SummaryVec:
-			suffixes = map[string]string{"": "quantile", "_sum": "", "_count": ""}
 		default:
 			suffixes = map[string]string{"": ""}
 		}
@@ -235,16 +235,16 @@ func closing(s string, i int) (int, error) {
 	open, shut := s[i], map[byte]byte{'(': ')', '[': ']', '{': '}'}[s[i]]
 	depth := 0
 	for j := i; j < len(s); j++ {
-		switch c := s[j]; {
-		case c == '"' || c == '\'' || c == '`':
+		switch c := s[j]; c {
+		case '"', '\'', '`':
 			e, err := skipQuoted(s, j)
 			if err != nil {
 				return 0, err
 			}
 			j = e - 1
-		case c == open:
+		case open:
 			depth++
-		case c == shut:
+		case shut:
 			if depth--; depth == 0 {
 				return j + 1, nil
 			}
@@ -916,7 +916,7 @@ func installPrometheusRuleCRD() error {
 		var mod struct{ Dir, Error string }
 		_ = json.Unmarshal(out, &mod)
 		if err != nil || mod.Dir == "" {
-			prErr = fmt.Errorf("go mod download %s@%s: %v: %s %s", promOperatorModule, promOperatorVersion, err, mod.Error, strings.TrimSpace(stderr.String()))
+			prErr = fmt.Errorf("go mod download %s@%s: %w: %s %s", promOperatorModule, promOperatorVersion, err, mod.Error, strings.TrimSpace(stderr.String()))
 			return
 		}
 		ctx := context.Background()
