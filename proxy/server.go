@@ -375,15 +375,19 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	}
 	// The tunnel runs on goroutines of its own so that this handler
 	// returns and net/http frees the connection's buffers and stack.
+	// Only what the access log needs is kept: holding r would keep the
+	// request and its connection state alive as long as the tunnel.
+	clientAddr, host := r.RemoteAddr, r.Host
+	route, backend := tgt.route, tgt.backend
 	go func() {
 		defer s.reg.remove(key, t)
 		t.run()
-		s.tunnelEnded(r, tgt, t)
+		s.tunnelEnded(route, backend, clientAddr, host, t)
 	}()
 }
 
 // tunnelEnded records a closed tunnel in the metrics and the access log.
-func (s *Server) tunnelEnded(r *http.Request, tgt target, t *tunnel) {
+func (s *Server) tunnelEnded(route *routing.Route, backend routing.Backend, client, host string, t *tunnel) {
 	reason, code := t.ending()
 	dur := time.Since(t.opened)
 	if m := t.metrics; m.active != nil {
@@ -391,8 +395,8 @@ func (s *Server) tunnelEnded(r *http.Request, tgt target, t *tunnel) {
 	}
 	s.opts.Metrics.closed(reason, code)
 	s.opts.AccessLog.Info("tunnel closed",
-		"namespace", tgt.route.Key.Namespace, "route", tgt.route.Key.Name, "pod", tgt.backend.Pod,
-		"podAddress", tgt.backend.Addr.String(), "client", r.RemoteAddr, "host", r.Host,
+		"namespace", route.Key.Namespace, "route", route.Key.Name, "pod", backend.Pod,
+		"podAddress", backend.Addr.String(), "client", client, "host", host,
 		"status", http.StatusSwitchingProtocols, "bytesFromClient", t.fromClient.Load(), "bytesFromPod", t.fromPod.Load(),
 		"durationSeconds", dur.Seconds(), "closeCode", code, "reason", string(reason))
 }

@@ -169,28 +169,12 @@ func (t *tunnel) run() {
 // are masked). eof is the reason recorded when src ends the stream.
 func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseReason, count *atomic.Int64, bytes prometheus.Counter) {
 	var frames frameTracker
-	// The first Close frame is noted when it is seen (who closed first),
-	// and again at the end, when its code is surely complete.
-	noted := false
-	defer func() {
-		if frames.closeSeen {
-			t.noteClose(eof, frames.peerCloseCode())
-		}
-	}()
-	moved := func(n int) {
-		count.Add(int64(n))
-		if bytes != nil {
-			bytes.Add(float64(n))
-		}
-		if frames.closeSeen && !noted {
-			noted = true
-			t.noteClose(eof, frames.peerCloseCode())
-		}
-	}
+	d := &flow{count: count, bytes: bytes, eof: eof}
+	defer t.flowEnded(d, &frames)
 	raw := rawConn(src)
 	if len(pending) > 0 {
 		frames.consume(pending, false)
-		moved(len(pending))
+		t.moved(d, &frames, len(pending))
 		if _, err := dst.Write(pending); err != nil {
 			t.fail(err)
 			return
@@ -211,7 +195,7 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 				// A close was requested while these bytes arrived: forward
 				// them up to the first frame boundary only.
 				used := frames.consume((*bp)[:n], true)
-				moved(used)
+				t.moved(d, &frames, used)
 				_, werr := dst.Write((*bp)[:used])
 				bufPool.Put(bp)
 				if werr != nil {
@@ -222,7 +206,7 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 				return
 			}
 			frames.consume((*bp)[:n], false)
-			moved(n)
+			t.moved(d, &frames, n)
 			_, werr := dst.Write((*bp)[:n])
 			bufPool.Put(bp)
 			if werr != nil {
@@ -250,6 +234,37 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 		}
 		t.fail(err)
 		return
+	}
+}
+
+// flow is the accounting of one direction of a tunnel.
+type flow struct {
+	count *atomic.Int64
+	bytes prometheus.Counter
+	// eof is who ends the stream in this direction.
+	eof CloseReason
+	// noted: the first Close frame of this direction was reported.
+	noted bool
+}
+
+// moved accounts n bytes forwarded, and notes a Close frame as soon as
+// it is seen (who closed first).
+func (t *tunnel) moved(d *flow, frames *frameTracker, n int) {
+	d.count.Add(int64(n))
+	if d.bytes != nil {
+		d.bytes.Add(float64(n))
+	}
+	if frames.closeSeen && !d.noted {
+		d.noted = true
+		t.noteClose(d.eof, frames.peerCloseCode())
+	}
+}
+
+// flowEnded notes the direction's Close frame again, when its code is
+// surely complete.
+func (t *tunnel) flowEnded(d *flow, frames *frameTracker) {
+	if frames.closeSeen {
+		t.noteClose(d.eof, frames.peerCloseCode())
 	}
 }
 
