@@ -65,9 +65,10 @@ envtest: ## Build (or reuse) the local control plane binaries and print their fo
 	@hack/envtest.sh
 
 .PHONY: test
-test: verify vet lint ## Run every check and test, as CI does (envtest suites and a short fuzz run included).
+test: verify vet lint ## Run every check and test, as CI does (envtest suites, a short fuzz run and a benchmark smoke run included).
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz
+	$(MAKE) bench-smoke
 
 .PHONY: unit
 unit: ## Run the tests only (no generation, vet or lint).
@@ -82,6 +83,13 @@ fuzz: ## Run each fuzz test (func FuzzXxx) for FUZZTIME (default 10s).
 		done; \
 	done
 
+SOAK_DURATION ?= 15m
+SOAK_TIMEOUT ?= 60m
+
+.PHONY: soak
+soak: ## Soak the wsgate binary under steady load and churn for SOAK_DURATION (default 15m; not in CI) and report RSS, goroutine and fd slopes per hour.
+	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" WSGATE_SOAK_DURATION=$(SOAK_DURATION) go test -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestSoak' ./test/faults/
+
 .PHONY: bench-build
 bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes).
 	go test -run '^$$' -bench BenchmarkBuild -benchmem ./builder/
@@ -89,6 +97,10 @@ bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes
 .PHONY: bench
 bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections on loopback (about 5 minutes; installs nginx and haproxy from Debian when missing); writes docs/benchmarks.md.
 	go run ./test/bench
+
+.PHONY: bench-controlplane
+bench-controlplane: ## Measure the control plane on the local API server: memory per cached pod and rebuild time at 10,000 pods, pod Ready -> first upgrade while 1,000 pods churn (about 5 minutes).
+	go run ./test/bench/controlplane
 
 .PHONY: bench-smoke
 bench-smoke: ## A seconds-long run of the data-plane benchmark (peers not installed are skipped; prints the report, writes no file).

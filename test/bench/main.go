@@ -1,55 +1,107 @@
-// Command bench measures wsgate's data plane on loopback: memory per idle
-// tunnel and message round-trip time, against a direct connection in the
-// same run. The gateway runs in a child process (this binary, re-executed
-// with -role=gateway) with a routing table given on its command line, so
-// its memory is measured alone and no API server is needed.
+// Command bench measures wsgate's data plane on loopback side by side with
+// the nginx recipe it replaces, HAProxy, and a direct connection to the
+// pods, and writes the results to docs/benchmarks.md.
 //
-//	go run ./test/bench -tunnels 5000 -messages 2000
+//	make bench          # about 5 minutes; installs nginx and haproxy from Debian if missing (root)
+//	make bench-smoke    # seconds; no install, peers not installed are skipped, prints to stdout
+//
+// Every process runs on this machine and every address is on loopback:
+// the echo pods (internal/echopod) in a child process on 127.0.0.11 and
+// up, all on one port; wsgate in a fresh child process (this program,
+// -role=gateway, serving a static table) for each row; nginx and haproxy
+// from generated configurations in a temp folder, in the foreground, on
+// 127.0.0.1; the clients in this process, on 127.0.0.100 and up.
+//
+// Rows: round trip of 32-byte messages at a fixed rate over many
+// connections; bulk throughput of 64 KiB messages and the proxy's CPU per
+// GB; new connections per second, plain and TLS (ECDSA P-256, no
+// resumption); RSS per idle tunnel. Timings on a small shared machine are
+// noisy: the results are ratios against the baselines of the same run.
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
-	"os/exec"
-	"os/signal"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
-
-	"github.com/go-logr/logr"
-
-	"github.com/wsgate/wsgate/internal/echopod"
-	"github.com/wsgate/wsgate/proxy"
-	"github.com/wsgate/wsgate/routing"
 )
+
+// config is the bench role's parameters.
+type config struct {
+	smoke   bool
+	out     string
+	install bool
+	timeout time.Duration
+	keep    bool
+	peers   string
+	pods    int
+	rounds  int
+
+	latencyConns    int
+	latencyInterval time.Duration
+	latencyDuration time.Duration
+
+	bulkConns    int
+	bulkWindow   int
+	bulkSize     int
+	bulkDuration time.Duration
+
+	rateConcurrency int
+	rateDuration    time.Duration
+
+	idleTunnels int
+	idleWarmup  int
+	settle      time.Duration
+}
 
 func main() {
 	var (
-		role     = flag.String("role", "bench", "bench (default) or gateway (internal: the measured child process)")
-		backends = flag.String("backends", "", "gateway role: comma-separated ip:port list to allowlist")
-		listen   = flag.String("listen", "127.0.0.1:0", "gateway role: listen address")
-		tunnels  = flag.Int("tunnels", 5000, "idle tunnels to open for the memory row (at most ~9000: two descriptors per tunnel)")
-		messages = flag.Int("messages", 2000, "messages per connection for the round-trip row")
-		conns    = flag.Int("conns", 20, "connections for the round-trip row")
-		pods     = flag.Int("pods", 8, "echo backends, on 127.0.0.11 and up")
-		timeout  = flag.Duration("timeout", 5*time.Minute, "bound on the whole run")
+		role       = flag.String("role", "bench", "bench (default); gateway or echo: internal, the child processes")
+		backends   = flag.String("backends", "", "gateway role: comma-separated ip:port list to allowlist")
+		certFile   = flag.String("tls-cert", "", "gateway and echo roles: certificate PEM file")
+		keyFile    = flag.String("tls-key", "", "gateway and echo roles: key PEM file")
+		cpuprofile = flag.String("cpuprofile", "", "gateway role: write a CPU profile of the whole run here")
+		memprofile = flag.String("memprofile", "", "gateway role: write a heap profile here on SIGUSR1")
+		cfg        config
 	)
+	flag.BoolVar(&cfg.smoke, "smoke", false, "a seconds-long run with tiny parameters: no install, prints the report to stdout unless -out is given")
+	flag.StringVar(&cfg.out, "out", "docs/benchmarks.md", "where the report goes (overwritten); - for stdout")
+	flag.BoolVar(&cfg.install, "install", true, "install nginx and haproxy from Debian when missing (apt-get, as root)")
+	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
+	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
+	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
+	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but memory) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
+	flag.IntVar(&cfg.latencyConns, "latency-conns", 1000, "round-trip row: connections")
+	flag.DurationVar(&cfg.latencyInterval, "latency-interval", 100*time.Millisecond, "round-trip row: each connection sends one message per interval")
+	flag.DurationVar(&cfg.latencyDuration, "latency-duration", 20*time.Second, "round-trip row: duration")
+	flag.IntVar(&cfg.bulkConns, "bulk-conns", 4, "throughput row: connections")
+	flag.IntVar(&cfg.bulkWindow, "bulk-window", 4, "throughput row: messages in flight per connection")
+	flag.IntVar(&cfg.bulkSize, "bulk-size", 64<<10, "throughput row: message size in bytes")
+	flag.DurationVar(&cfg.bulkDuration, "bulk-duration", 10*time.Second, "throughput row: duration")
+	flag.IntVar(&cfg.rateConcurrency, "rate-concurrency", 50, "new-connection rows: connections opened at a time")
+	flag.DurationVar(&cfg.rateDuration, "rate-duration", 10*time.Second, "new-connection rows: duration of each")
+	flag.IntVar(&cfg.idleTunnels, "idle-tunnels", 8000, "memory row: idle tunnels held open at the end (at most 8000: two descriptors each)")
+	flag.IntVar(&cfg.idleWarmup, "idle-warmup", 200, "memory row: tunnels opened before the first RSS reading (part of -idle-tunnels)")
+	flag.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory row: wait before each RSS reading")
 	flag.Parse()
+
 	var err error
 	switch *role {
 	case "gateway":
-		err = runGateway(*listen, *backends)
+		err = runGateway(*backends, *certFile, *keyFile, *cpuprofile, *memprofile)
+	case "echo":
+		err = runEcho(cfg.pods, *certFile, *keyFile)
 	case "bench":
-		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-		err = runBench(ctx, *pods, *tunnels, *conns, *messages)
-		cancel()
+		if cfg.smoke {
+			smokeDefaults(&cfg)
+		}
+		if err = cfg.check(); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
+			err = runBench(ctx, &cfg)
+			cancel()
+		}
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}
@@ -59,141 +111,53 @@ func main() {
 	}
 }
 
-// runGateway serves a static table allowlisting backends on every host
-// under "/", and prints "listening <addr>" once ready.
-func runGateway(listen, backends string) error {
-	var bs []routing.Backend
-	for i, s := range strings.Split(backends, ",") {
-		ap, err := netip.ParseAddrPort(s)
-		if err != nil {
-			return fmt.Errorf("-backends: %w", err)
+// smokeDefaults shrinks every parameter not given on the command line.
+func smokeDefaults(cfg *config) {
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	small := map[string]func(){
+		"out":              func() { cfg.out = "-" },
+		"install":          func() { cfg.install = false },
+		"timeout":          func() { cfg.timeout = 50 * time.Second },
+		"pods":             func() { cfg.pods = 4 },
+		"rounds":           func() { cfg.rounds = 2 },
+		"latency-conns":    func() { cfg.latencyConns = 20 },
+		"latency-duration": func() { cfg.latencyDuration = time.Second },
+		"bulk-conns":       func() { cfg.bulkConns = 2 },
+		"bulk-duration":    func() { cfg.bulkDuration = 500 * time.Millisecond },
+		"rate-concurrency": func() { cfg.rateConcurrency = 5 },
+		"rate-duration":    func() { cfg.rateDuration = 500 * time.Millisecond },
+		"idle-tunnels":     func() { cfg.idleTunnels = 100 },
+		"idle-warmup":      func() { cfg.idleWarmup = 20 },
+		"settle":           func() { cfg.settle = 200 * time.Millisecond },
+	}
+	for name, apply := range small {
+		if !set[name] {
+			apply()
 		}
-		bs = append(bs, routing.Backend{Pod: "pod-" + strconv.Itoa(i), Addr: ap})
 	}
-	tables := routing.NewPublisher()
-	tables.Publish(routing.New(1, time.Now(), []*routing.Route{{
-		Key: routing.RouteKey{Namespace: "bench", Name: "echo"}, PathPrefix: "/", BackendPath: "/", Backends: bs,
-	}}))
-	srv := proxy.New(tables, proxy.Options{MaxTunnels: 10000, IdleTimeout: -1, Log: logr.Discard()})
-	l, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("listening %s\n", l.Addr())
-	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
-		<-sig
-		_ = l.Close()
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) {
-		return err
+}
+
+func (c *config) check() error {
+	switch {
+	case c.rounds < 1 || c.rounds > 10:
+		return fmt.Errorf("-rounds %d: 1 to 10", c.rounds)
+	case c.pods < 1 || c.pods > 80:
+		return fmt.Errorf("-pods %d: 1 to 80 (127.0.0.11 to 127.0.0.90)", c.pods)
+	case c.idleTunnels > 8000:
+		return fmt.Errorf("-idle-tunnels %d: at most 8000 (a proxy holds two descriptors per tunnel, 20000 at most)", c.idleTunnels)
+	case c.idleWarmup < 1 || c.idleWarmup >= c.idleTunnels:
+		return fmt.Errorf("-idle-warmup %d: at least 1 and under -idle-tunnels", c.idleWarmup)
+	case c.latencyConns < 1 || c.latencyConns > 5000:
+		return fmt.Errorf("-latency-conns %d: 1 to 5000", c.latencyConns)
+	case c.bulkConns < 1 || c.bulkWindow < 1 || c.bulkSize < 1 || c.bulkSize > 16<<20:
+		return fmt.Errorf("-bulk-conns, -bulk-window at least 1, -bulk-size 1 to 16 MiB")
+	case c.rateConcurrency < 1 || c.rateConcurrency > 500:
+		return fmt.Errorf("-rate-concurrency %d: 1 to 500", c.rateConcurrency)
+	case c.latencyInterval <= 0 || c.latencyDuration <= 0 || c.bulkDuration <= 0 || c.rateDuration <= 0:
+		return fmt.Errorf("durations must be positive")
+	case c.timeout <= 0 || c.timeout > 30*time.Minute:
+		return fmt.Errorf("-timeout %s: up to 30m", c.timeout)
 	}
 	return nil
-}
-
-// gatewayProcess is the measured child.
-type gatewayProcess struct {
-	cmd  *exec.Cmd
-	addr string
-}
-
-func startGateway(ctx context.Context, backends []string) (*gatewayProcess, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, self, "-role=gateway", "-backends="+strings.Join(backends, ","))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("gateway did not start: %w", err)
-	}
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening ")
-	if !ok {
-		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("gateway said %q", line)
-	}
-	return &gatewayProcess{cmd: cmd, addr: addr}, nil
-}
-
-func (g *gatewayProcess) stop() {
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = g.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = g.cmd.Process.Kill()
-		<-done
-	}
-}
-
-// rss returns a process's resident set size in bytes.
-func rss(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS")
-}
-
-func runBench(ctx context.Context, pods, tunnels, conns, messages int) error {
-	var backends []string
-	for i := range pods {
-		s, err := echopod.Start(fmt.Sprintf("127.0.0.%d:0", 11+i))
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		backends = append(backends, s.Addr)
-	}
-	gw, err := startGateway(ctx, backends)
-	if err != nil {
-		return err
-	}
-	defer gw.stop()
-	fmt.Printf("wsgate data plane on loopback, %d echo pods; %s\n\n", pods, machine())
-
-	direct, viaGW, err := roundTrips(ctx, backends, gw.addr, conns, messages)
-	if err != nil {
-		return fmt.Errorf("round trips: %w", err)
-	}
-	fmt.Printf("round trip of a 32-byte message, %d connections x %d messages:\n", conns, messages)
-	fmt.Printf("  direct   p50 %8s  p99 %8s\n", direct.p(50), direct.p(99))
-	fmt.Printf("  wsgate   p50 %8s  p99 %8s   (%.2fx / %.2fx direct)\n\n", viaGW.p(50), viaGW.p(99),
-		ratio(viaGW.p(50), direct.p(50)), ratio(viaGW.p(99), direct.p(99)))
-
-	perTunnel, err := idleMemory(ctx, gw, backends, tunnels)
-	if err != nil {
-		return fmt.Errorf("idle memory: %w", err)
-	}
-	fmt.Printf("memory per idle tunnel (gateway RSS growth / tunnels, %d tunnels): %.1f KB\n", tunnels, perTunnel/1000)
-	return nil
-}
-
-func machine() string {
-	out, _ := exec.Command("nproc").Output()
-	return fmt.Sprintf("%s cores", strings.TrimSpace(string(out)))
-}
-
-func ratio(a, b time.Duration) float64 {
-	if b == 0 {
-		return 0
-	}
-	return float64(a) / float64(b)
 }

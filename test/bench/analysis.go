@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// reading lists, per row, wsgate against nginx in words.
+func (r *report) reading(b *strings.Builder) {
+	fmt.Fprintf(b, "### wsgate against nginx, row by row\n\n")
+	fmt.Fprintf(b, "A reading aid, not a pass mark: \"level\" means within 10%% of each other in this run, about the noise of this machine.\n\n")
+	n := 0
+	for _, m := range r.metricDefs() {
+		g, gok := r.res.get(m.key, "wsgate")
+		x, xok := r.res.get(m.key, "nginx")
+		if !gok || !xok || g.err != nil || x.err != nil || x.v <= 0 || g.v <= 0 {
+			continue
+		}
+		ratio := g.v / x.v
+		verdict := "level"
+		switch {
+		case ratio > 1.1 && m.higherBetter, ratio < 1/1.1 && !m.higherBetter:
+			verdict = "wsgate ahead"
+		case ratio > 1.1, ratio < 1/1.1:
+			verdict = "wsgate behind"
+		}
+		fmt.Fprintf(b, "- %s: wsgate %s, nginx %s %s (×%.2f): **%s**\n", m.label, formatValue(g.v, m.prec), formatValue(x.v, m.prec), m.unit, ratio, verdict)
+		n++
+	}
+	if n == 0 {
+		fmt.Fprintf(b, "nginx did not run: nothing to compare.\n")
+	}
+	fmt.Fprintf(b, "\n")
+}
+
+// val is a metric's value for a peer, formatted, or "?".
+func (r *report) val(metric, peer string, prec int) string {
+	c, ok := r.res.get(metric, peer)
+	if !ok || c.err != nil {
+		return "?"
+	}
+	return formatValue(c.v, prec)
+}
+
+// ratio is a metric's value for peer a over peer b, formatted, or "?".
+func (r *report) ratio(metric, a, b string) string {
+	x, xok := r.res.get(metric, a)
+	y, yok := r.res.get(metric, b)
+	if !xok || !yok || x.err != nil || y.err != nil || y.v <= 0 || x.v < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f", x.v/y.v)
+}
+
+// profileOf is the wsgate profile of a row, if one was taken.
+func (r *report) profileOf(row string) *profileSummary {
+	for i := range r.profiles {
+		if r.profiles[i].row == row {
+			return &r.profiles[i]
+		}
+	}
+	return nil
+}
+
+// kind is the flat share of a kind of work in the row's profile, or "?".
+func (r *report) kind(row, kind string) string {
+	if p := r.profileOf(row); p != nil {
+		for _, s := range p.shares {
+			if s.what == kind {
+				return fmt.Sprintf("%.0f%%", s.pct)
+			}
+		}
+	}
+	return "?"
+}
+
+// stage is the cumulative share under a stage in the row's profile, or
+// "?".
+func (r *report) stage(row, what string) string {
+	if p := r.profileOf(row); p != nil {
+		for _, s := range p.stages {
+			if strings.TrimSpace(s.what) == what {
+				return fmt.Sprintf("%.0f%%", s.pct)
+			}
+		}
+	}
+	return "?"
+}
+
+// limits explains what bounds each figure, with this run's numbers.
+func (r *report) limits(b *strings.Builder) {
+	c := r.cfg
+	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	rate := thousands(float64(time.Second/c.latencyInterval) * float64(c.latencyConns))
+	w("## What limits each figure\n\n")
+	w("Question marks stand for figures this run did not produce.\n\n")
+
+	w("**Round trips.** At %s messages a second the proxies need little CPU (wsgate used %s%% of a core, nginx %s%%, HAProxy %s%%). ",
+		rate, r.val("latcpu", "wsgate", 0), r.val("latcpu", "nginx", 0), r.val("latcpu", "haproxy", 0))
+	w("The added round trip is two more loopback hops and one wake-up of the proxy in each direction; the p99 is set by scheduling, with the clients, the pods, the proxy and the rest of the machine on %s cores, and is the noisiest figure of the table. ", nproc())
+	w("Per message, wsgate spends ×%s nginx's CPU. Its profile: %s of its time under the Go scheduler (parking and waking goroutines, `epoll_wait`, `futex`), and %s in the readiness peek it makes before each read (`recvfrom(MSG_PEEK)`, the price of holding no buffer while a tunnel is idle); nginx makes one `recv` and one `send` per message between `epoll_wait`s on its event loop.\n\n",
+		r.ratio("latcpu", "wsgate", "nginx"), r.stage("round trips", "goroutine scheduling"), r.stage("round trips", "of which waiting for readable data (recvfrom MSG_PEEK)"))
+
+	w("**Bulk throughput.** The load generator and the pods, on the same cores, bound the throughput more than the proxies do (direct, with one hop less, moves ×%s wsgate's bytes); CPU per GB is the figure that tells the proxies apart. ",
+		r.ratio("bulk", "direct", "wsgate"))
+	w("wsgate copies through pooled 32 KiB buffers and spends %s of its time in system calls (the kernel copying the bytes), %s of it under the readiness peek before each read; ",
+		r.kind("bulk throughput", kindSyscall), r.stage("bulk throughput", "of which waiting for readable data (recvfrom MSG_PEEK)"))
+	w("nginx relays an upgraded connection through `proxy_buffer_size` buffers (one 4 KiB page by default), so it makes more system calls per byte (×%s wsgate's CPU per GB); HAProxy's buffers are 16 KiB (`tune.bufsize`; ×%s wsgate's CPU per GB). ",
+		r.ratio("bulkcpu", "nginx", "wsgate"), r.ratio("bulkcpu", "haproxy", "wsgate"))
+	w("Direct's CPU per GB is the echo pods' own (coder/websocket reads, unmasks and copies whole messages), which is why it is above the proxies', which only pass bytes on (wsgate tracks frame boundaries on the way).\n\n")
+
+	w("**New connections, plain.** Every process is busy: each connection costs the client, the pod and the proxy a TCP handshake, an HTTP upgrade and a teardown. ")
+	w("wsgate spends ×%s nginx's CPU per connection (%s µs against %s µs) and so opens ×%s nginx's connections a second. ",
+		r.ratio("ratecpu", "wsgate", "nginx"), r.val("ratecpu", "wsgate", 0), r.val("ratecpu", "nginx", 0), r.ratio("rate", "wsgate", "nginx"))
+	w("Its profile: %s of its time in system calls (`accept`, `socket`, `connect`, `read`, `write`, `shutdown`, `close`, `epoll`), %s under the Go scheduler, %s in allocation and %s in garbage collection. ",
+		r.kind("new connections, plain", kindSyscall), r.stage("new connections, plain", "goroutine scheduling"),
+		r.stage("new connections, plain", "allocation"), r.stage("new connections, plain", "garbage collection"))
+	w("Per connection it runs net/http's connection goroutine and request parsing (%s), dials the pod with Go's `net.Dialer` (%s), parses the pod's 101 with `http.ReadResponse` (%s), starts two goroutines for the tunnel, and at the end passes the client's FIN on to the pod with `shutdown` and waits for the pod's before it closes (%s under the half-close): a websocket's TCP half-close is relayed, where nginx closes both sides at the first end of stream.\n\n",
+		r.stage("new connections, plain", "reading the client's request (net/http)"), r.stage("new connections, plain", "dialling the pod"),
+		r.stage("new connections, plain", "reading the pod's 101"), r.stage("new connections, plain", "of which half-closing (shutdown)"))
+
+	w("**New connections, TLS.** The handshake's cryptography dominates: an X25519 key exchange and an ECDSA P-256 signature on the proxy per connection, and the same exchange and a signature check on the client, on the same cores. ")
+	w("wsgate's profile: %s of its time in cryptography (Go's crypto/tls), %s in system calls. The gap in CPU per connection shrinks to ×%s nginx's (×%s in the plain row); nginx and HAProxy use Debian's OpenSSL.\n\n",
+		r.kind("new connections, TLS", kindCrypto), r.kind("new connections, TLS", kindSyscall),
+		r.ratio("ratetlscpu", "wsgate", "nginx"), r.ratio("ratecpu", "wsgate", "nginx"))
+
+	w("**Idle tunnels.** wsgate holds, per tunnel, two goroutines (one per direction) and their stacks, the two sockets' Go structures and the tunnel's state, and no buffer: it waits for data with a one-byte peek and borrows a 32 KiB buffer only to copy (%s KiB per tunnel; ×%s nginx's). ",
+		r.val("idle", "wsgate", 1), r.ratio("idle", "wsgate", "nginx"))
+	if h := r.heap; h != nil {
+		n := float64(c.idleTunnels)
+		w("Of the Go runtime's memory, goroutine stacks are %.1f KiB per tunnel and heap objects %.1f KiB (below). ",
+			kib(h.figures["/memory/classes/heap/stacks:bytes"])/n, kib(h.figures["/memory/classes/heap/objects:bytes"])/n)
+		for _, line := range h.top {
+			// A tenth of the heap or more (one sample is 512 KiB: less
+			// can be a single handshake in progress).
+			f := strings.Fields(line)
+			if len(f) < 6 {
+				continue
+			}
+			cum, err := strconv.ParseFloat(strings.TrimSuffix(f[4], "%"), 64)
+			if err != nil || cum < 10 {
+				continue
+			}
+			if strings.Contains(line, "net/http.readRequest") || strings.Contains(line, "readMIMEHeader") {
+				w("The heap profile shows the client's parsed handshake request (`net/http.readRequest`, `net/textproto.readMIMEHeader`) still held by open tunnels, past the handshake. ")
+				break
+			}
+		}
+	}
+	w("nginx keeps each request's memory pool and the buffer that read the pod's answer (`proxy_buffer_size`); its connection tables, allocated for `worker_connections` in each worker, are in its RSS before the first tunnel, which the RSS row shows. ")
+	w("HAProxy keeps its stream and connection structures and returns empty buffers to its pool. Socket buffers are kernel memory, in no process's RSS.\n\n")
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wsgate/wsgate/proxy"
+	"github.com/wsgate/wsgate/routing"
+)
+
+// runGateway is the measured wsgate child (-role=gateway): it serves a
+// static table allowlisting backends on every host under "/", on a plain
+// and a TLS listener (proxy.Server.ServeTLS with the run's certificate),
+// prints "listening <plain> <tls>" once ready, and serves until SIGTERM.
+// With cpuprofile, it profiles its whole life and writes the profile on
+// SIGTERM; with memprofile, it writes a heap profile there on SIGUSR1, and
+// its memory figures beside it (memprofile + ".txt").
+func runGateway(backends, certFile, keyFile, cpuprofile, memprofile string) error {
+	var bs []routing.Backend
+	for i, s := range strings.Split(backends, ",") {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return fmt.Errorf("-backends: %w", err)
+		}
+		bs = append(bs, routing.Backend{Pod: "pod-" + strconv.Itoa(i), Addr: ap})
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
+	tables := routing.NewPublisher()
+	tables.Publish(routing.New(1, time.Now(), []*routing.Route{{
+		Key: routing.RouteKey{Namespace: "bench", Name: "echo"}, PathPrefix: "/", BackendPath: "/", Backends: bs,
+	}}))
+	// Prometheus metrics on, as cmd/wsgate runs; no access log, as nginx
+	// and haproxy run here.
+	srv := proxy.New(tables, proxy.Options{
+		MaxTunnels: 10000, IdleTimeout: -1, Log: logr.Discard(),
+		Metrics: proxy.NewMetrics(prometheus.NewRegistry()),
+	})
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	secure, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Serve(plain) }()
+	go func() {
+		errs <- srv.ServeTLS(secure, &tls.Config{
+			Certificates:           []tls.Certificate{cert},
+			MinVersion:             tls.VersionTLS12,
+			SessionTicketsDisabled: true,
+		})
+	}()
+	fmt.Printf("listening %s %s\n", plain.Addr(), secure.Addr())
+
+	if memprofile != "" {
+		usr := make(chan os.Signal, 1)
+		signal.Notify(usr, syscall.SIGUSR1)
+		go func() {
+			for range usr {
+				if err := writeHeap(memprofile); err != nil {
+					fmt.Fprintf(os.Stderr, "gateway: heap profile: %v\n", err)
+				}
+			}
+		}()
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	var serveErr error
+	select {
+	case <-sig:
+	case serveErr = <-errs:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(serveErr, srv.Shutdown(ctx, 0))
+}
+
+// memFigures are the runtime/metrics that the heap snapshot records.
+var memFigures = []string{
+	"/sched/goroutines:goroutines",
+	"/memory/classes/heap/objects:bytes",
+	"/memory/classes/heap/stacks:bytes",
+	"/gc/stack/starting-size:bytes",
+	"/memory/classes/total:bytes",
+}
+
+// writeHeap writes a heap profile (after a GC) to path and the memory
+// figures to path + ".txt"; path appears last, complete.
+func writeHeap(path string) error {
+	runtime.GC()
+	samples := make([]metrics.Sample, len(memFigures))
+	for i, name := range memFigures {
+		samples[i].Name = name
+	}
+	metrics.Read(samples)
+	var b strings.Builder
+	for _, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			fmt.Fprintf(&b, "%s %d\n", s.Name, s.Value.Uint64())
+		}
+	}
+	if err := os.WriteFile(path+".txt", []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(path + ".tmp")
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// startWsgate starts a fresh gateway child for one row, with the profiles
+// prof asks for.
+func startWsgate(ctx context.Context, e *env, prof profiling) (*instance, error) {
+	var backends []string
+	for i := range e.pods {
+		backends = append(backends, podIP(i)+":"+strconv.Itoa(e.echo.port))
+	}
+	args := []string{"-role=gateway", "-backends=" + strings.Join(backends, ","),
+		"-tls-cert=" + e.tls.cert, "-tls-key=" + e.tls.key}
+	if prof.cpu != "" {
+		args = append(args, "-cpuprofile="+prof.cpu)
+	}
+	if prof.heap != "" {
+		args = append(args, "-memprofile="+prof.heap)
+	}
+	ch, line, err := startChild(ctx, "gateway", args...)
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(line)
+	if len(f) != 3 || f[0] != "listening" {
+		ch.stop()
+		return nil, fmt.Errorf("gateway said %q", line)
+	}
+	plain, secure := f[1], f[2]
+	var snapshot func() error
+	if prof.heap != "" {
+		snapshot = func() error {
+			_ = os.Remove(prof.heap)
+			if err := ch.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+				return err
+			}
+			for range 300 {
+				if _, err := os.Stat(prof.heap); err == nil {
+					return nil
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			return fmt.Errorf("no heap profile after 15s")
+		}
+	}
+	return &instance{
+		dial: func(pod int, useTLS bool) (string, string) {
+			if useTLS {
+				return secure, "/" + podIP(pod) + "/"
+			}
+			return plain, "/" + podIP(pod) + "/"
+		},
+		pids:     func() []int { return []int{ch.pid()} },
+		stop:     ch.stop,
+		snapshot: snapshot,
+	}, nil
+}
