@@ -377,26 +377,39 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	// returns and net/http frees the connection's buffers and stack.
 	// Only what the access log needs is kept: holding r would keep the
 	// request and its connection state alive as long as the tunnel.
-	clientAddr, host := r.RemoteAddr, r.Host
-	route, backend := tgt.route, tgt.backend
-	go func() {
-		defer s.reg.remove(key, t)
-		t.run()
-		s.tunnelEnded(route, backend, clientAddr, host, t)
-	}()
+	t.info = &tunnelInfo{key: key, route: tgt.route, backend: tgt.backend, client: r.RemoteAddr, host: r.Host}
+	go s.serveTunnel(t)
+}
+
+// tunnelInfo is what a tunnel's access log line and registry entry need.
+type tunnelInfo struct {
+	key          backendKey
+	route        *routing.Route
+	backend      routing.Backend
+	client, host string
+}
+
+// serveTunnel runs a registered tunnel to its end. Its frame (and run's
+// and pump's) is kept small: an idle tunnel's goroutines sit on this call
+// chain, and their stacks are most of its memory.
+func (s *Server) serveTunnel(t *tunnel) {
+	t.run()
+	s.reg.remove(t.info.key, t)
+	s.tunnelEnded(t)
 }
 
 // tunnelEnded records a closed tunnel in the metrics and the access log.
-func (s *Server) tunnelEnded(route *routing.Route, backend routing.Backend, client, host string, t *tunnel) {
+func (s *Server) tunnelEnded(t *tunnel) {
 	reason, code := t.ending()
 	dur := time.Since(t.opened)
 	if m := t.metrics; m.active != nil {
 		m.duration.Observe(dur.Seconds())
 	}
 	s.opts.Metrics.closed(reason, code)
+	in := t.info
 	s.opts.AccessLog.Info("tunnel closed",
-		"namespace", route.Key.Namespace, "route", route.Key.Name, "pod", backend.Pod,
-		"podAddress", backend.Addr.String(), "client", client, "host", host,
+		"namespace", in.route.Key.Namespace, "route", in.route.Key.Name, "pod", in.backend.Pod,
+		"podAddress", in.backend.Addr.String(), "client", in.client, "host", in.host,
 		"status", http.StatusSwitchingProtocols, "bytesFromClient", t.fromClient.Load(), "bytesFromPod", t.fromPod.Load(),
 		"durationSeconds", dur.Seconds(), "closeCode", code, "reason", string(reason))
 }

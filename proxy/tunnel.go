@@ -55,6 +55,8 @@ type tunnel struct {
 	deadline time.Time     // max lifetime; zero: none
 	// drainOnRevoke is the route's revokePolicy when the tunnel opened.
 	drainOnRevoke bool
+	// info names the tunnel for the registry and the access log.
+	info *tunnelInfo
 
 	lastActive atomic.Int64 // unix nanoseconds
 	closing    atomic.Pointer[closeRequest]
@@ -150,31 +152,37 @@ func (t *tunnel) EndedBy() CloseReason {
 func (t *tunnel) run() {
 	if t.metrics.active != nil {
 		t.metrics.active.Inc()
-		defer t.metrics.active.Dec()
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t.pump(t.client, t.pod, t.clientPending, true, ClosedByClient, &t.fromClient, t.metrics.fromClient)
-	}()
-	t.pump(t.pod, t.client, t.podPending, false, ClosedByPod, &t.fromPod, t.metrics.fromPod)
+	go t.clientToPod(&wg)
+	t.pump(t.pod, t.client, t.podPending, false, &flow{count: &t.fromPod, bytes: t.metrics.fromPod, eof: ClosedByPod})
 	wg.Wait()
 	_ = t.client.Close()
 	_ = t.pod.Close()
+	if t.metrics.active != nil {
+		t.metrics.active.Dec()
+	}
 	close(t.done)
 }
 
+// clientToPod is the tunnel's second goroutine.
+func (t *tunnel) clientToPod(wg *sync.WaitGroup) {
+	defer wg.Done()
+	t.pump(t.client, t.pod, t.clientPending, true, &flow{count: &t.fromClient, bytes: t.metrics.fromClient, eof: ClosedByClient})
+}
+
 // pump copies src to dst. toPod says dst is the pod (Close frames to it
-// are masked). eof is the reason recorded when src ends the stream.
-func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseReason, count *atomic.Int64, bytes prometheus.Counter) {
-	var frames frameTracker
-	d := &flow{count: count, bytes: bytes, eof: eof}
-	defer t.flowEnded(d, &frames)
+// are masked); d accounts the bytes and names who ends the stream.
+func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, d *flow) {
+	// The tracker lives with the flow, not in this frame: the stacks of
+	// idle tunnels' goroutines are most of their memory.
+	frames := &d.frames
+	defer t.flowEnded(d, frames)
 	raw := rawConn(src)
 	if len(pending) > 0 {
 		frames.consume(pending, false)
-		t.moved(d, &frames, len(pending))
+		t.moved(d, frames, len(pending))
 		if _, err := dst.Write(pending); err != nil {
 			t.fail(err)
 			return
@@ -185,7 +193,7 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 		// the deadline to the past after this arm, so the read wakes.
 		t.armDeadline(src)
 		if cr := t.closing.Load(); cr != nil {
-			t.finish(src, dst, &frames, cr, toPod)
+			t.finish(src, dst, frames, cr, toPod)
 			return
 		}
 		bp, n, err := t.read(src, raw)
@@ -195,18 +203,18 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 				// A close was requested while these bytes arrived: forward
 				// them up to the first frame boundary only.
 				used := frames.consume((*bp)[:n], true)
-				t.moved(d, &frames, used)
+				t.moved(d, frames, used)
 				_, werr := dst.Write((*bp)[:used])
 				bufPool.Put(bp)
 				if werr != nil {
 					t.fail(werr)
 					return
 				}
-				t.finish(src, dst, &frames, cr, toPod)
+				t.finish(src, dst, frames, cr, toPod)
 				return
 			}
 			frames.consume((*bp)[:n], false)
-			t.moved(d, &frames, n)
+			t.moved(d, frames, n)
 			_, werr := dst.Write((*bp)[:n])
 			bufPool.Put(bp)
 			if werr != nil {
@@ -228,7 +236,7 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 		if errors.Is(err, io.EOF) {
 			// Half-close: pass the end of stream on, and let the other
 			// direction finish.
-			t.setEnded(eof)
+			t.setEnded(d.eof)
 			closeWrite(dst)
 			return
 		}
@@ -239,8 +247,9 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, eof CloseRe
 
 // flow is the accounting of one direction of a tunnel.
 type flow struct {
-	count *atomic.Int64
-	bytes prometheus.Counter
+	frames frameTracker
+	count  *atomic.Int64
+	bytes  prometheus.Counter
 	// eof is who ends the stream in this direction.
 	eof CloseReason
 	// noted: the first Close frame of this direction was reported.
