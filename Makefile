@@ -66,9 +66,9 @@ envtest: ## Build (or reuse) the local control plane binaries and print their fo
 
 .PHONY: test
 test: verify vet lint ## Run every check and test, as CI does (envtest suites, a short fuzz run and a benchmark smoke run included).
-	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz
 	$(MAKE) bench-smoke
+	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: unit
 unit: ## Run the tests only (no generation, vet or lint).
