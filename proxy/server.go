@@ -319,6 +319,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	}
 	resp, br, budget, err := readPodResponse(pod, r, s.opts.MaxHeaderBytes)
 	if err != nil {
+		if !time.Now().Before(deadline) {
+			// Cut off mid-answer by the handshake timeout: the pod was
+			// too slow, whatever the partial answer looked like.
+			fail(refuse(http.StatusGatewayTimeout, "the pod did not answer the handshake in time"))
+			return
+		}
 		fail(refuse(dialStatus(err), "the pod did not answer the handshake"))
 		return
 	}

@@ -94,10 +94,13 @@ func (t *tunnel) Close(code uint16, reason string, why CloseReason) {
 	}
 	t.setEnded(why)
 	// Wake both directions; they notice the request and close at a
-	// boundary.
+	// boundary. A write blocked on a peer that stopped reading ends too.
 	past := time.Unix(1, 0)
 	_ = t.client.SetReadDeadline(past)
 	_ = t.pod.SetReadDeadline(past)
+	limit := time.Now().Add(closeGrace)
+	_ = t.client.SetWriteDeadline(limit)
+	_ = t.pod.SetWriteDeadline(limit)
 }
 
 // Done is closed when the tunnel has ended and both connections are closed.

@@ -236,6 +236,8 @@ const MaxStatusPods = 32
 // RouteEndpoints describes the allowlisted pods of a route.
 type RouteEndpoints struct {
 	// Count is the number of allowlisted pods.
+	//
+	// +kubebuilder:default=0
 	Count int32 `json:"count"`
 
 	// Pods lists allowlisted pods by name, at most 32, sorted by name.
