@@ -1,0 +1,6 @@
+//go:build !race
+
+package faults
+
+// raceFactor: see race_test.go.
+const raceFactor = 0

@@ -1,0 +1,262 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsgate/wsgate/internal/echopod"
+)
+
+// outageEnv overrides how long the API server stays down (a Go duration).
+const outageEnv = "WSGATE_FAULTS_OUTAGE"
+
+// apiOutage is how long the API server stays down: longer than the
+// leader-election renew deadline (10s), so that a leader notices.
+func apiOutage(t *testing.T) time.Duration {
+	if v := os.Getenv(outageEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", outageEnv, v, err)
+		}
+		return d
+	}
+	return 20 * time.Second
+}
+
+// TestAPIServerOutageLeavesTheDataPlaneServing kills kube-apiserver for
+// 20s (WSGATE_FAULTS_OUTAGE), then etcd alone for a quarter of that,
+// while tunnels exchange messages and clients keep connecting to
+// allowlisted pods. The in-process gateway keeps serving
+// the last table: no tunnel drops, every new handshake succeeds, and
+// /readyz stays 200 (cmd/wsgate's check: a table was built and the
+// gateway is not draining). After each restart the controllers resync: a
+// pod added then is served (the delay is reported: client-go's watch
+// backoff makes it vary), and deleting it revokes its tunnel.
+//
+// A second replica, the real binary with --leader-elect as the chart runs
+// it, holds the leader Lease when the API server goes away; the test
+// reports what becomes of it (see the finding "leader-exits-on-outage").
+func TestAPIServerOutageLeavesTheDataPlaneServing(t *testing.T) {
+	outage := apiOutage(t)
+	// Registered first, so it runs last: whatever happens, the next tests
+	// get a control plane.
+	t.Cleanup(func() {
+		if err := cp.restore(); err != nil {
+			t.Errorf("the control plane did not come back: %v", err)
+		}
+	})
+	g := startGateway(t, gatewayConfig{})
+	s := newStableRoute(t, g, "127.0.5.51", "127.0.5.52", "127.0.5.53", "127.0.5.54")
+	leaseNS := env.Namespace(t)
+	leader := startWsgate(t, "leader", "--leader-elect", "--leader-election-namespace", leaseNS,
+		"--drain-timeout", "1s", "--shutdown-grace-period", "5s")
+	for _, p := range s.paths {
+		leader.waitServes(t, p)
+	}
+	eventually(t, 30*time.Second, "the wsgate process becomes the leader", func() error {
+		if !strings.Contains(strings.ToLower(leader.output()), "successfully acquired lease") {
+			return fmt.Errorf("not yet; last lines:\n%s", leader.lastLines(5))
+		}
+		return nil
+	})
+
+	tunnels := openPaced(t, g.wsClient, 0, s.paths, 100, nil, 200*time.Millisecond, 5*time.Minute)
+	leaderTunnels := openPaced(t, leader.wsClient, 1000, s.paths, 20, nil, 200*time.Millisecond, 5*time.Minute)
+	clients := startProber(g.wsClient, g.probeAddr, s.paths, 50*time.Millisecond)
+	leaderClients := startProber(leader.wsClient, leader.probeAddr, s.paths, 100*time.Millisecond)
+	defer clients.stop()
+	defer leaderClients.stop()
+	time.Sleep(time.Second)
+	t.Logf("before the outage, through the in-process gateway: %s", clients.snapshot())
+	t.Logf("before the outage, through the leader process: %s", leaderClients.snapshot())
+
+	// The API server goes away, etcd stays.
+	down := time.Now()
+	if err := cp.killAPIServer(); err != nil {
+		t.Fatalf("kill kube-apiserver: %v", err)
+	}
+	stopped := time.Now()
+	time.Sleep(outage)
+	if err := cp.startAPIServer(); err != nil {
+		t.Fatalf("restart kube-apiserver: %v", err)
+	}
+	if err := cp.waitAPI(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	during, leaderDuring := clients.snapshot(), leaderClients.snapshot()
+	t.Logf("kube-apiserver down for %s (killing it took %s, restarting it %s)", up.Sub(down).Round(time.Millisecond),
+		stopped.Sub(down).Round(time.Millisecond), up.Sub(stopped.Add(outage)).Round(time.Millisecond))
+	t.Logf("during the API server outage, through the in-process gateway: %s", during)
+	t.Logf("during the API server outage, through the leader process: %s", leaderDuring)
+	checkServedThrough(t, "the API server outage", during)
+	checkTunnelsAlive(t, "after the API server outage", tunnels)
+	checkLeaderSurvived(t, leader, leaderTunnels, leaderDuring, down)
+
+	t.Run("after the API server restarts a new pod is served and its removal revokes its tunnel", func(t *testing.T) {
+		checkResync(t, g, s, "127.0.5.55", "late-pod")
+	})
+
+	// etcd alone goes away; the API server stays.
+	down = time.Now()
+	if err := cp.killEtcd(); err != nil {
+		t.Fatalf("kill etcd: %v", err)
+	}
+	time.Sleep(outage / 4)
+	if err := cp.startEtcd(); err != nil {
+		t.Fatalf("restart etcd: %v", err)
+	}
+	if err := cp.waitAPI(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	during = clients.snapshot()
+	t.Logf("etcd down (the API server up but unable to serve) for %s", time.Since(down).Round(time.Millisecond))
+	t.Logf("during the etcd outage, through the in-process gateway: %s", during)
+	checkServedThrough(t, "the etcd outage", during)
+	checkTunnelsAlive(t, "after the etcd outage", tunnels)
+
+	t.Run("after etcd restarts a new pod is served and its removal revokes its tunnel", func(t *testing.T) {
+		checkResync(t, g, s, "127.0.5.56", "later-pod")
+	})
+
+	after := clients.stop()
+	t.Logf("after the outages, through the in-process gateway: %s", after)
+	checkServedThrough(t, "after the outages", after)
+	res := finishAll(tunnels, 10*time.Second)
+	t.Logf("tunnels through the in-process gateway across both outages: %s", res)
+	res.check(t, "tunnels through the in-process gateway")
+}
+
+// checkServedThrough fails unless every handshake of the period worked and
+// /readyz stayed 200.
+func checkServedThrough(t *testing.T, what string, c proberCounts) {
+	t.Helper()
+	if c.failed > 0 {
+		t.Errorf("during %s: %d of %d handshakes failed; first: %s", what, c.failed, c.ok+c.failed, c.firstErr)
+	}
+	if c.ok == 0 {
+		t.Errorf("during %s: no handshake was tried", what)
+	}
+	if c.notReady > 0 {
+		t.Errorf("during %s: /readyz was not 200 %d of %d times", what, c.notReady, c.probes)
+	}
+}
+
+// checkTunnelsAlive fails if a paced tunnel ended or lost a message.
+func checkTunnelsAlive(t *testing.T, what string, ps []*pacedTunnel) {
+	t.Helper()
+	for _, p := range ps {
+		if end := p.ended(); end != nil {
+			t.Errorf("%s: tunnel %d ended with close %d %q", what, p.id, end.code, end.reason)
+			return
+		}
+		if r := p.result(); r.lost+r.reordered+r.corrupt > 0 {
+			t.Errorf("%s: %s", what, r.firstProblem)
+			return
+		}
+	}
+}
+
+// checkLeaderSurvived reports what became of the leader process during
+// the outage.
+//
+// Finding "leader-exits-on-outage": controller-runtime's manager ends
+// when its leader election is lost (OnStoppedLeading sends "leader
+// election lost" to the manager and skips the graceful shutdown), and
+// cmd/wsgate runs the proxy in that same manager. When the API server is
+// unreachable for longer than the renew deadline (10s by default), the
+// leader replica exits with status 1 and its tunnels are cut without a
+// Close frame, although its data plane needs no API server. Proposed fix:
+// keep the data plane out of the leader's fate, e.g. run leader election
+// for the status writer only (client-go leaderelection in a loop that
+// re-campaigns after a loss, starting and stopping the RouteReconciler),
+// or at least let a lost election shut down gracefully (readiness false,
+// drain, Close 1001) instead of exiting at once; and expose
+// --leader-elect-lease-duration/--renew-deadline so operators can ride
+// out longer outages.
+func checkLeaderSurvived(t *testing.T, leader *wsgateProcess, tunnels []*pacedTunnel, c proberCounts, down time.Time) {
+	t.Helper()
+	if !leader.hasExited() {
+		if c.failed > 0 || c.notReady > 0 {
+			t.Errorf("the leader process: %s", c)
+		}
+		checkTunnelsAlive(t, "the leader process's tunnels after the outage", tunnels)
+		return
+	}
+	code, at, _ := leader.waitExit(time.Second)
+	codes := map[string]int{}
+	for _, p := range tunnels {
+		if end := p.ended(); end != nil {
+			codes[strconv.Itoa(int(end.code))+" "+shorten(end.reason)]++
+		} else {
+			codes["still open"]++
+		}
+	}
+	lost := strings.Contains(leader.output(), "leader election lost")
+	knownBug(t, "leader-exits-on-outage",
+		"the --leader-elect replica exited with status %d %s into the API server outage (\"leader election lost\" in its log: %v); its %d tunnels ended with %v (-1: no Close frame)",
+		code, at.Sub(down).Round(time.Millisecond), lost, len(tunnels), codes)
+}
+
+func shorten(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "..."
+	}
+	return s
+}
+
+// checkResync adds a pod to the stable route (an echo server at ip on the
+// route's port), waits until the gateway serves it and the route's status
+// counts it, opens a tunnel to it, deletes the pod and checks the tunnel
+// gets Close 1008 within revokeWithin.
+func checkResync(t *testing.T, g *gateway, s *stableRoute, ip, name string) {
+	srv, err := echopod.Start(net.JoinHostPort(ip, strconv.Itoa(int(s.port))))
+	if err != nil {
+		t.Fatalf("echo server on %s: %v", ip, err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	written := time.Now()
+	p := createPod(t, s.ns, pod{name: name, ip: ip, port: s.port, labels: map[string]string{"app": "echo"}})
+	path := podPath("/"+s.ns, ip, "/stable")
+	eventually(t, resyncWithin, "the new pod is served", func() error {
+		if got := g.status(path, nil); got != http.StatusSwitchingProtocols {
+			return fmt.Errorf("status %d", got)
+		}
+		return nil
+	})
+	served := time.Since(written)
+	waitRoute(t, s.ns, "stable", readyWith(len(s.pods)+1))
+	t.Logf("the new pod was served %s after it was created, and counted in the route's status %s after", served.Round(time.Millisecond), time.Since(written).Round(time.Millisecond))
+
+	conn := g.open(t, path, nil)
+	mustEcho(t, conn, "hello new pod")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ended := make(chan closed, 1)
+	go func() { ended <- awaitClose(ctx, conn) }()
+	written = time.Now()
+	mustDelete(t, p)
+	cl := <-ended
+	t.Logf("deleting the pod closed its tunnel with %d %q %s after the API write", cl.code, cl.reason, cl.at.Sub(written).Round(time.Millisecond))
+	if cl.code != websocket.StatusPolicyViolation || cl.at.Sub(written) > revokeWithin {
+		t.Errorf("the new pod's tunnel ended with %d %q %s after its deletion, want 1008 within %s", cl.code, cl.reason, cl.at.Sub(written), revokeWithin)
+	}
+	if got := g.status(path, nil); got != http.StatusNotFound {
+		t.Errorf("a handshake to the deleted pod: %d, want 404", got)
+	}
+}
+
+// resyncWithin bounds how long after a restart a change takes to reach
+// the gateway. The informers' reflectors retry with client-go's backoff
+// (800ms doubling to a 30s cap, with up to 100% jitter), so after a
+// 20s outage this takes from seconds to over a minute.
+const resyncWithin = 2 * time.Minute

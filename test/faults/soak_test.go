@@ -1,0 +1,302 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Settings of the soak test (make soak).
+const (
+	// soakEnv is how long the soak runs (a Go duration); unset, the test
+	// is skipped: it is not part of the regular suite.
+	soakEnv = "WSGATE_SOAK_DURATION"
+	// soakSampleEnv is the sampling interval (default 5s).
+	soakSampleEnv = "WSGATE_SOAK_SAMPLE"
+)
+
+// TestSoakKeepsResourcesFlat runs the wsgate binary under steady load for
+// WSGATE_SOAK_DURATION (make soak: 15 minutes unless SOAK_DURATION says
+// otherwise): long-lived tunnels exchanging numbered messages (a tenth of
+// them replaced every 30s), short connections opened and closed without
+// pause, and a burst of unrelated API changes every 10s. It samples the
+// gateway's RSS, goroutines and open file descriptors and reports their
+// least-squares slopes per hour. It fails only on errors (a failed
+// handshake, a dropped tunnel, a lost or reordered message, a failed API
+// change, the gateway exiting), not on slopes: judge those from the
+// report.
+func TestSoakKeepsResourcesFlat(t *testing.T) {
+	v := os.Getenv(soakEnv)
+	if v == "" {
+		t.Skipf("set %s (e.g. 15m) to run the soak test; make soak does", soakEnv)
+	}
+	duration, err := time.ParseDuration(v)
+	if err != nil || duration <= 0 {
+		t.Fatalf("%s=%q: want a positive duration", soakEnv, v)
+	}
+	every := 5 * time.Second
+	if v := os.Getenv(soakSampleEnv); v != "" {
+		if every, err = time.ParseDuration(v); err != nil || every <= 0 {
+			t.Fatalf("%s=%q: want a positive duration", soakSampleEnv, v)
+		}
+	}
+
+	ns := env.Namespace(t)
+	ips := []string{"127.0.6.50", "127.0.6.51", "127.0.6.52", "127.0.6.53"}
+	port, _ := echoPods(t, ips...)
+	var paths []string
+	for i, ip := range ips {
+		createPod(t, ns, pod{name: fmt.Sprintf("echo-%d", i), ip: ip, port: port, labels: map[string]string{"app": "echo"}})
+		paths = append(paths, podPath("/"+ns, ip, "/soak"))
+	}
+	createRoute(t, ns, route{name: "soak", prefix: "/" + ns, app: "echo", port: intstr.FromString("ws")})
+	gw := startWsgate(t, "soak-gateway", "--drain-timeout", "1s", "--shutdown-grace-period", "5s")
+	for _, p := range paths {
+		gw.waitServes(t, p)
+	}
+	t.Logf("soak: %s against %s (pid %d), sampling every %s", duration, gw.addr, gw.cmd.Process.Pid, every)
+
+	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	defer cancel()
+	start := time.Now()
+
+	// Long-lived tunnels, a tenth replaced every 30s.
+	const long = 200
+	var longMu sync.Mutex
+	tunnels := openPaced(t, gw.wsClient, 0, paths, long, nil, 200*time.Millisecond, duration+time.Minute)
+	var longRes pacedResult
+	nextID := long
+	var loops sync.WaitGroup
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		tick := time.NewTicker(30 * time.Second)
+		defer tick.Stop()
+		for round := 0; ; round++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for i := range long / 10 {
+				k := (round*long/10 + i) % long
+				longMu.Lock()
+				old := tunnels[k]
+				longMu.Unlock()
+				r := old.finish(5 * time.Second)
+				cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+				conn, status, _, err := gw.handshake(cctx, paths[k%len(paths)], nil)
+				ccancel()
+				longMu.Lock()
+				longRes = longRes.add(r)
+				if err != nil {
+					longRes = longRes.add(pacedResult{dropped: 1, firstProblem: fmt.Sprintf("reopening tunnel %d: %v (status %d)", k, err, status)})
+					tunnels[k] = nil
+					longMu.Unlock()
+					return
+				}
+				tunnels[k] = startPaced(nextID, paths[k%len(paths)], conn, 200*time.Millisecond, duration+time.Minute)
+				nextID++
+				longMu.Unlock()
+			}
+		}
+	}()
+
+	// Short connections, without pause.
+	var shortOK, shortFailed atomic.Int64
+	var shortErr atomic.Value
+	for w := range 4 {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			for i := 0; ctx.Err() == nil && i < 10_000_000; i++ {
+				if err := shortConnection(ctx, gw.wsClient, paths[(w+i)%len(paths)], w*10_000_000+i); err != nil && ctx.Err() == nil {
+					shortFailed.Add(1)
+					shortErr.CompareAndSwap(nil, err.Error())
+				} else if err == nil {
+					shortOK.Add(1)
+				}
+			}
+		}()
+	}
+
+	// Unrelated changes: 40 every 10s.
+	churnNS := []string{env.Namespace(t), env.Namespace(t)}
+	certs := churnCerts(t, churnNS)
+	var churnMu sync.Mutex
+	var churned []*churnReport
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			report, done := churn(ctx, churnConfig{namespaces: churnNS, changes: 40, ipBase: 170, certs: certs})
+			<-done
+			churnMu.Lock()
+			churned = append(churned, report)
+			churnMu.Unlock()
+		}
+	}()
+
+	// Samples.
+	var samples []soakSample
+	var sampleErr error
+	tick := time.NewTicker(every)
+sampling:
+	for {
+		if gw.hasExited() {
+			t.Errorf("the gateway exited during the soak: %v\n%s", gw.exitErr, gw.lastLines(20))
+			break
+		}
+		st, err := gw.stats()
+		if err != nil {
+			sampleErr = err
+		} else {
+			samples = append(samples, soakSample{at: time.Since(start), stats: st})
+			if len(samples)%max(1, int(time.Minute/every)) == 1 {
+				t.Logf("%8s  RSS %6.1f MiB  goroutines %6d  fds %6d  short connections %d ok, %d failed",
+					time.Since(start).Round(time.Second), float64(st.rssBytes)/(1<<20), st.goroutines, st.fds, shortOK.Load(), shortFailed.Load())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			break sampling
+		case <-tick.C:
+		}
+	}
+	tick.Stop()
+	cancel()
+	loops.Wait()
+	longMu.Lock()
+	var live []*pacedTunnel
+	for _, p := range tunnels {
+		if p != nil {
+			live = append(live, p)
+		}
+	}
+	longMu.Unlock()
+	longRes = longRes.add(finishAll(live, 10*time.Second))
+
+	// Report.
+	var changes, failedChanges int
+	for _, r := range churned {
+		changes += r.total()
+		r.mu.Lock()
+		failedChanges += len(r.errs)
+		if len(r.errs) > 0 {
+			t.Errorf("API changes failed: %v", r.errs[0])
+		}
+		r.mu.Unlock()
+	}
+	t.Logf("soak of %s: long-lived tunnels: %s", time.Since(start).Round(time.Second), longRes)
+	t.Logf("short connections: %d ok, %d failed (first: %v)", shortOK.Load(), shortFailed.Load(), shortErr.Load())
+	t.Logf("unrelated API changes: %d in %d bursts, %d failed", changes, len(churned), failedChanges)
+	if sampleErr != nil {
+		t.Logf("a sample failed: %v", sampleErr)
+	}
+	t.Logf("%s", soakSlopes(samples))
+	longRes.check(t, "long-lived tunnels")
+	if n := shortFailed.Load(); n > 0 {
+		t.Errorf("%d short connections failed; first: %v", n, shortErr.Load())
+	}
+	if shortOK.Load() == 0 {
+		t.Error("no short connection went through")
+	}
+	if len(samples) < 3 {
+		t.Errorf("only %d samples", len(samples))
+	}
+}
+
+// shortConnection opens a tunnel, exchanges ten messages and closes it.
+func shortConnection(ctx context.Context, c wsClient, path string, id int) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, status, _, err := c.handshake(ctx, path, nil)
+	if err != nil {
+		return fmt.Errorf("handshake for %s: %w (status %d)", path, err, status)
+	}
+	defer func() { _ = conn.CloseNow() }()
+	for i := range 10 {
+		if err := echo(ctx, conn, message(id, int64(i))); err != nil {
+			return err
+		}
+	}
+	return conn.Close(websocket.StatusNormalClosure, "")
+}
+
+// soakSample is one measure of the gateway process.
+type soakSample struct {
+	at    time.Duration
+	stats processStats
+}
+
+// soakSlopes reports the least-squares slopes per hour of RSS,
+// goroutines and fds, over all samples and over the second half (after
+// warm-up).
+func soakSlopes(samples []soakSample) string {
+	if len(samples) < 2 {
+		return "too few samples for slopes"
+	}
+	series := []struct {
+		name, unit string
+		scale      float64
+		value      func(processStats) float64
+	}{
+		{"RSS", "MiB", 1.0 / (1 << 20), func(s processStats) float64 { return float64(s.rssBytes) }},
+		{"goroutines", "", 1, func(s processStats) float64 { return float64(s.goroutines) }},
+		{"fds", "", 1, func(s processStats) float64 { return float64(s.fds) }},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "gateway resources over %d samples (%s to %s):\n", len(samples), samples[0].at.Round(time.Second), samples[len(samples)-1].at.Round(time.Second))
+	for _, s := range series {
+		first, last := s.value(samples[0].stats)*s.scale, s.value(samples[len(samples)-1].stats)*s.scale
+		lo, hi := first, first
+		for _, x := range samples {
+			v := s.value(x.stats) * s.scale
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		all := slopePerHour(samples, s.value) * s.scale
+		half := slopePerHour(samples[len(samples)/2:], s.value) * s.scale
+		fmt.Fprintf(&b, "  %-10s first %9.1f  last %9.1f  min %9.1f  max %9.1f %-3s  slope %+9.1f %s/h (second half %+9.1f %s/h)\n",
+			s.name, first, last, lo, hi, s.unit, all, s.unit, half, s.unit)
+	}
+	return b.String()
+}
+
+// slopePerHour is the least-squares slope of value over time, per hour.
+func slopePerHour(samples []soakSample, value func(processStats) float64) float64 {
+	n := float64(len(samples))
+	if n < 2 {
+		return 0
+	}
+	var sx, sy float64
+	for _, s := range samples {
+		sx += s.at.Hours()
+		sy += value(s.stats)
+	}
+	mx, my := sx/n, sy/n
+	var num, den float64
+	for _, s := range samples {
+		dx := s.at.Hours() - mx
+		num += dx * (value(s.stats) - my)
+		den += dx * dx
+	}
+	if den == 0 {
+		return 0
+	}
+	return num / den
+}
