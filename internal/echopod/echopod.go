@@ -8,8 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,4 +117,36 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// StartAll starts one server per address, all on the same port (a WsRoute
+// names one port for all its pods), and returns the port and the servers
+// in the order of ips. It retries with another port when one is taken on
+// some address.
+func StartAll(ips ...string) (uint16, []*Server, error) {
+	var lastErr error
+	for range 20 {
+		first, err := Start(net.JoinHostPort(ips[0], "0"))
+		if err != nil {
+			return 0, nil, err
+		}
+		port := netip.MustParseAddrPort(first.Addr).Port()
+		servers := []*Server{first}
+		for _, ip := range ips[1:] {
+			s, err := Start(net.JoinHostPort(ip, strconv.Itoa(int(port))))
+			if err != nil {
+				// The port is taken on this address: try another one.
+				lastErr = err
+				break
+			}
+			servers = append(servers, s)
+		}
+		if len(servers) == len(ips) {
+			return port, servers, nil
+		}
+		for _, s := range servers {
+			_ = s.Close()
+		}
+	}
+	return 0, nil, fmt.Errorf("no port free on all of %v: %w", ips, lastErr)
 }

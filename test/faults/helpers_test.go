@@ -142,36 +142,16 @@ func knownBug(t testing.TB, id, format string, args ...any) {
 // servers in the order of ips. They stop when the test ends.
 func echoPods(t *testing.T, ips ...string) (int32, []*echopod.Server) {
 	t.Helper()
-	var lastErr error
-	for range 20 {
-		first, err := echopod.Start(net.JoinHostPort(ips[0], "0"))
-		if err != nil {
-			t.Fatalf("echo server on %s: %v", ips[0], err)
-		}
-		port := netip.MustParseAddrPort(first.Addr).Port()
-		servers := []*echopod.Server{first}
-		for _, ip := range ips[1:] {
-			s, err := echopod.Start(net.JoinHostPort(ip, strconv.Itoa(int(port))))
-			if err != nil {
-				lastErr = err
-				break
-			}
-			servers = append(servers, s)
-		}
-		if len(servers) == len(ips) {
-			t.Cleanup(func() {
-				for _, s := range servers {
-					_ = s.Close()
-				}
-			})
-			return int32(port), servers
-		}
+	port, servers, err := echopod.StartAll(ips...)
+	if err != nil {
+		t.Fatalf("echo servers on %v: %v", ips, err)
+	}
+	t.Cleanup(func() {
 		for _, s := range servers {
 			_ = s.Close()
 		}
-	}
-	t.Fatalf("no port free on all of %v: %v", ips, lastErr)
-	return 0, nil
+	})
+	return int32(port), servers
 }
 
 // freePort returns a port that was free on all of ips a moment ago.
