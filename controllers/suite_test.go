@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -51,7 +52,9 @@ func startGateway(t *testing.T, defaultHost string) *gateway {
 // election).
 func startReplica(t *testing.T, defaultHost string, opts ctrl.Options) *gateway {
 	t.Helper()
-	ctrl.SetLogger(testr.NewWithOptions(t, testr.Options{Verbosity: 0}))
+	// The manager's own goroutines (the Event broadcaster) may log after
+	// the test ends, so they do not log through t.
+	ctrl.SetLogger(logr.Discard())
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		LeaderElection:                opts.LeaderElection,
 		LeaderElectionID:              opts.LeaderElectionID,
