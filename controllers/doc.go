@@ -6,7 +6,11 @@
 //   - TableBuilder runs on every replica. It rebuilds the routing table from
 //     the cache (batching bursts of events) and publishes it atomically to
 //     the data plane. It never writes to the API server.
-//   - RouteReconciler runs on the elected leader only. It writes each
-//     route's status (conditions, endpoints, observedGeneration) and Events
-//     from the latest build, only when they changed.
+//   - RouteReconciler writes each route's status (conditions, endpoints,
+//     observedGeneration), Events and Certificate from the latest build,
+//     only when they changed, and only while this replica leads.
+//
+// LeaderElection campaigns for the leader Lease on every replica. Losing
+// it stops the RouteReconciler's writes, nothing else; the replica then
+// campaigns again, and on winning reconciles every route.
 package controllers

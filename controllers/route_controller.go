@@ -14,9 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -29,8 +31,9 @@ import (
 )
 
 // RouteReconciler writes each WsRoute's status and Events from the latest
-// table build. It runs on the elected leader only; status is written only
-// when it changed.
+// table build, and manages the Certificates routes own. It runs on every
+// replica but works only while Leader says this replica leads; status is
+// written only when it changed.
 type RouteReconciler struct {
 	client.Client
 	// Builds supplies the latest build result and tells which routes
@@ -42,6 +45,10 @@ type RouteReconciler struct {
 	// routes with tls.issuerRef then own a Certificate (see
 	// CertManagerInstalled).
 	CertManager bool
+	// Leader gates the writes: while this replica does not lead, routes
+	// are left alone, and each time it becomes the leader every route is
+	// reconciled again. Nil: this replica is the only writer.
+	Leader *LeaderElection
 }
 
 // +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes,verbs=get;list;watch
@@ -53,6 +60,9 @@ type RouteReconciler struct {
 
 // Reconcile brings one route's status in line with the latest build.
 func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if !r.Leader.IsLeader() {
+		return ctrl.Result{}, nil // the next leader reconciles every route
+	}
 	var route wsgatev1alpha1.WsRoute
 	if err := r.Get(ctx, req.NamespacedName, &route); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -218,12 +228,27 @@ func skippedSummary(skipped []wsgatev1alpha1.SkippedPods) string {
 }
 
 // SetupWithManager registers the reconciler: it reconciles a route when
-// its spec changes, when a table build changes its status, and when its
-// Certificate changes.
+// its spec changes, when a table build changes its status, when its
+// Certificate changes, and when this replica becomes the leader. It runs
+// whether this replica leads or not (Leader gates its writes).
 func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	b := ctrl.NewControllerManagedBy(mgr)
+	b := ctrl.NewControllerManagedBy(mgr).WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)})
 	if r.CertManager {
 		b = b.Owns(&cmapi.Certificate{})
+	}
+	if r.Leader != nil {
+		b = b.WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+			r.Leader.OnElected(func() {
+				// The first build enqueues every route; until then there
+				// is nothing to write.
+				if res := r.Builds.Latest(); res != nil {
+					for k := range res.Routes {
+						q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.Name}})
+					}
+				}
+			})
+			return nil
+		}))
 	}
 	return b.
 		For(&wsgatev1alpha1.WsRoute{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,38 +33,50 @@ var env *testenv.Env
 func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
 // gateway is one running replica's control plane: manager, table builder
-// and (with leader election off) the status reconciler.
+// and status reconciler.
 type gateway struct {
 	tables  *routing.Publisher
 	builder *controllers.TableBuilder
 	// stop stops the manager (also done when the test ends).
 	stop func()
-	// elected is closed when this replica becomes the leader.
+	// leader campaigns for the Lease (nil: leader election off).
+	leader *controllers.LeaderElection
+	// elected is closed when this replica first becomes the leader.
 	elected <-chan struct{}
+	// exited is closed when the manager has stopped.
+	exited <-chan struct{}
 }
 
 // startGateway runs a manager like cmd/wsgate does until the test ends.
 func startGateway(t *testing.T, defaultHost string) *gateway {
 	t.Helper()
-	return startReplica(t, defaultHost, ctrl.Options{})
+	return startReplica(t, defaultHost, replicaOptions{})
 }
 
-// startReplica is startGateway with extra manager options (leader
-// election).
-func startReplica(t *testing.T, defaultHost string, opts ctrl.Options) *gateway {
+// replicaOptions are what startReplica adds to startGateway.
+type replicaOptions struct {
+	// leader runs leader election as cmd/wsgate's --leader-elect does
+	// (nil: off).
+	leader *controllers.LeaderElectionOptions
+	// config reaches the API server (nil: env.Config).
+	config *rest.Config
+}
+
+// startReplica is startGateway with options.
+func startReplica(t *testing.T, defaultHost string, o replicaOptions) *gateway {
 	t.Helper()
 	// The manager's own goroutines (the Event broadcaster) may log after
 	// the test ends, so they do not log through t.
 	ctrl.SetLogger(logr.Discard())
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		LeaderElection:                opts.LeaderElection,
-		LeaderElectionID:              opts.LeaderElectionID,
-		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
-		LeaderElectionReleaseOnCancel: opts.LeaderElectionReleaseOnCancel,
-		Scheme:                        env.Scheme,
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:        "0",
-		Cache:                         controllers.CacheOptions(false),
+	cfg := o.config
+	if cfg == nil {
+		cfg = env.Config
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(false),
 		// Each test starts its own manager with the same controller name.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
@@ -75,13 +88,31 @@ func startReplica(t *testing.T, defaultHost string, opts ctrl.Options) *gateway 
 	if err := mgr.Add(g.builder); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&controllers.RouteReconciler{Client: mgr.GetClient(), Builds: g.builder, Recorder: mgr.GetEventRecorder("wsgate")}).SetupWithManager(mgr); err != nil {
+	elected := make(chan struct{})
+	if o.leader != nil {
+		if g.leader, err = controllers.NewLeaderElection(cfg, mgr, *o.leader); err != nil {
+			t.Fatalf("leader election: %v", err)
+		}
+		var once sync.Once
+		g.leader.OnElected(func() { once.Do(func() { close(elected) }) })
+		if err := mgr.Add(g.leader); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		close(elected)
+	}
+	g.elected = elected
+	if err := (&controllers.RouteReconciler{Client: mgr.GetClient(), Builds: g.builder, Recorder: mgr.GetEventRecorder("wsgate"), Leader: g.leader}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	g.elected = mgr.Elected()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
+	exited := make(chan struct{})
+	go func() {
+		done <- mgr.Start(ctx)
+		close(exited)
+	}()
+	g.exited = exited
 	var once sync.Once
 	g.stop = func() {
 		once.Do(func() {
@@ -160,8 +191,14 @@ func (g *gateway) allowlisted(ns, name string) []string {
 // exactly want.
 func (g *gateway) waitAllowlist(t testing.TB, ns, name string, want ...string) {
 	t.Helper()
+	g.waitAllowlistWithin(t, 10*time.Second, ns, name, want...)
+}
+
+// waitAllowlistWithin is waitAllowlist with a timeout.
+func (g *gateway) waitAllowlistWithin(t testing.TB, timeout time.Duration, ns, name string, want ...string) {
+	t.Helper()
 	sort.Strings(want)
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, timeout, func() error {
 		got := g.allowlisted(ns, name)
 		if got == nil {
 			return fmt.Errorf("route %s/%s is not in the table", ns, name)
@@ -187,8 +224,14 @@ func (g *gateway) waitRouteGone(t testing.TB, ns, name string) {
 // waitStatus waits until the route's status satisfies check.
 func waitStatus(t testing.TB, ns, name string, check func(*wsgatev1alpha1.WsRoute) error) *wsgatev1alpha1.WsRoute {
 	t.Helper()
+	return waitStatusWithin(t, 10*time.Second, ns, name, check)
+}
+
+// waitStatusWithin is waitStatus with a timeout.
+func waitStatusWithin(t testing.TB, timeout time.Duration, ns, name string, check func(*wsgatev1alpha1.WsRoute) error) *wsgatev1alpha1.WsRoute {
+	t.Helper()
 	var r wsgatev1alpha1.WsRoute
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, timeout, func() error {
 		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
 			return err
 		}

@@ -149,20 +149,31 @@ func run() error {
 		log.Info("cert-manager's Certificate API is not installed: routes with tls.issuerRef will report CertManagerMissing; restart wsgate after installing cert-manager")
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme,
-		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
-		HealthProbeBindAddress:  probeAddr,
-		LeaderElection:          leaderElect,
-		LeaderElectionID:        leaderElectionID,
-		LeaderElectionNamespace: leaderElectionNamespace,
-		// Replicas give up leadership on shutdown so the next one takes
-		// over status writes at once.
-		LeaderElectionReleaseOnCancel: true,
-		GracefulShutdownTimeout:       ptr.To(grace + 5*time.Second),
-		Cache:                         controllers.CacheOptions(certManager, splitList(watchNamespaces)...),
+		Scheme:                 scheme,
+		Metrics:                metricsOptions(metricsAddr, secureMetrics),
+		HealthProbeBindAddress: probeAddr,
+		// No leader election here: a manager that loses its Lease stops,
+		// and with it the data plane. controllers.LeaderElection gates
+		// the leader work only.
+		GracefulShutdownTimeout: ptr.To(grace + 5*time.Second),
+		Cache:                   controllers.CacheOptions(certManager, splitList(watchNamespaces)...),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
+	}
+	var leader *controllers.LeaderElection
+	if leaderElect {
+		leader, err = controllers.NewLeaderElection(cfg, mgr, controllers.LeaderElectionOptions{
+			Namespace: leaderElectionNamespace,
+			Name:      leaderElectionID,
+			Log:       log.WithName("leader"),
+		})
+		if err != nil {
+			return fmt.Errorf("leader election: %w", err)
+		}
+		if err := mgr.Add(leader); err != nil {
+			return fmt.Errorf("add leader election: %w", err)
+		}
 	}
 
 	tables := routing.NewPublisher()
@@ -184,6 +195,7 @@ func run() error {
 		Builds:      tb,
 		Recorder:    mgr.GetEventRecorder("wsgate"),
 		CertManager: certManager,
+		Leader:      leader,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up WsRoute controller: %w", err)
 	}

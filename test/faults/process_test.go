@@ -220,17 +220,11 @@ func (p *wsgateProcess) stats() (processStats, error) {
 		return s, err
 	}
 	s.fds = len(fds)
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + p.metricsAddr + "/metrics")
+	body, err := p.metrics()
 	if err != nil {
 		return s, err
 	}
-	defer resp.Body.Close()
-	var body bytes.Buffer
-	if _, err := body.ReadFrom(resp.Body); err != nil {
-		return s, err
-	}
-	for _, line := range strings.Split(body.String(), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
@@ -243,4 +237,36 @@ func (p *wsgateProcess) stats() (processStats, error) {
 		return s, errors.New("no go_goroutines in /metrics")
 	}
 	return s, nil
+}
+
+// metrics returns the process's /metrics page.
+func (p *wsgateProcess) metrics() (string, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + p.metricsAddr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(resp.Body); err != nil {
+		return "", err
+	}
+	return body.String(), nil
+}
+
+// leads reports whether the process says it holds the leader Lease
+// (leader_election_master_status, the metric the chart's dashboard and
+// alert read).
+func (p *wsgateProcess) leads() (bool, error) {
+	body, err := p.metrics()
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", p.name, err)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "leader_election_master_status{") {
+			f := strings.Fields(line)
+			return f[len(f)-1] == "1", nil
+		}
+	}
+	return false, nil
 }
