@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -78,18 +77,11 @@ func checkOrigin(r *http.Request, route *routing.Route) *refusal {
 	if len(origins) == 0 {
 		return nil
 	}
-	origin := strings.ToLower(strings.TrimSpace(origins[0]))
-	if len(route.AllowedOrigins) == 0 {
-		u, err := url.Parse(origin)
-		if err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
-			return nil
-		}
-		return refuse(http.StatusForbidden, "cross-origin websocket refused: the route allows no other origins")
+	if origin, _ := requestOrigin(r); originMatches(origin, r.Host, route.AllowedOrigins) {
+		return nil
 	}
-	for _, o := range route.AllowedOrigins {
-		if o == "*" || o == origin {
-			return nil
-		}
+	if len(route.AllowedOrigins) == 0 {
+		return refuse(http.StatusForbidden, "cross-origin websocket refused: the route allows no other origins")
 	}
 	return refuse(http.StatusForbidden, "origin not allowed by the route")
 }

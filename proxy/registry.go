@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/wsgate/wsgate/routing"
@@ -86,29 +87,66 @@ func (r *registry) remove(k backendKey, t *tunnel) {
 	r.wg.Done()
 }
 
-// revoked returns the open tunnels whose backend tbl no longer allows,
-// except those that drain: the route's current revokePolicy decides, or,
-// for a route that is gone, the policy it had when the tunnel opened.
-func (r *registry) revoked(tbl *routing.Table) []*tunnel {
+// revocation is an open tunnel the current table no longer allows, and
+// why.
+type revocation struct {
+	t      *tunnel
+	reason string
+}
+
+// Reasons sent in the Close frame of a revoked tunnel.
+const (
+	reasonPodRevoked    = "pod is no longer allowlisted"
+	reasonOriginRevoked = "origin is no longer allowed by the route"
+)
+
+// revoked returns the open tunnels that tbl no longer allows, except
+// those that drain: the route's current revokePolicy decides, or, for a
+// route that is gone, the policy it had when the tunnel opened. A tunnel
+// is no longer allowed when its pod left the route's allowlist, or when
+// the route's allowedOrigins no longer admit the Origin it opened with.
+func (r *registry) revoked(tbl *routing.Table) []revocation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*tunnel
+	var out []revocation
 	for k, set := range r.tunnels {
-		if tbl.Allows(k.route, k.backend) {
-			continue
-		}
 		rt, exists := tbl.Route(k.route)
+		podAllowed := tbl.Allows(k.route, k.backend)
 		for t := range set {
 			drain := t.drainOnRevoke
 			if exists {
 				drain = rt.DrainOnRevoke
 			}
-			if !drain {
-				out = append(out, t)
+			if drain {
+				continue
+			}
+			if reason := revokeReason(podAllowed, rt, t); reason != "" {
+				out = append(out, revocation{t: t, reason: reason})
 			}
 		}
 	}
 	return out
+}
+
+// revokeReason says why route rt (nil: gone) no longer allows tunnel t,
+// or "" when it still does.
+func revokeReason(podAllowed bool, rt *routing.Route, t *tunnel) string {
+	if !podAllowed || rt == nil {
+		return reasonPodRevoked
+	}
+	if in := t.info; in != nil && in.hasOrigin &&
+		!slices.Equal(in.route.AllowedOrigins, rt.AllowedOrigins) &&
+		!originMatches(in.origin, in.host, rt.AllowedOrigins) {
+		return reasonOriginRevoked
+	}
+	return ""
+}
+
+// stillAllowed says why tbl no longer allows a tunnel just registered
+// under k, or "" when it does.
+func (r *registry) stillAllowed(tbl *routing.Table, k backendKey, t *tunnel) string {
+	rt, _ := tbl.Route(k.route)
+	return revokeReason(tbl.Allows(k.route, k.backend), rt, t)
 }
 
 // closeAll refuses further tunnels and returns every open one.

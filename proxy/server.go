@@ -73,6 +73,10 @@ type Options struct {
 	RefusalLogRate int
 	// Metrics, when set, are updated by the gateway.
 	Metrics *Metrics
+
+	// goroutineTunnels runs every tunnel on goroutines, even where an
+	// event loop could carry it (tests run both engines).
+	goroutineTunnels bool
 }
 
 func (o *Options) setDefaults() {
@@ -214,8 +218,8 @@ func (s *Server) watchTables() {
 }
 
 func (s *Server) revoke(tbl *routing.Table) {
-	for _, t := range s.reg.revoked(tbl) {
-		t.Close(ClosePolicyViolation, "pod is no longer allowlisted", ClosedRevoked)
+	for _, rv := range s.reg.revoked(tbl) {
+		rv.t.Close(ClosePolicyViolation, rv.reason, ClosedRevoked)
 	}
 }
 
@@ -364,7 +368,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	t.clientPending = append([]byte(nil), clientPending...)
 	t.podPending = append([]byte(nil), podPending...)
 	t.drainOnRevoke = tgt.route.DrainOnRevoke
-	t.metrics = s.opts.Metrics.forTunnel(tgt.route)
+	t.setMetrics(s.opts.Metrics.forTunnel(tgt.route))
+	// Only what the access log and revocation need is kept: holding r
+	// would keep the request and its connection state alive as long as
+	// the tunnel.
+	t.info = &tunnelInfo{key: key, route: tgt.route, backend: tgt.backend, client: r.RemoteAddr, host: r.Host}
+	t.info.origin, t.info.hasOrigin = requestOrigin(r)
 	s.opts.Metrics.handshake(tgt.route, http.StatusSwitchingProtocols)
 	podOK = true
 	if !s.reg.add(key, t) {
@@ -376,15 +385,15 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	registered = true
 	// The table may have changed while the pod answered: a revocation
 	// that the watcher ran before add would be missed.
-	if !s.tables.Load().Allows(key.route, key.backend) && !t.drainOnRevoke {
-		t.Close(ClosePolicyViolation, "pod is no longer allowlisted", ClosedRevoked)
+	if reason := s.reg.stillAllowed(s.tables.Load(), key, t); reason != "" && !t.drainOnRevoke {
+		t.Close(ClosePolicyViolation, reason, ClosedRevoked)
 	}
-	// The tunnel runs on goroutines of its own so that this handler
-	// returns and net/http frees the connection's buffers and stack.
-	// Only what the access log needs is kept: holding r would keep the
-	// request and its connection state alive as long as the tunnel.
-	t.info = &tunnelInfo{key: key, route: tgt.route, backend: tgt.backend, client: r.RemoteAddr, host: r.Host}
-	go s.serveTunnel(t)
+	// Plain TCP tunnels move to an event loop; others (TLS) run on
+	// goroutines of their own, so that this handler returns and net/http
+	// frees the connection's buffers and stack either way.
+	if s.opts.goroutineTunnels || !startEvented(t, func() { s.tunnelDone(t) }) {
+		go s.serveTunnel(t)
+	}
 }
 
 // tunnelInfo is what a tunnel's access log line and registry entry need.
@@ -393,6 +402,9 @@ type tunnelInfo struct {
 	route        *routing.Route
 	backend      routing.Backend
 	client, host string
+	// origin is the handshake's Origin, normalized, if it had one.
+	origin    string
+	hasOrigin bool
 }
 
 // serveTunnel runs a registered tunnel to its end. Its frame (and run's
@@ -400,6 +412,11 @@ type tunnelInfo struct {
 // chain, and their stacks are most of its memory.
 func (s *Server) serveTunnel(t *tunnel) {
 	t.run()
+	s.tunnelDone(t)
+}
+
+// tunnelDone unregisters an ended tunnel and records it.
+func (s *Server) tunnelDone(t *tunnel) {
 	s.reg.remove(t.info.key, t)
 	s.tunnelEnded(t)
 }

@@ -65,7 +65,11 @@ type tunnel struct {
 	// Byte counts, for logs and metrics.
 	fromClient, fromPod atomic.Int64
 	metrics             tunnelMetrics
-	opened              time.Time
+	// The two directions' accounting.
+	c2p, p2c flow
+	// ev is set when an event loop carries the tunnel.
+	ev     atomic.Pointer[evTunnel]
+	opened time.Time
 	// firstClose is who sent the first Close frame, and its code.
 	closeMu    sync.Mutex
 	firstClose CloseReason
@@ -82,7 +86,16 @@ func newTunnel(client, pod net.Conn, idle, lifetime time.Duration) *tunnel {
 		t.deadline = now.Add(lifetime)
 	}
 	t.lastActive.Store(now.UnixNano())
+	t.c2p = flow{count: &t.fromClient, eof: ClosedByClient}
+	t.p2c = flow{count: &t.fromPod, eof: ClosedByPod}
 	return t
+}
+
+// setMetrics sets the tunnel's metric series.
+func (t *tunnel) setMetrics(m tunnelMetrics) {
+	t.metrics = m
+	t.c2p.bytes = m.fromClient
+	t.p2c.bytes = m.fromPod
 }
 
 // Close asks the tunnel to end with a Close frame (code, reason) sent to
@@ -93,6 +106,10 @@ func (t *tunnel) Close(code uint16, reason string, why CloseReason) {
 		return
 	}
 	t.setEnded(why)
+	if et := t.ev.Load(); et != nil {
+		et.requestClose(t.closing.Load())
+		return
+	}
 	// Wake both directions; they notice the request and close at a
 	// boundary. A write blocked on a peer that stopped reading ends too.
 	past := time.Unix(1, 0)
@@ -159,7 +176,7 @@ func (t *tunnel) run() {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go t.clientToPod(&wg)
-	t.pump(t.pod, t.client, t.podPending, false, &flow{count: &t.fromPod, bytes: t.metrics.fromPod, eof: ClosedByPod})
+	t.pump(t.pod, t.client, t.podPending, false, &t.p2c)
 	wg.Wait()
 	_ = t.client.Close()
 	_ = t.pod.Close()
@@ -172,7 +189,7 @@ func (t *tunnel) run() {
 // clientToPod is the tunnel's second goroutine.
 func (t *tunnel) clientToPod(wg *sync.WaitGroup) {
 	defer wg.Done()
-	t.pump(t.client, t.pod, t.clientPending, true, &flow{count: &t.fromClient, bytes: t.metrics.fromClient, eof: ClosedByClient})
+	t.pump(t.client, t.pod, t.clientPending, true, &t.c2p)
 }
 
 // pump copies src to dst. toPod says dst is the pod (Close frames to it
@@ -181,11 +198,11 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, d *flow) {
 	// The tracker lives with the flow, not in this frame: the stacks of
 	// idle tunnels' goroutines are most of their memory.
 	frames := &d.frames
-	defer t.flowEnded(d, frames)
+	defer t.flowEnded(d)
 	raw := rawConn(src)
 	if len(pending) > 0 {
 		frames.consume(pending, false)
-		t.moved(d, frames, len(pending))
+		t.moved(d, len(pending))
 		if _, err := dst.Write(pending); err != nil {
 			t.fail(err)
 			return
@@ -199,14 +216,14 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, d *flow) {
 			t.finish(src, dst, frames, cr, toPod)
 			return
 		}
-		bp, n, err := t.read(src, raw)
+		bp, n, err := t.read(src, raw, d)
 		if n > 0 {
 			t.lastActive.Store(time.Now().UnixNano())
 			if cr := t.closing.Load(); cr != nil {
 				// A close was requested while these bytes arrived: forward
 				// them up to the first frame boundary only.
 				used := frames.consume((*bp)[:n], true)
-				t.moved(d, frames, used)
+				t.moved(d, used)
 				_, werr := dst.Write((*bp)[:used])
 				bufPool.Put(bp)
 				if werr != nil {
@@ -217,7 +234,7 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, d *flow) {
 				return
 			}
 			frames.consume((*bp)[:n], false)
-			t.moved(d, frames, n)
+			t.moved(d, n)
 			_, werr := dst.Write((*bp)[:n])
 			bufPool.Put(bp)
 			if werr != nil {
@@ -257,41 +274,60 @@ type flow struct {
 	eof CloseReason
 	// noted: the first Close frame of this direction was reported.
 	noted bool
+
+	// The result of a raw read (rawRead), and its bound callback.
+	rbuf   *[]byte
+	rn     int
+	rerr   error
+	readFn func(uintptr) bool
 }
 
 // moved accounts n bytes forwarded, and notes a Close frame as soon as
 // it is seen (who closed first).
-func (t *tunnel) moved(d *flow, frames *frameTracker, n int) {
+func (t *tunnel) moved(d *flow, n int) {
 	d.count.Add(int64(n))
 	if d.bytes != nil {
 		d.bytes.Add(float64(n))
 	}
-	if frames.closeSeen && !d.noted {
+	if d.frames.closeSeen && !d.noted {
 		d.noted = true
-		t.noteClose(d.eof, frames.peerCloseCode())
+		t.noteClose(d.eof, d.frames.peerCloseCode())
 	}
 }
 
 // flowEnded notes the direction's Close frame again, when its code is
 // surely complete.
-func (t *tunnel) flowEnded(d *flow, frames *frameTracker) {
-	if frames.closeSeen {
-		t.noteClose(d.eof, frames.peerCloseCode())
+func (t *tunnel) flowEnded(d *flow) {
+	if d.frames.closeSeen {
+		t.noteClose(d.eof, d.frames.peerCloseCode())
 	}
 }
 
-// read waits for src to be readable before borrowing a buffer, so that an
-// idle plain-TCP tunnel holds no buffer. Other connections (TLS) read
-// into a borrowed buffer directly.
-func (t *tunnel) read(src net.Conn, raw syscall.RawConn) (*[]byte, int, error) {
-	if raw != nil {
-		if err := raw.Read(readable); err != nil {
-			return nil, 0, err
-		}
+// read reads src into a borrowed buffer. On plain TCP it borrows the
+// buffer only once bytes are there, so that an idle tunnel holds none.
+func (t *tunnel) read(src net.Conn, raw syscall.RawConn, d *flow) (*[]byte, int, error) {
+	if raw == nil {
+		bp := bufPool.Get().(*[]byte)
+		n, err := src.Read(*bp)
+		return bp, n, err
 	}
-	bp := bufPool.Get().(*[]byte)
-	n, err := src.Read(*bp)
-	return bp, n, err
+	if d.readFn == nil {
+		d.readFn = d.rawRead
+	}
+	if err := raw.Read(d.readFn); err != nil {
+		return nil, 0, err
+	}
+	bp, n, err := d.rbuf, d.rn, d.rerr
+	d.rbuf, d.rerr = nil, nil
+	if err != nil {
+		bufPool.Put(bp)
+		return nil, 0, err
+	}
+	if n == 0 {
+		bufPool.Put(bp)
+		return nil, 0, io.EOF
+	}
+	return bp, n, nil
 }
 
 // armDeadline sets src's read deadline to the earlier of the idle timeout
@@ -372,9 +408,10 @@ func closeWrite(c net.Conn) {
 }
 
 // rawConn returns the syscall.RawConn of a plain TCP connection, or nil
-// where readable cannot tell (then reads borrow a buffer while waiting).
+// where raw reads are not available (then reads borrow a buffer while
+// waiting).
 func rawConn(c net.Conn) syscall.RawConn {
-	if readable == nil {
+	if !rawReads {
 		return nil
 	}
 	tc, ok := c.(*net.TCPConn)

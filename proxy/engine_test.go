@@ -1,0 +1,317 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Tunnels run on an event loop (plain TCP on Linux) or on goroutines
+// (TLS, other systems). These tests drive both engines through raw
+// clients and raw pods.
+
+func forEachEngine(t *testing.T, test func(t *testing.T, opts Options)) {
+	t.Run("evented", func(t *testing.T) { test(t, Options{}) })
+	t.Run("goroutines", func(t *testing.T) { test(t, Options{goroutineTunnels: true}) })
+}
+
+// upgrade101 reads the pod's handshake and answers 101; false if no
+// handshake arrived.
+func upgrade101(pc *podConn) bool {
+	if !pc.readHead() {
+		return false
+	}
+	_, req, _, _ := pc.recorded()
+	ans := strings.ReplaceAll(ok101, "{accept}", acceptKey(req.Header.Get("Sec-WebSocket-Key")))
+	_, err := pc.c.Write([]byte(ans))
+	return err == nil
+}
+
+// openRaw opens a tunnel to fake pod A of the fixture with a raw client.
+func openRaw(t *testing.T, f *hostileFixture) *rawAnswer {
+	t.Helper()
+	c, err := net.Dial("tcp", f.g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	a := roundTrip(t, c, wsHead("/rooms/127.0.0.2"))
+	if a.resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %q, want 101", a.resp.Status)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return a
+}
+
+// frameStream writes n binary frames of size bytes each (masked when
+// masked), with payloads that differ frame to frame, and hashes what it
+// wrote.
+type frameStream struct {
+	n, size int
+	masked  bool
+	sum     hash.Hash
+	written int64
+}
+
+func (s *frameStream) writeTo(w io.Writer) error {
+	s.sum = sha256.New()
+	buf := make([]byte, 0, s.size+14)
+	for i := range s.n {
+		buf = append(buf[:0], 0x82, 127)
+		if s.masked {
+			buf[1] |= 0x80
+		}
+		buf = binary.BigEndian.AppendUint64(buf, uint64(s.size))
+		if s.masked {
+			buf = append(buf, 0, 0, 0, 0) // a zero key: the payload is as written
+		}
+		for j := range s.size {
+			buf = append(buf, byte(i*31+j))
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		s.sum.Write(buf)
+		s.written += int64(len(buf))
+	}
+	return nil
+}
+
+// readAllHashed reads r to its end and returns its length and hash.
+func readAllHashed(r io.Reader) (int64, []byte, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	return n, h.Sum(nil), err
+}
+
+// forwardedFromClient is what the gateway has read from clients of open
+// tunnels.
+func forwardedFromClient(g *testGateway) int64 {
+	g.srv.reg.mu.Lock()
+	defer g.srv.reg.mu.Unlock()
+	var n int64
+	for _, set := range g.srv.reg.tunnels {
+		for tn := range set {
+			n += tn.fromClient.Load()
+		}
+	}
+	return n
+}
+
+func TestBackpressureBoundsMemoryAndKeepsEveryByte(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, opts Options) {
+		f := newHostileFixture(t, opts)
+		release := make(chan struct{})
+		type result struct {
+			n   int64
+			sum []byte
+			err error
+		}
+		got := make(chan result, 1)
+		f.podA.setScript(func(pc *podConn) {
+			if !upgrade101(pc) {
+				return
+			}
+			<-release
+			_ = pc.c.SetDeadline(time.Now().Add(30 * time.Second))
+			n, sum, err := readAllHashed(pc.br)
+			got <- result{n, sum, err}
+		})
+		a := openRaw(t, f)
+
+		var before runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+
+		// 64 MiB from a client to a pod that reads nothing yet: more than
+		// the kernel's socket buffers on both hops can hold.
+		s := &frameStream{n: 1024, size: 64 << 10, masked: true}
+		wrote := make(chan error, 1)
+		go func() {
+			err := s.writeTo(a.conn)
+			if err == nil {
+				err = a.conn.(*net.TCPConn).CloseWrite()
+			}
+			wrote <- err
+		}()
+		// Wait until the gateway stops taking bytes.
+		last, stable := int64(-1), 0
+		for stable < 5 {
+			time.Sleep(100 * time.Millisecond)
+			if n := forwardedFromClient(f.g); n == last {
+				stable++
+			} else {
+				last, stable = n, 0
+			}
+		}
+		select {
+		case err := <-wrote:
+			t.Fatalf("the client wrote its 64 MiB (err %v) to a pod that reads nothing: no backpressure", err)
+		default:
+		}
+		if last >= 64<<20 {
+			t.Fatalf("the gateway read %d bytes for a pod that reads nothing", last)
+		}
+		var during runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&during)
+		if grow := int64(during.HeapInuse) - int64(before.HeapInuse); grow > 4<<20 {
+			t.Errorf("the heap grew by %d bytes while the pod stalled, want under 4 MiB", grow)
+		}
+		t.Logf("stalled: the gateway read %.1f MiB and held them in the kernel's buffers", float64(last)/(1<<20))
+
+		close(release)
+		select {
+		case err := <-wrote:
+			if err != nil {
+				t.Fatalf("client write: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the client's writes never completed once the pod read")
+		}
+		r := <-got
+		if r.err != nil {
+			t.Fatalf("pod read: %v", r.err)
+		}
+		if r.n != s.written || !bytes.Equal(r.sum, s.sum.Sum(nil)) {
+			t.Fatalf("the pod got %d bytes (hash %x), want the %d bytes sent (hash %x)", r.n, r.sum, s.written, s.sum.Sum(nil))
+		}
+		waitNoTunnelsAfterClose(t, f, a)
+	})
+}
+
+// waitNoTunnelsAfterClose closes the client and waits for the tunnel to
+// be gone.
+func waitNoTunnelsAfterClose(t *testing.T, f *hostileFixture, a *rawAnswer) {
+	t.Helper()
+	_ = a.conn.Close()
+	waitNoTunnels(t, f.g)
+}
+
+func TestBulkBothWaysAtOnce(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, opts Options) {
+		f := newHostileFixture(t, opts)
+		fromPod := &frameStream{n: 256, size: 32<<10 + 7}
+		type result struct {
+			n   int64
+			sum []byte
+			err error
+		}
+		podGot := make(chan result, 1)
+		podWrote := make(chan error, 1)
+		writerDone := make(chan struct{})
+		f.podA.setScript(func(pc *podConn) {
+			if !upgrade101(pc) {
+				return
+			}
+			_ = pc.c.SetDeadline(time.Now().Add(30 * time.Second))
+			go func() {
+				defer close(writerDone)
+				err := fromPod.writeTo(pc.c)
+				if err == nil {
+					err = pc.c.(*net.TCPConn).CloseWrite()
+				}
+				podWrote <- err
+			}()
+			n, sum, err := readAllHashed(pc.br)
+			podGot <- result{n, sum, err}
+			<-writerDone
+		})
+		a := openRaw(t, f)
+		_ = a.conn.SetDeadline(time.Now().Add(30 * time.Second))
+		fromClient := &frameStream{n: 256, size: 32<<10 + 3, masked: true}
+		clientWrote := make(chan error, 1)
+		go func() {
+			err := fromClient.writeTo(a.conn)
+			if err == nil {
+				err = a.conn.(*net.TCPConn).CloseWrite()
+			}
+			clientWrote <- err
+		}()
+		n, sum, err := readAllHashed(a.br)
+		if err != nil {
+			t.Fatalf("client read: %v", err)
+		}
+		if err := <-clientWrote; err != nil {
+			t.Fatalf("client write: %v", err)
+		}
+		if err := <-podWrote; err != nil {
+			t.Fatalf("pod write: %v", err)
+		}
+		if n != fromPod.written || !bytes.Equal(sum, fromPod.sum.Sum(nil)) {
+			t.Errorf("the client got %d bytes, want the pod's %d, identical", n, fromPod.written)
+		}
+		r := <-podGot
+		if r.err != nil {
+			t.Fatalf("pod read: %v", r.err)
+		}
+		if r.n != fromClient.written || !bytes.Equal(r.sum, fromClient.sum.Sum(nil)) {
+			t.Errorf("the pod got %d bytes, want the client's %d, identical", r.n, fromClient.written)
+		}
+		waitNoTunnels(t, f.g)
+	})
+}
+
+func TestStalledClientDoesNotPinAClosingTunnel(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, opts Options) {
+		f := newHostileFixture(t, opts)
+		f.podA.setScript(func(pc *podConn) {
+			if !upgrade101(pc) {
+				return
+			}
+			// Frames until the gateway closes the connection.
+			s := &frameStream{n: 1 << 20, size: 1000}
+			_ = s.writeTo(pc.c)
+		})
+		a := openRaw(t, f)
+		// The client never reads; let the buffers fill.
+		time.Sleep(500 * time.Millisecond)
+		rooms := *f.routeRooms
+		rooms.Backends = nil
+		start := time.Now()
+		f.g.publish(&rooms, f.routeOther, f.routeTenant, f.routeApp)
+		deadline := start.Add(closeGrace + 3*time.Second)
+		for f.g.srv.OpenTunnels() > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("a revoked tunnel whose client reads nothing was still open %v later", time.Since(start))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("ended %v after the revocation", time.Since(start).Round(time.Millisecond))
+		_ = a.conn.Close()
+	})
+}
+
+func TestPodResetEndsTheTunnel(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, opts Options) {
+		f := newHostileFixture(t, opts)
+		f.podA.setScript(func(pc *podConn) {
+			if !upgrade101(pc) {
+				return
+			}
+			_, _ = pc.c.Write([]byte("\x81\x02hi"))
+			time.Sleep(50 * time.Millisecond)
+			_ = pc.c.(*net.TCPConn).SetLinger(0) // close sends RST
+		})
+		a := openRaw(t, f)
+		_ = a.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(a.br)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the client's connection stayed open after the pod reset its side")
+		}
+		if !bytes.HasPrefix(got, []byte("\x81\x02hi")) {
+			t.Errorf("the client got %q, want the pod's frame first", got)
+		}
+		waitNoTunnels(t, f.g)
+	})
+}

@@ -1,0 +1,622 @@
+//go:build linux
+
+package proxy
+
+import (
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The event-driven tunnel engine for plain TCP on Linux.
+//
+// After the handshake, a tunnel whose two connections are plain TCP leaves
+// Go's poller: its two sockets move into one of a few epoll instances, each
+// served by one goroutine that reads, tracks frames and writes for every
+// tunnel it holds. An idle tunnel then costs its bookkeeping only: no
+// goroutine stack and no buffer. Reads go into the loop's own buffer; only
+// bytes a peer cannot take yet are copied into a buffer borrowed until it
+// drains (and the tunnel stops reading the other side meanwhile).
+//
+// Sockets are registered edge-triggered for input and output once. A read
+// shorter than the buffer means the socket is drained (a later arrival
+// raises a new edge), unless the peer's end of stream or an error was
+// reported, in which case reading goes on until it is seen.
+//
+// Everything about a tunnel in a loop is done on the loop's goroutine:
+// other goroutines (revocation, timers, shutdown) post tasks to it.
+
+// evLoop is one epoll instance and the goroutine that serves it.
+type evLoop struct {
+	epfd   int
+	wakefd int // eventfd: posted tasks are waiting
+
+	mu    sync.Mutex
+	tasks []func()
+	woken bool
+
+	// Loop-owned state (only the loop's goroutine touches it).
+	ends []*evEnd // by slot
+	free []int32  // free slots
+	gen  uint32   // generation of the next registration
+	buf  []byte   // read buffer
+	now  int64    // time of the current batch, unix nanoseconds
+}
+
+// wakeSlot is the epoll data of the loop's eventfd.
+const wakeSlot = -1
+
+// evReadSize is how much a loop reads at once.
+const evReadSize = 64 << 10
+
+var (
+	evLoopsOnce sync.Once
+	evLoops     []*evLoop
+	evNext      atomic.Uint32
+)
+
+// startEvLoops starts one loop per CPU the runtime may use. Loops live as
+// long as the process, like Go's own poller. It returns nil when epoll is
+// not available; tunnels then run on goroutines.
+func startEvLoops() []*evLoop {
+	evLoopsOnce.Do(func() {
+		n := max(runtime.GOMAXPROCS(0), 1)
+		for range n {
+			l, err := newEvLoop()
+			if err != nil {
+				return
+			}
+			evLoops = append(evLoops, l)
+			go l.run()
+		}
+	})
+	return evLoops
+}
+
+func newEvLoop() (*evLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wfd)
+		return nil, err
+	}
+	return &evLoop{epfd: epfd, wakefd: wfd, buf: make([]byte, evReadSize)}, nil
+}
+
+// post runs f on the loop's goroutine.
+func (l *evLoop) post(f func()) {
+	l.mu.Lock()
+	l.tasks = append(l.tasks, f)
+	wake := !l.woken
+	l.woken = true
+	l.mu.Unlock()
+	if wake {
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.wakefd, one[:])
+	}
+}
+
+func (l *evLoop) runTasks() {
+	l.mu.Lock()
+	tasks := l.tasks
+	l.tasks = nil
+	l.woken = false
+	l.mu.Unlock()
+	for i, f := range tasks {
+		f()
+		tasks[i] = nil
+	}
+}
+
+func (l *evLoop) run() {
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			// EBADF or EINVAL: cannot happen on a valid epoll descriptor.
+			panic("wsgate: epoll_wait: " + err.Error())
+		}
+		l.now = time.Now().UnixNano()
+		for i := range n {
+			ev := &events[i]
+			if ev.Fd == wakeSlot {
+				var b [8]byte
+				_, _ = unix.Read(l.wakefd, b[:])
+				continue
+			}
+			e := l.ends[ev.Fd]
+			if e == nil || e.gen != uint32(ev.Pad) {
+				continue // a socket closed earlier in this batch
+			}
+			e.t.handle(e.side, ev.Events)
+		}
+		l.runTasks()
+	}
+}
+
+// register adds a socket to the loop.
+func (l *evLoop) register(e *evEnd) error {
+	var slot int32
+	if k := len(l.free); k > 0 {
+		slot = l.free[k-1]
+		l.free = l.free[:k-1]
+	} else {
+		slot = int32(len(l.ends))
+		l.ends = append(l.ends, nil)
+	}
+	l.gen++
+	e.slot, e.gen = slot, l.gen
+	ev := unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET,
+		Fd:     slot,
+		Pad:    int32(e.gen),
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
+		l.free = append(l.free, slot)
+		return err
+	}
+	l.ends[slot] = e
+	return nil
+}
+
+// unregister forgets a socket; closing it removes it from the epoll set.
+func (l *evLoop) unregister(e *evEnd) {
+	if e.slot >= 0 && l.ends[e.slot] == e {
+		l.ends[e.slot] = nil
+		l.free = append(l.free, e.slot)
+	}
+	e.slot = -1
+}
+
+// evEnd is one socket of an evented tunnel.
+type evEnd struct {
+	fd   int
+	slot int32
+	gen  uint32
+	side int // 0: client, 1: pod
+	t    *evTunnel
+}
+
+// Direction states.
+const (
+	dirOpen       = iota // forwarding
+	dirToBoundary        // a close is pending: forwarding up to the end of the current frame
+	dirDiscard           // the Close frame was sent: reading until the peer's end of stream
+	dirDone              // the source ended its stream
+)
+
+// evDir is one direction of an evented tunnel: from end[i] to end[1-i].
+type evDir struct {
+	fl    *flow
+	state int
+	// readable: the source may have bytes not read yet. drain: the peer's
+	// end of stream or an error was reported, so a short read does not
+	// mean the socket is drained.
+	readable, drain bool
+	// out holds bytes the destination could not take yet, in a borrowed
+	// buffer; shutAfter half-closes the destination once out is written.
+	out       []byte
+	outBuf    *[]byte
+	shutAfter bool
+}
+
+// evTunnel carries a tunnel on a loop.
+type evTunnel struct {
+	t     *tunnel
+	loop  *evLoop
+	end   [2]evEnd
+	dir   [2]evDir
+	timer *time.Timer // idle timeout and maximum lifetime
+	grace *time.Timer // bounds a close
+	// closing is the close request the loop acts on.
+	closing *closeRequest
+	started bool
+	ended   bool
+	onDone  func()
+}
+
+// outPool holds the buffers of bytes a peer could not take yet.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, evReadSize+256); return &b }}
+
+// startEvented moves a tunnel of two plain TCP connections to an event
+// loop and returns true; onDone runs (on the loop) once it has ended. It
+// returns false, changing nothing, when the connections cannot be
+// carried there: the tunnel then runs on goroutines.
+func startEvented(t *tunnel, onDone func()) bool {
+	loops := startEvLoops()
+	if len(loops) == 0 {
+		return false
+	}
+	cfd, ok := dupFD(t.client)
+	if !ok {
+		return false
+	}
+	pfd, ok := dupFD(t.pod)
+	if !ok {
+		_ = unix.Close(cfd)
+		return false
+	}
+	// The sockets now live on through the duplicates; closing Go's
+	// descriptors takes them out of its poller.
+	_ = t.client.Close()
+	_ = t.pod.Close()
+
+	l := loops[evNext.Add(1)%uint32(len(loops))]
+	et := &evTunnel{t: t, loop: l, onDone: onDone}
+	et.end[0] = evEnd{fd: cfd, slot: -1, side: 0, t: et}
+	et.end[1] = evEnd{fd: pfd, slot: -1, side: 1, t: et}
+	et.dir[0].fl = &t.c2p
+	et.dir[1].fl = &t.p2c
+	t.ev.Store(et)
+	l.post(et.start)
+	return true
+}
+
+// dupFD duplicates the descriptor of a plain TCP connection.
+func dupFD(c net.Conn) (int, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	nfd := -1
+	cerr := rc.Control(func(fd uintptr) {
+		nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil || err != nil {
+		return -1, false
+	}
+	return nfd, true
+}
+
+// start runs on the loop: it forwards the bytes read ahead during the
+// handshake, registers both sockets and arms the timers.
+func (et *evTunnel) start() {
+	t := et.t
+	l := et.loop
+	et.started = true
+	if t.metrics.active != nil {
+		t.metrics.active.Inc()
+	}
+	l.now = time.Now().UnixNano()
+	for i, pending := range [2][]byte{t.clientPending, t.podPending} {
+		if len(pending) > 0 {
+			d := &et.dir[i]
+			d.fl.frames.consume(pending, false)
+			t.moved(d.fl, len(pending))
+			if !et.send(i, pending) {
+				return
+			}
+		}
+	}
+	t.clientPending, t.podPending = nil, nil
+	for i := range et.end {
+		if err := l.register(&et.end[i]); err != nil {
+			et.fail()
+			return
+		}
+	}
+	if t.idle > 0 || !t.deadline.IsZero() {
+		et.timer = time.AfterFunc(et.nextTimer(), func() { l.post(et.checkTimers) })
+	}
+	if cr := t.closing.Load(); cr != nil {
+		et.startClose(cr)
+	}
+}
+
+// requestClose is tunnel.Close's part for an evented tunnel.
+func (et *evTunnel) requestClose(cr *closeRequest) {
+	et.loop.post(func() { et.startClose(cr) })
+}
+
+// nextTimer is the time until the earlier of the idle timeout and the
+// maximum lifetime.
+func (et *evTunnel) nextTimer() time.Duration {
+	t := et.t
+	var next time.Time
+	if t.idle > 0 {
+		next = time.Unix(0, t.lastActive.Load()).Add(t.idle)
+	}
+	if !t.deadline.IsZero() && (next.IsZero() || t.deadline.Before(next)) {
+		next = t.deadline
+	}
+	return time.Until(next)
+}
+
+func (et *evTunnel) checkTimers() {
+	if et.ended || et.closing != nil {
+		return
+	}
+	et.t.checkTimers()
+	if et.t.closing.Load() == nil {
+		et.timer.Reset(et.nextTimer())
+	}
+}
+
+// handle acts on the epoll events of one socket.
+func (et *evTunnel) handle(side int, events uint32) {
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		d := &et.dir[side]
+		d.readable = true
+		if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			d.drain = true
+		}
+		et.pump(side)
+	}
+	if et.ended {
+		return
+	}
+	if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		et.flush(1 - side)
+	}
+}
+
+// pump reads direction i's source while it has bytes and the destination
+// takes them.
+func (et *evTunnel) pump(i int) {
+	d := &et.dir[i]
+	l := et.loop
+	src := et.end[i].fd
+	for !et.ended && d.state != dirDone && d.readable && len(d.out) == 0 {
+		n, err := unix.Read(src, l.buf)
+		if err != nil {
+			if err == unix.EAGAIN {
+				d.readable = false
+				return
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			et.fail()
+			return
+		}
+		if n == 0 {
+			d.readable = false
+			et.sourceEnded(i)
+			return
+		}
+		if n < len(l.buf) && !d.drain {
+			d.readable = false
+		}
+		data := l.buf[:n]
+		switch d.state {
+		case dirOpen:
+			et.t.lastActive.Store(l.now)
+			d.fl.frames.consume(data, false)
+			et.t.moved(d.fl, n)
+			if !et.send(i, data) {
+				return
+			}
+		case dirToBoundary:
+			used := d.fl.frames.consume(data, true)
+			et.t.moved(d.fl, used)
+			if !et.send(i, data[:used]) {
+				return
+			}
+			if d.fl.frames.atBoundary() {
+				// What follows the boundary is dropped: the tunnel is
+				// closing.
+				et.sendClose(i)
+			}
+		case dirDiscard:
+			// The peer's answer to the Close frame: dropped.
+		}
+	}
+}
+
+// send writes p to direction i's destination; what it cannot take yet is
+// kept and written when it can. It returns false if the tunnel failed.
+func (et *evTunnel) send(i int, p []byte) bool {
+	d := &et.dir[i]
+	if len(d.out) > 0 {
+		d.out = append(d.out, p...)
+		return true
+	}
+	dst := et.end[1-i].fd
+	for len(p) > 0 {
+		n, err := unix.Write(dst, p)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EAGAIN {
+				break
+			}
+			et.fail()
+			return false
+		}
+		p = p[n:]
+	}
+	if len(p) > 0 {
+		d.outBuf = outPool.Get().(*[]byte)
+		d.out = append((*d.outBuf)[:0], p...)
+	}
+	return true
+}
+
+// flush writes what direction i's destination could not take before, and
+// goes on reading the source once it is written.
+func (et *evTunnel) flush(i int) {
+	d := &et.dir[i]
+	if len(d.out) == 0 {
+		return
+	}
+	dst := et.end[1-i].fd
+	for len(d.out) > 0 {
+		n, err := unix.Write(dst, d.out)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EAGAIN {
+				return
+			}
+			et.fail()
+			return
+		}
+		d.out = d.out[n:]
+	}
+	*d.outBuf = (*d.outBuf)[:0]
+	outPool.Put(d.outBuf)
+	d.out, d.outBuf = nil, nil
+	if d.shutAfter {
+		d.shutAfter = false
+		_ = unix.Shutdown(dst, unix.SHUT_WR)
+	}
+	if et.maybeEnd() {
+		return
+	}
+	et.pump(i)
+}
+
+// shutdownDst half-closes direction i's destination once what it holds
+// for it is written.
+func (et *evTunnel) shutdownDst(i int) {
+	d := &et.dir[i]
+	if len(d.out) > 0 {
+		d.shutAfter = true
+		return
+	}
+	_ = unix.Shutdown(et.end[1-i].fd, unix.SHUT_WR)
+}
+
+// sourceEnded handles the end of stream of direction i's source.
+func (et *evTunnel) sourceEnded(i int) {
+	d := &et.dir[i]
+	switch d.state {
+	case dirOpen:
+		// Half-close: pass the end of stream on; the other direction
+		// goes on.
+		et.t.setEnded(d.fl.eof)
+		d.state = dirDone
+		et.shutdownDst(i)
+	case dirToBoundary:
+		// The frame did not end: no boundary to close at.
+		et.fail()
+		return
+	case dirDiscard:
+		d.state = dirDone
+	}
+	et.maybeEnd()
+}
+
+// startClose begins a close the gateway asked for: each open direction
+// sends its Close frame at its next frame boundary.
+func (et *evTunnel) startClose(cr *closeRequest) {
+	if !et.started || et.ended || et.closing != nil {
+		return
+	}
+	et.closing = cr
+	if et.timer != nil {
+		et.timer.Stop()
+	}
+	l := et.loop
+	et.grace = time.AfterFunc(closeGrace, func() {
+		l.post(func() {
+			if !et.ended {
+				et.fail()
+			}
+		})
+	})
+	for i := range et.dir {
+		d := &et.dir[i]
+		if d.state != dirOpen {
+			continue
+		}
+		if d.fl.frames.atBoundary() {
+			et.sendClose(i)
+		} else {
+			d.state = dirToBoundary
+		}
+		if et.ended {
+			return
+		}
+	}
+}
+
+// sendClose sends the Close frame to direction i's destination, then its
+// end of stream, and reads the source until the peer ends it.
+func (et *evTunnel) sendClose(i int) {
+	d := &et.dir[i]
+	cr := et.closing
+	d.state = dirDiscard
+	if !et.send(i, closeFrame(cr.code, cr.reason, i == 0)) {
+		return
+	}
+	et.shutdownDst(i)
+}
+
+// maybeEnd ends the tunnel once both directions are done and written.
+func (et *evTunnel) maybeEnd() bool {
+	if et.ended {
+		return true
+	}
+	for i := range et.dir {
+		if d := &et.dir[i]; d.state != dirDone || len(d.out) > 0 {
+			return false
+		}
+	}
+	et.close()
+	return true
+}
+
+// fail ends the tunnel at once.
+func (et *evTunnel) fail() {
+	if et.ended {
+		return
+	}
+	et.t.setEnded(ClosedError)
+	et.close()
+}
+
+// close closes both sockets and reports the tunnel ended.
+func (et *evTunnel) close() {
+	et.ended = true
+	t := et.t
+	for i := range et.end {
+		e := &et.end[i]
+		et.loop.unregister(e)
+		_ = unix.Close(e.fd)
+	}
+	for i := range et.dir {
+		if d := &et.dir[i]; d.outBuf != nil {
+			*d.outBuf = (*d.outBuf)[:0]
+			outPool.Put(d.outBuf)
+			d.out, d.outBuf = nil, nil
+		}
+		t.flowEnded(et.dir[i].fl)
+	}
+	if et.timer != nil {
+		et.timer.Stop()
+	}
+	if et.grace != nil {
+		et.grace.Stop()
+	}
+	if t.metrics.active != nil {
+		t.metrics.active.Dec()
+	}
+	close(t.done)
+	if et.onDone != nil {
+		et.onDone()
+	}
+}

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package proxy
+
+// rawReads is off: tunnels borrow their read buffer while they wait.
+const rawReads = false
+
+func (d *flow) rawRead(uintptr) bool { return true }
