@@ -51,7 +51,7 @@ func benchInput(scan bool) (in Input, wantBackends int) {
 				popts = append(popts, containerPorts(tcpPort("metrics", 9090)), initContainer(true, tcpPort("ws", 8081)))
 			}
 			ip := fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&0xff, i&0xff)
-			in.Pods = append(in.Pods, newPod(ns, fmt.Sprintf("%s-%d", app, p), ip, lbls, popts...))
+			in.Pods = append(in.Pods, compact(newPod(ns, fmt.Sprintf("%s-%d", app, p), ip, lbls, popts...))...)
 		}
 	}
 	return in, wantBackends

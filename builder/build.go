@@ -28,7 +28,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -59,10 +58,11 @@ type Input struct {
 	// Routes are the WsRoutes to build, of any namespaces. Nil entries are
 	// ignored; keys (namespace/name) are expected to be unique.
 	Routes []*v1alpha1.WsRoute
-	// Pods are all pods of all namespaces the cache holds. A route is only
-	// ever matched against the pods of its own namespace. Nil entries are
-	// ignored.
-	Pods []*corev1.Pod
+	// Pods are all pods of all namespaces the cache holds, compacted by
+	// CompactPod. A route is only ever matched against the pods of its own
+	// namespace. Nil entries are ignored; keys (namespace/name) are
+	// expected to be unique.
+	Pods []*Pod
 	// Secrets are the TLS Secrets that routes and the default certificate
 	// may name, already parsed.
 	Secrets map[types.NamespacedName]TLSSecret

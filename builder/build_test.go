@@ -36,7 +36,7 @@ func TestStatusEndpoints(t *testing.T) {
 	)
 	res := Build(Input{
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0, port(intstr.FromString("ws")))},
-		Pods:   pods,
+		Pods:   compact(pods...),
 	}, Options{})
 	ep := res.Routes[key("a", "chat")].Endpoints
 	if ep.Count != 40 {
@@ -75,10 +75,10 @@ func TestRouteWhosePodsAreAllSkippedListsNone(t *testing.T) {
 	lbls := map[string]string{"app": "chat"}
 	res := Build(Input{
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)},
-		Pods: []*corev1.Pod{
+		Pods: compact(
 			newPod("a", "p1", "", lbls),
 			newPod("a", "p2", "10.0.0.2", lbls, terminating),
-		},
+		),
 	}, Options{})
 	want := v1alpha1.RouteEndpoints{Skipped: []v1alpha1.SkippedPods{
 		{Reason: v1alpha1.SkippedNoIP, Count: 1},
@@ -103,7 +103,7 @@ func TestDuplicateAddresses(t *testing.T) {
 			for i := range extra {
 				pods = append(pods, newPod("a", fmt.Sprintf("other-%02d", i), fmt.Sprintf("10.0.0.%d", i+1), lbls))
 			}
-			res := Build(Input{Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: pods}, Options{})
+			res := Build(Input{Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: compact(pods...)}, Options{})
 			ep := res.Routes[key("a", "chat")].Endpoints
 			want := v1alpha1.EndpointPod{Name: "dual", Addresses: []string{"192.168.1.10", "fd00::10"}, Port: 8080}
 			if int(ep.Count) != 1+extra || len(ep.Pods) == 0 || !reflect.DeepEqual(ep.Pods[0], want) || slices.Contains(podNames(ep), "node-a") || slices.Contains(podNames(ep), "node-b") {
@@ -129,7 +129,7 @@ func TestManyDualStackPods(t *testing.T) {
 		pods = append(pods, newPod("a", fmt.Sprintf("p%02d", i), "", lbls,
 			podIPs(fmt.Sprintf("10.0.0.%d", i+1), fmt.Sprintf("fd00::%x", i+1))))
 	}
-	res := Build(Input{Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: pods}, Options{})
+	res := Build(Input{Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: compact(pods...)}, Options{})
 	ep := res.Routes[key("a", "chat")].Endpoints
 	if ep.Count != 50 {
 		t.Fatalf("count = %d, want 50", ep.Count)
@@ -155,7 +155,7 @@ func TestManyDualStackPods(t *testing.T) {
 // data plane does (Match, then Backend), and must be found exactly when the
 // pod is in the route's namespace, matched by its selector and Eligible.
 func TestTableAllowsExactlyEligiblePods(t *testing.T) {
-	in := mixedInput()
+	in, pods := mixedInput()
 	res := Build(in, Options{Generation: 3, Now: t0})
 	if res.Table.Generation() != 3 || !res.Table.BuiltAt().Equal(t0) {
 		t.Errorf("table generation %d built at %v, want 3 at %v", res.Table.Generation(), res.Table.BuiltAt(), t0)
@@ -182,8 +182,8 @@ func TestTableAllowsExactlyEligiblePods(t *testing.T) {
 			return r.Backend(addr)
 		}
 		want := 0
-		for _, p := range in.Pods {
-			addrs, skip := Eligible(p, wr.Spec.Port)
+		for i, p := range pods {
+			addrs, skip := Eligible(in.Pods[i], wr.Spec.Port)
 			allowed := p.Namespace == wr.Namespace && sel.Matches(labels.Set(p.Labels)) && skip == ""
 			if allowed {
 				want++
@@ -220,7 +220,7 @@ func TestTableAllowsExactlyEligiblePods(t *testing.T) {
 }
 
 func TestDeterminism(t *testing.T) {
-	in := mixedInput()
+	in, _ := mixedInput()
 	opts := Options{DefaultHost: "ws.example.com", Generation: 9, Now: t0}
 	want := Build(in, opts)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -239,13 +239,10 @@ func TestDeterminism(t *testing.T) {
 }
 
 func TestBuildDoesNotModifyItsInput(t *testing.T) {
-	in := mixedInput()
-	before := Input{}
+	in, pods := mixedInput()
+	before := Input{Pods: compact(pods...)}
 	for _, r := range in.Routes {
 		before.Routes = append(before.Routes, r.DeepCopy())
-	}
-	for _, p := range in.Pods {
-		before.Pods = append(before.Pods, p.DeepCopy())
 	}
 	Build(in, Options{DefaultHost: "ws.example.com"})
 	if !reflect.DeepEqual(in, before) {
@@ -254,7 +251,7 @@ func TestBuildDoesNotModifyItsInput(t *testing.T) {
 }
 
 func TestEmptyAndNilInput(t *testing.T) {
-	res := Build(Input{Routes: []*v1alpha1.WsRoute{nil}, Pods: []*corev1.Pod{nil}}, Options{Generation: 1})
+	res := Build(Input{Routes: []*v1alpha1.WsRoute{nil}, Pods: []*Pod{nil}}, Options{Generation: 1})
 	if res.Table == nil || len(res.Table.Routes()) != 0 || len(res.Routes) != 0 {
 		t.Errorf("nil entries: %d routes, %d statuses, want an empty table", len(res.Table.Routes()), len(res.Routes))
 	}
@@ -265,8 +262,8 @@ func TestEmptyAndNilInput(t *testing.T) {
 
 // mixedInput is a cluster with conflicts, several namespaces, every skip
 // reason, dual-stack pods, named ports and index and scan selectors.
-func mixedInput() Input {
-	var in Input
+// in.Pods are the compacted pods.
+func mixedInput() (in Input, pods []*corev1.Pod) {
 	for n, ns := range []string{"alpha", "beta", "gamma"} {
 		in.Routes = append(in.Routes,
 			newRoute(ns, "chat", n, hosts("chat.example.com"), prefix("/"+ns), matchLabels("app", "chat")),
@@ -305,8 +302,9 @@ func mixedInput() Input {
 			case 9:
 				opts = append(opts, podIPs("::ffff:"+ip))
 			}
-			in.Pods = append(in.Pods, newPod(ns, fmt.Sprintf("pod-%02d", i), ip, lbls, opts...))
+			pods = append(pods, newPod(ns, fmt.Sprintf("pod-%02d", i), ip, lbls, opts...))
 		}
 	}
-	return in
+	in.Pods = compact(pods...)
+	return in, pods
 }

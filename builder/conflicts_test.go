@@ -176,7 +176,7 @@ func TestConflicts(t *testing.T) {
 			for i, r := range tc.routes {
 				pods = append(pods, newPod(r.Namespace, "pod-"+r.Name, fmt.Sprintf("10.1.0.%d", i+1), map[string]string{"app": r.Name}))
 			}
-			res := Build(Input{Routes: tc.routes, Pods: pods}, Options{DefaultHost: tc.defaultHost})
+			res := Build(Input{Routes: tc.routes, Pods: compact(pods...)}, Options{DefaultHost: tc.defaultHost})
 			if len(res.Routes) != len(tc.want) {
 				t.Errorf("%d statuses, want %d", len(res.Routes), len(tc.want))
 			}
@@ -220,7 +220,7 @@ func TestDefaultHost(t *testing.T) {
 	}
 
 	t.Run("an empty hostnames list takes the default host, lower-cased", func(t *testing.T) {
-		res := Build(Input{Routes: routes(), Pods: pods}, Options{DefaultHost: "WS.Example.com"})
+		res := Build(Input{Routes: routes(), Pods: compact(pods...)}, Options{DefaultHost: "WS.Example.com"})
 		r, ok := res.Table.Route(key("a", "plain"))
 		if !ok {
 			t.Fatal("route a/plain is not in the table")
@@ -243,7 +243,7 @@ func TestDefaultHost(t *testing.T) {
 	})
 
 	t.Run("without a default host an empty hostnames list is the catch-all", func(t *testing.T) {
-		res := Build(Input{Routes: routes(), Pods: pods}, Options{})
+		res := Build(Input{Routes: routes(), Pods: compact(pods...)}, Options{})
 		r, ok := res.Table.Route(key("a", "plain"))
 		if !ok {
 			t.Fatal("route a/plain is not in the table")
@@ -300,10 +300,10 @@ func TestInvalidRoutes(t *testing.T) {
 			good := newRoute("a", "good", 1, hosts("h1"))
 			res := Build(Input{
 				Routes: []*v1alpha1.WsRoute{bad, good},
-				Pods: []*corev1.Pod{
+				Pods: compact(
 					newPod("a", "p-bad", "10.0.0.1", map[string]string{"app": "bad"}),
 					newPod("a", "p-good", "10.0.0.2", map[string]string{"app": "good"}),
-				},
+				),
 			}, Options{})
 			st := res.Routes[key("a", "bad")]
 			if st.Accepted || st.Reason != v1alpha1.ReasonInvalid {

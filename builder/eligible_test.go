@@ -212,7 +212,7 @@ func TestEligible(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tc.pod.DeepCopy()
-			addrs, skip := Eligible(tc.pod, tc.port)
+			addrs, skip := Eligible(compact(tc.pod)[0], tc.port)
 			if skip != tc.wantSkip {
 				t.Errorf("skipped = %q, want %q", skip, tc.wantSkip)
 			}
@@ -232,7 +232,7 @@ func TestEligible(t *testing.T) {
 				}
 			}
 			if !reflect.DeepEqual(before, tc.pod) {
-				t.Errorf("Eligible modified the pod")
+				t.Errorf("CompactPod modified the pod")
 			}
 		})
 	}
@@ -250,7 +250,7 @@ func FuzzEligible(f *testing.F) {
 		if name != "" {
 			port = intstr.FromString(name)
 		}
-		addrs, skip := Eligible(pod, port)
+		addrs, skip := Eligible(compact(pod)[0], port)
 		if (skip == "") == (len(addrs) == 0) {
 			t.Fatalf("skipped %q with %d addresses", skip, len(addrs))
 		}

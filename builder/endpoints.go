@@ -58,7 +58,7 @@ func (idx *podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Back
 
 	for _, i := range s.matched {
 		pod, name := idx.entries[i].pod, idx.entries[i].name
-		addrs, skip := idx.eligibility(i)
+		addrs, skip := pod.addrs, pod.skipped()
 		var port uint16
 		if skip == "" {
 			var ok bool

@@ -49,6 +49,18 @@ func newPod(ns, name, ip string, lbls map[string]string, opts ...podOpt) *corev1
 	return p
 }
 
+// compact returns the pods as a build reads them; nil stays nil.
+func compact(pods ...*corev1.Pod) []*Pod {
+	out := make([]*Pod, len(pods))
+	for i, p := range pods {
+		if p != nil {
+			c := CompactPod(p)
+			out[i] = &c
+		}
+	}
+	return out
+}
+
 func notReady(p *corev1.Pod) {
 	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
 }

@@ -5,109 +5,40 @@ import (
 	"net/netip"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/wsgate/wsgate/api/v1alpha1"
-	"github.com/wsgate/wsgate/routing"
 )
 
 // Eligible says whether a pod can be allowlisted for a route port, and
 // returns its addresses with the resolved port, or the reason it is
 // skipped. skipped is "" exactly when addrs is not empty.
 //
-// The checks run in this order:
-//   - the pod is being deleted (DeletionTimestamp set): SkippedTerminating;
-//   - it uses the node's network (hostNetwork): SkippedHostNetwork, since
-//     its IP is the node's;
-//   - it has no usable IP: SkippedNoIP;
-//   - it is not Ready (Ready condition not True, or phase Succeeded or
-//     Failed): SkippedNotReady;
-//   - the port does not resolve: SkippedPortNotFound.
-//
-// Addresses are every entry of status.podIPs, or status.podIP when podIPs
-// yields none, in that order and without duplicates, in canonical form:
-// IPv4-mapped IPv6 addresses are unmapped; addresses that do not parse or
-// carry a zone are skipped.
-//
-// A number port is used as is (1-65535). A name is looked up in the TCP
-// ports of spec.containers, then of the sidecars (init containers with
-// restartPolicy Always); the first match wins.
-func Eligible(pod *corev1.Pod, port intstr.IntOrString) (addrs []netip.AddrPort, skipped v1alpha1.SkippedReason) {
-	ips, skipped := podAddrs(pod, nil)
-	if skipped != "" {
-		return nil, skipped
+// A pod is skipped for the port-independent reasons that CompactPod
+// lists, in that order, and then with SkippedPortNotFound when the port
+// does not resolve. A number port is used as is (1-65535). A name is
+// looked up in the TCP ports of spec.containers, then of the sidecars
+// (init containers with restartPolicy Always); the first match wins.
+func Eligible(pod *Pod, port intstr.IntOrString) (addrs []netip.AddrPort, skipped v1alpha1.SkippedReason) {
+	if skip := pod.skipped(); skip != "" {
+		return nil, skip
 	}
 	num, ok := resolvePort(pod, port)
 	if !ok {
 		return nil, v1alpha1.SkippedPortNotFound
 	}
-	addrs = make([]netip.AddrPort, len(ips))
-	for i, a := range ips {
+	addrs = make([]netip.AddrPort, len(pod.addrs))
+	for i, a := range pod.addrs {
 		addrs[i] = netip.AddrPortFrom(a, num)
 	}
 	return addrs, ""
 }
 
-// podAddrs is the port-independent part of Eligible. It appends the pod's
-// addresses to dst and returns the result (the pod's addresses are the
-// part after len(dst)); when the pod is skipped it returns dst unchanged.
-func podAddrs(pod *corev1.Pod, dst []netip.Addr) ([]netip.Addr, v1alpha1.SkippedReason) {
-	if pod.DeletionTimestamp != nil {
-		return dst, v1alpha1.SkippedTerminating
-	}
-	if pod.Spec.HostNetwork {
-		return dst, v1alpha1.SkippedHostNetwork
-	}
-	base := len(dst)
-	addrs := dst
-	for _, ip := range pod.Status.PodIPs {
-		addrs = appendAddr(addrs, base, ip.IP)
-	}
-	if len(addrs) == base {
-		addrs = appendAddr(addrs, base, pod.Status.PodIP)
-	}
-	if len(addrs) == base {
-		return dst, v1alpha1.SkippedNoIP
-	}
-	if !podReady(pod) {
-		return dst, v1alpha1.SkippedNotReady
-	}
-	return addrs, ""
-}
-
-// appendAddr parses s and appends its canonical form to addrs, unless it
-// does not parse, has a zone, or is already in addrs[base:].
-func appendAddr(addrs []netip.Addr, base int, s string) []netip.Addr {
-	if s == "" {
-		return addrs
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return addrs
-	}
-	a = a.Unmap()
-	if !routing.Canonical(a) || slices.Contains(addrs[base:], a) {
-		return addrs
-	}
-	return append(addrs, a)
-}
-
-func podReady(pod *corev1.Pod) bool {
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	for i := range pod.Status.Conditions {
-		if pod.Status.Conditions[i].Type == corev1.PodReady {
-			return pod.Status.Conditions[i].Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// resolvePort returns the port number that port means for pod.
-func resolvePort(pod *corev1.Pod, port intstr.IntOrString) (uint16, bool) {
+// resolvePort returns the port number that port means for pod. A name
+// resolves to the first of the pod's named ports with that name whose
+// number is valid: an invalid one ends the search in its own container
+// only, and CompactPod keeps one port per name and container.
+func resolvePort(pod *Pod, port intstr.IntOrString) (uint16, bool) {
 	if port.Type == intstr.Int {
 		return portNumber(port.IntVal)
 	}
@@ -115,28 +46,9 @@ func resolvePort(pod *corev1.Pod, port intstr.IntOrString) (uint16, bool) {
 	if name == "" {
 		return 0, false
 	}
-	for i := range pod.Spec.Containers {
-		if n, ok := namedPort(pod.Spec.Containers[i].Ports, name); ok {
-			return n, true
-		}
-	}
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
-			continue // a plain init container is gone before the pod is Ready
-		}
-		if n, ok := namedPort(c.Ports, name); ok {
-			return n, true
-		}
-	}
-	return 0, false
-}
-
-func namedPort(ports []corev1.ContainerPort, name string) (uint16, bool) {
-	for i := range ports {
-		p := &ports[i]
-		if p.Name == name && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
-			return portNumber(p.ContainerPort)
+	for i := range pod.ports {
+		if p := &pod.ports[i]; p.number != 0 && p.name.Value() == name {
+			return p.number, true
 		}
 	}
 	return 0, false
@@ -158,24 +70,12 @@ var skipReasons = [...]v1alpha1.SkippedReason{
 	v1alpha1.SkippedTerminating,
 }
 
-// Values of podEntry.state.
-const (
-	stateUnknown  uint8 = iota // not computed yet
-	stateEligible              // ready with addresses; the port is up to the route
-	stateSkipped               // stateSkipped+i: skipped for skipReasons[i]
-)
-
-// podEntry is one pod of an indexed namespace. Its port-independent
-// eligibility is computed on first use and shared by every route.
+// podEntry is one pod of an indexed namespace.
 type podEntry struct {
-	pod *corev1.Pod
-	// name is pod.Name, copied while the index reads the pod anyway, so
+	pod *Pod
+	// name is pod.name, copied while the index reads the pod anyway, so
 	// that sorting a route's pods does not chase the pod pointers.
 	name string
-	// The pod's addresses are podIndex.arena[addrAt : addrAt+addrCount].
-	addrAt    int32
-	addrCount uint8
-	state     uint8
 }
 
 // labelPair is one "key=value" label.
@@ -196,9 +96,6 @@ type podIndex struct {
 	// entries are the pods of the indexed namespaces, in input order; the
 	// rest of the index refers to them by position.
 	entries []podEntry
-	// arena holds the addresses of the entries, so that a pod costs no
-	// allocation of its own.
-	arena []netip.Addr
 
 	pairs  int32     // labelPairs numbered so far
 	refs   []pairRef // (pair, entry) while pods are added; see sortRefs
@@ -220,7 +117,7 @@ type namespacePods struct {
 
 type pairRef struct{ pair, entry int32 }
 
-func newPodIndex(pods []*corev1.Pod, routes []*candidate) *podIndex {
+func newPodIndex(pods []*Pod, routes []*candidate) *podIndex {
 	idx := &podIndex{namespaces: make(map[string]*namespacePods)}
 	indexed := false
 	for _, c := range routes {
@@ -256,17 +153,17 @@ func newPodIndex(pods []*corev1.Pod, routes []*candidate) *podIndex {
 		if pod == nil {
 			continue
 		}
-		ns := idx.namespaces[pod.Namespace]
+		ns := idx.namespaces[pod.namespace.Value()]
 		if ns == nil {
 			continue
 		}
 		i := int32(len(idx.entries))
-		idx.entries = append(idx.entries, podEntry{pod: pod, name: pod.Name})
+		idx.entries = append(idx.entries, podEntry{pod: pod, name: pod.name})
 		if ns.scan {
 			ns.members = append(ns.members, i)
 		}
 		for _, k := range ns.keys {
-			if v, ok := pod.Labels[k]; ok {
+			if v, ok := pod.labels.Lookup(k); ok {
 				idx.add(ns, labelPair{k, v}, i)
 			}
 		}
@@ -317,31 +214,6 @@ func (idx *podIndex) withLabel(ns *namespacePods, p labelPair) []int32 {
 	return idx.byPair[idx.start[id]:idx.start[id+1]]
 }
 
-// eligibility returns the port-independent part of Eligible for entry i,
-// computing it on first use.
-func (idx *podIndex) eligibility(i int32) ([]netip.Addr, v1alpha1.SkippedReason) {
-	e := &idx.entries[i]
-	if e.state == stateUnknown {
-		if idx.arena == nil {
-			// Room for every entry's address, and dual-stack for a few.
-			idx.arena = make([]netip.Addr, 0, len(idx.entries)+len(idx.entries)/4+4)
-		}
-		at := len(idx.arena)
-		var skip v1alpha1.SkippedReason
-		idx.arena, skip = podAddrs(e.pod, idx.arena)
-		if skip != "" {
-			e.state = stateSkipped + uint8(slices.Index(skipReasons[:], skip))
-		} else {
-			e.state = stateEligible
-			e.addrAt, e.addrCount = int32(at), uint8(min(len(idx.arena)-at, 255))
-		}
-	}
-	if e.state >= stateSkipped {
-		return nil, skipReasons[e.state-stateSkipped]
-	}
-	return idx.arena[e.addrAt : e.addrAt+int32(e.addrCount) : e.addrAt+int32(e.addrCount)], ""
-}
-
 // bestLookup returns the position in c.lookups of the requirement with the
 // fewest candidates in namespace ns, and their number; -1 when c has no
 // lookups.
@@ -374,14 +246,14 @@ func (idx *podIndex) match(ns *namespacePods, c *candidate, dst []int32) []int32
 		l := c.lookups[best]
 		for _, v := range l.values {
 			for _, i := range idx.withLabel(ns, labelPair{l.key, v}) {
-				if c.lookupIsSelector || c.selector.Matches(labels.Set(idx.entries[i].pod.Labels)) {
+				if c.lookupIsSelector || c.selector.Matches(idx.entries[i].pod.labels) {
 					dst = append(dst, i)
 				}
 			}
 		}
 	default:
 		for _, i := range ns.members {
-			if c.selector.Matches(labels.Set(idx.entries[i].pod.Labels)) {
+			if c.selector.Matches(idx.entries[i].pod.labels) {
 				dst = append(dst, i)
 			}
 		}
@@ -391,7 +263,9 @@ func (idx *podIndex) match(ns *namespacePods, c *candidate, dst []int32) []int32
 		if c := cmp.Compare(ea.name, eb.name); c != 0 {
 			return c
 		}
-		return cmp.Compare(ea.pod.UID, eb.pod.UID)
+		// Names are unique in a namespace; the addresses only make the
+		// order of duplicates independent of the input order.
+		return slices.CompareFunc(ea.pod.addrs, eb.pod.addrs, netip.Addr.Compare)
 	})
 	return dst
 }

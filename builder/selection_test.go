@@ -136,7 +136,7 @@ func TestSelection(t *testing.T) {
 					newRoute("a", "r", 0, selector(tc.sel), hosts("a.example.com")),
 					newRoute("b", "r", 0, selector(tc.sel), hosts("b.example.com")),
 				},
-				Pods: pods,
+				Pods: compact(pods...),
 			}, Options{})
 			for _, ns := range []string{"a", "b"} {
 				want := tc.want
@@ -172,10 +172,10 @@ func TestNamespaceIsolation(t *testing.T) {
 	lbls := map[string]string{"app": "chat"}
 	res := Build(Input{
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0, hosts("a.example.com"))},
-		Pods: []*corev1.Pod{
+		Pods: compact(
 			newPod("b", "p1", "10.0.1.1", lbls),
 			newPod("c", "p1", "10.0.2.1", lbls),
-		},
+		),
 	}, Options{})
 	st := res.Routes[key("a", "chat")]
 	if !st.Accepted || st.Endpoints.Count != 0 || st.Endpoints.Pods != nil || st.Endpoints.Skipped != nil {
@@ -243,7 +243,7 @@ func TestIndexPicksTheSmallestCandidateList(t *testing.T) {
 			if len(c.problems) > 0 {
 				t.Fatalf("route is invalid: %v", c.problems)
 			}
-			idx := newPodIndex(pods, []*candidate{c})
+			idx := newPodIndex(compact(pods...), []*candidate{c})
 			ns := idx.namespaces["a"]
 			best, n := idx.bestLookup(ns, c)
 			if best < 0 || c.lookups[best].key != tc.wantKey || n != tc.wantCandidates {
@@ -263,11 +263,11 @@ func TestPodsSharedByRoutes(t *testing.T) {
 			newRoute("a", "by-name", 0, hosts("h1"), matchLabels("app", "chat"), port(intstr.FromString("ws"))),
 			newRoute("a", "by-number", 1, hosts("h2"), matchLabels("app", "chat"), port(intstr.FromInt32(9000))),
 		},
-		Pods: []*corev1.Pod{
+		Pods: compact(
 			newPod("a", "with-ws", "10.0.0.1", lbls),
 			newPod("a", "without-ws", "10.0.0.2", lbls, containerPorts(tcpPort("http", 80))),
 			newPod("a", "not-ready", "10.0.0.3", lbls, notReady),
-		},
+		),
 	}, Options{})
 	tests := []struct {
 		route       string

@@ -11,7 +11,7 @@ import (
 )
 
 // CacheOptions configures the manager's cache for these controllers: Pods
-// trimmed to what routing needs, and only the Secrets labelled
+// compacted to what routing needs (see CompactPod), and only the Secrets labelled
 // wsgate.io/certificate=true, trimmed to their certificate and key, and
 // (when certManager says cert-manager is installed) the cert-manager
 // Certificates that wsgate created. namespaces, when not empty, limits the
@@ -19,7 +19,7 @@ import (
 func CacheOptions(certManager bool, namespaces ...string) cache.Options {
 	opts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Transform: TrimPod},
+			&corev1.Pod{}: {Transform: CompactPod},
 			&corev1.Secret{}: {
 				Label:     labels.SelectorFromSet(labels.Set{wsgatev1alpha1.CertificateLabel: "true"}),
 				Transform: TrimSecret,

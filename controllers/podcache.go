@@ -1,112 +1,141 @@
 package controllers
 
 import (
+	"sync"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/wsgate/wsgate/builder"
 )
 
-// TrimPod is a cache transform that keeps only what the routing table
-// needs of a Pod: identity, labels, deletion, hostNetwork, container
-// ports, phase, IPs and the Ready condition. Everything else (managed fields, annotations,
-// volumes, container specs, statuses) is dropped before the object enters
-// the cache, so memory stays small at tens of thousands of pods. Trimming
-// a trimmed Pod changes nothing, as client-go may transform an object twice.
-func TrimPod(obj any) (any, error) {
+// CompactPod is the Pod cache's transform: it replaces each Pod with a
+// cachedPod, which holds only what the routing table needs (see
+// builder.CompactPod) and the resourceVersion, so that memory stays small
+// at tens of thousands of pods. Records and tombstones
+// (DeletedFinalStateUnknown) pass through unchanged, as client-go may
+// transform an object twice.
+//
+// The cache then holds no *corev1.Pod: reading Pods through the manager's
+// cache-backed client fails, and typed watches of Pods get records they
+// cannot use. The TableBuilder reads the records through its event
+// handlers.
+func CompactPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
-		// Tombstones (DeletedFinalStateUnknown) and anything else pass
-		// through unchanged.
 		return obj, nil
 	}
-	out := &corev1.Pod{
-		TypeMeta: pod.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              pod.Name,
-			Namespace:         pod.Namespace,
-			UID:               pod.UID,
-			ResourceVersion:   pod.ResourceVersion,
-			Generation:        pod.Generation,
-			CreationTimestamp: pod.CreationTimestamp,
-			DeletionTimestamp: pod.DeletionTimestamp,
-			Labels:            pod.Labels,
-		},
-		Spec: corev1.PodSpec{
-			// A host-network pod's IP is its node's: never allowlisted.
-			HostNetwork: pod.Spec.HostNetwork,
-			Containers:  trimContainers(pod.Spec.Containers, false),
-			// Sidecars (init containers that keep running) can serve too.
-			InitContainers: trimContainers(pod.Spec.InitContainers, true),
-		},
-		Status: corev1.PodStatus{
-			Phase:  pod.Status.Phase,
-			PodIP:  pod.Status.PodIP,
-			PodIPs: pod.Status.PodIPs,
-		},
-	}
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
-			break
-		}
-	}
-	return out, nil
+	return &cachedPod{Pod: builder.CompactPod(pod), resourceVersion: pod.ResourceVersion}, nil
 }
 
-func trimContainers(cs []corev1.Container, sidecarsOnly bool) []corev1.Container {
-	var out []corev1.Container
-	for _, c := range cs {
-		if sidecarsOnly && (c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
-			continue
-		}
-		if len(c.Ports) == 0 {
-			continue
-		}
-		tc := corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Ports: make([]corev1.ContainerPort, len(c.Ports))}
-		for i, p := range c.Ports {
-			tc.Ports[i] = corev1.ContainerPort{Name: p.Name, ContainerPort: p.ContainerPort, Protocol: p.Protocol}
-		}
-		out = append(out, tc)
+var _ toolscache.TransformFunc = CompactPod
+
+// cachedPod is a Pod as the cache holds it. It implements metav1.Object
+// for client-go's informer, which keys objects by namespace and name and
+// tells updates from resyncs by resourceVersion. It keeps no other
+// metadata: the other getters return zero values. A record is shared by
+// the informer's store and its event handlers and must not change, so the
+// setters panic.
+type cachedPod struct {
+	builder.Pod
+	resourceVersion string
+}
+
+var _ metav1.Object = &cachedPod{}
+
+func (p *cachedPod) GetNamespace() string                          { return p.Namespace() }
+func (p *cachedPod) GetName() string                               { return p.Name() }
+func (p *cachedPod) GetResourceVersion() string                    { return p.resourceVersion }
+func (p *cachedPod) GetLabels() map[string]string                  { return p.Labels() }
+func (p *cachedPod) GetGenerateName() string                       { return "" }
+func (p *cachedPod) GetUID() types.UID                             { return "" }
+func (p *cachedPod) GetGeneration() int64                          { return 0 }
+func (p *cachedPod) GetSelfLink() string                           { return "" }
+func (p *cachedPod) GetCreationTimestamp() metav1.Time             { return metav1.Time{} }
+func (p *cachedPod) GetDeletionTimestamp() *metav1.Time            { return nil }
+func (p *cachedPod) GetDeletionGracePeriodSeconds() *int64         { return nil }
+func (p *cachedPod) GetAnnotations() map[string]string             { return nil }
+func (p *cachedPod) GetFinalizers() []string                       { return nil }
+func (p *cachedPod) GetOwnerReferences() []metav1.OwnerReference   { return nil }
+func (p *cachedPod) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
+
+func (p *cachedPod) SetNamespace(string)                          { readOnly() }
+func (p *cachedPod) SetName(string)                               { readOnly() }
+func (p *cachedPod) SetGenerateName(string)                       { readOnly() }
+func (p *cachedPod) SetUID(types.UID)                             { readOnly() }
+func (p *cachedPod) SetResourceVersion(string)                    { readOnly() }
+func (p *cachedPod) SetGeneration(int64)                          { readOnly() }
+func (p *cachedPod) SetSelfLink(string)                           { readOnly() }
+func (p *cachedPod) SetCreationTimestamp(metav1.Time)             { readOnly() }
+func (p *cachedPod) SetDeletionTimestamp(*metav1.Time)            { readOnly() }
+func (p *cachedPod) SetDeletionGracePeriodSeconds(*int64)         { readOnly() }
+func (p *cachedPod) SetLabels(map[string]string)                  { readOnly() }
+func (p *cachedPod) SetAnnotations(map[string]string)             { readOnly() }
+func (p *cachedPod) SetFinalizers([]string)                       { readOnly() }
+func (p *cachedPod) SetOwnerReferences([]metav1.OwnerReference)   { readOnly() }
+func (p *cachedPod) SetManagedFields([]metav1.ManagedFieldsEntry) { readOnly() }
+
+func readOnly() { panic("controllers: a cached pod record is read-only") }
+
+// podSet is the TableBuilder's view of the cached pods, kept up to date by
+// the Pod informer's events. It holds the records the informer's store
+// holds (not copies), keyed by namespace and name.
+type podSet struct {
+	mu   sync.Mutex
+	pods map[types.NamespacedName]*builder.Pod
+}
+
+// set stores obj and reports whether it differs, for a build, from the
+// pod it replaces (a new pod always does).
+func (s *podSet) set(obj any) bool {
+	p := podRecord(obj)
+	if p == nil {
+		return false
+	}
+	k := types.NamespacedName{Namespace: p.Namespace(), Name: p.Name()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pods == nil {
+		s.pods = make(map[types.NamespacedName]*builder.Pod)
+	}
+	old := s.pods[k]
+	s.pods[k] = p
+	return old == nil || !old.Equal(p)
+}
+
+// remove forgets the pod obj names; obj may be a tombstone.
+func (s *podSet) remove(obj any) {
+	name, err := toolscache.DeletionHandlingObjectToName(obj)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pods, types.NamespacedName{Namespace: name.Namespace, Name: name.Name})
+}
+
+// list returns the pods; the records are immutable.
+func (s *podSet) list() []*builder.Pod {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*builder.Pod, 0, len(s.pods))
+	for _, p := range s.pods {
+		out = append(out, p)
 	}
 	return out
 }
 
-// podRoutingChanged reports whether an update to a Pod can change the
-// routing table; resourceVersion-only changes and fields TrimPod drops
-// cannot.
-func podRoutingChanged(oldObj, newObj any) bool {
-	o, ok1 := oldObj.(*corev1.Pod)
-	n, ok2 := newObj.(*corev1.Pod)
-	if !ok1 || !ok2 {
-		return true
+// podRecord returns the record of a cached object: a cachedPod, or a
+// *corev1.Pod from a cache configured without CompactPod.
+func podRecord(obj any) *builder.Pod {
+	switch o := obj.(type) {
+	case *cachedPod:
+		return &o.Pod
+	case *corev1.Pod:
+		p := builder.CompactPod(o)
+		return &p
 	}
-	if (o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
-		o.Status.Phase != n.Status.Phase || o.Status.PodIP != n.Status.PodIP ||
-		podReady(o) != podReady(n) || len(o.Labels) != len(n.Labels) ||
-		len(o.Status.PodIPs) != len(n.Status.PodIPs) {
-		return true
-	}
-	for k, v := range o.Labels {
-		if nv, ok := n.Labels[k]; !ok || nv != v {
-			return true
-		}
-	}
-	for i := range o.Status.PodIPs {
-		if o.Status.PodIPs[i] != n.Status.PodIPs[i] {
-			return true
-		}
-	}
-	// Container ports are immutable on a Pod.
-	return false
+	return nil
 }
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-var _ toolscache.TransformFunc = TrimPod

@@ -32,7 +32,8 @@ const (
 // Pods or certificate Secrets change, and publishes it. It runs on every replica (it does not
 // need leader election) and never writes to the API server.
 type TableBuilder struct {
-	// Cache is the manager's cache; Pods should be trimmed with TrimPod.
+	// Cache is the manager's cache, configured by CacheOptions (Pods
+	// compacted by CompactPod).
 	Cache cache.Cache
 	// Publisher receives each new table.
 	Publisher *routing.Publisher
@@ -54,6 +55,7 @@ type TableBuilder struct {
 	firstDirty atomic.Int64 // unix nanoseconds of the first change not yet built
 	generation uint64
 	secrets    secretParser
+	pods       podSet
 	latest     atomic.Pointer[builder.Result]
 
 	mu       sync.Mutex
@@ -95,14 +97,15 @@ func (b *TableBuilder) Start(ctx context.Context) error {
 	if err := b.watch(ctx, &wsgatev1alpha1.WsRoute{}, routeSpecChanged); err != nil {
 		return err
 	}
-	if err := b.watch(ctx, &corev1.Pod{}, podRoutingChanged); err != nil {
+	pods, err := b.watchPods(ctx)
+	if err != nil {
 		return err
 	}
 	if err := b.watch(ctx, &corev1.Secret{}, nil); err != nil {
 		return err
 	}
 	b.secrets.now = b.Clock.Now
-	if !b.Cache.WaitForCacheSync(ctx) {
+	if !b.Cache.WaitForCacheSync(ctx) || !toolscache.WaitForCacheSync(ctx.Done(), pods.HasSynced) {
 		return fmt.Errorf("wait for cache sync: %w", ctx.Err())
 	}
 	if err := b.build(ctx); err != nil {
@@ -144,6 +147,36 @@ func (b *TableBuilder) watch(ctx context.Context, obj client.Object, changed fun
 	return nil
 }
 
+// watchPods keeps b.pods in step with the Pod informer. The returned
+// registration has synced once b.pods holds every pod of the initial list.
+func (b *TableBuilder) watchPods(ctx context.Context) (toolscache.ResourceEventHandlerRegistration, error) {
+	inf, err := b.Cache.GetInformer(ctx, &corev1.Pod{})
+	if err != nil {
+		return nil, fmt.Errorf("informer for Pods: %w", err)
+	}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			b.pods.set(obj)
+			b.markDirty()
+		},
+		// Updates that do not change what a build reads (most status
+		// changes, resourceVersion-only changes) trigger no build.
+		UpdateFunc: func(_, obj any) {
+			if b.pods.set(obj) {
+				b.markDirty()
+			}
+		},
+		DeleteFunc: func(obj any) {
+			b.pods.remove(obj)
+			b.markDirty()
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event handler for Pods: %w", err)
+	}
+	return reg, nil
+}
+
 func (b *TableBuilder) markDirty() {
 	b.firstDirty.CompareAndSwap(0, b.Clock.Now().UnixNano())
 	select {
@@ -181,10 +214,6 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	if err := b.Cache.List(ctx, &routes, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list WsRoutes: %w", err)
 	}
-	var pods corev1.PodList
-	if err := b.Cache.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
-		return fmt.Errorf("list Pods: %w", err)
-	}
 	var secrets corev1.SecretList
 	if err := b.Cache.List(ctx, &secrets, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list Secrets: %w", err)
@@ -193,13 +222,10 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	in := builder.Input{
 		Secrets: b.secrets.update(secrets.Items, func(k types.NamespacedName) bool { return referenced[k] }),
 		Routes:  make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
-		Pods:    make([]*corev1.Pod, len(pods.Items)),
+		Pods:    b.pods.list(),
 	}
 	for i := range routes.Items {
 		in.Routes[i] = &routes.Items[i]
-	}
-	for i := range pods.Items {
-		in.Pods[i] = &pods.Items[i]
 	}
 	b.generation++
 	res := builder.Build(in, builder.Options{
