@@ -24,6 +24,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -35,6 +37,7 @@ type config struct {
 	timeout time.Duration
 	keep    bool
 	peers   string
+	rows    string
 	pods    int
 	rounds  int
 
@@ -71,6 +74,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
 	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
+	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle (memory); the others read \"not run\"")
 	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
 	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but memory) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
 	flag.IntVar(&cfg.latencyConns, "latency-conns", 1000, "round-trip row: connections")
@@ -139,6 +143,11 @@ func smokeDefaults(cfg *config) {
 }
 
 func (c *config) check() error {
+	for _, name := range strings.Split(c.rows, ",") {
+		if !slices.ContainsFunc(rows(c), func(r row) bool { return r.key == name }) {
+			return fmt.Errorf("-rows: unknown row %q", name)
+		}
+	}
 	switch {
 	case c.rounds < 1 || c.rounds > 10:
 		return fmt.Errorf("-rounds %d: 1 to 10", c.rounds)

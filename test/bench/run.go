@@ -46,7 +46,9 @@ func (r results) get(metric, peer string) (cell, bool) {
 // reverse order (A B C D, D C B A), so that a load that comes and goes on
 // the machine falls on every peer alike.
 type row struct {
-	name    string
+	name string
+	// key names the row in -rows.
+	key     string
 	metrics []string
 	// rounds splits the row's duration; 1 for the memory row.
 	rounds int
@@ -91,6 +93,7 @@ func rows(cfg *config) []row {
 	return []row{
 		{
 			name:    "round trips",
+			key:     "latency",
 			metrics: []string{"lat50", "lat99", "latcpu"},
 			rounds:  cfg.rounds,
 			profile: true,
@@ -112,6 +115,7 @@ func rows(cfg *config) []row {
 		},
 		{
 			name:    "bulk throughput",
+			key:     "bulk",
 			metrics: []string{"bulk", "bulkcpu"},
 			rounds:  cfg.rounds,
 			profile: true,
@@ -134,6 +138,7 @@ func rows(cfg *config) []row {
 		rateRow(cfg, "new connections, TLS", "ratetls", true),
 		{
 			name:        "idle tunnels",
+			key:         "idle",
 			metrics:     []string{"idle", "idlerss"},
 			rounds:      1,
 			proxiesOnly: true,
@@ -155,6 +160,7 @@ func rows(cfg *config) []row {
 func rateRow(cfg *config, name, key string, useTLS bool) row {
 	return row{
 		name:    name,
+		key:     key,
 		metrics: []string{key, key + "cpu"},
 		rounds:  cfg.rounds,
 		profile: true,
@@ -248,6 +254,9 @@ func runBench(ctx context.Context, cfg *config) error {
 	fmt.Printf("wsgate bench: %d pods on loopback; load average %s\n", cfg.pods, load0)
 
 	for _, rw := range rows(cfg) {
+		if !slices.Contains(strings.Split(cfg.rows, ","), rw.key) {
+			continue
+		}
 		if err := rep.runRow(ctx, e, rw); err != nil {
 			return err
 		}
