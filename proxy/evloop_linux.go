@@ -5,6 +5,7 @@ package proxy
 import (
 	"errors"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -30,11 +31,20 @@ import (
 //
 // Everything about a tunnel in a loop is done on the loop's goroutine:
 // other goroutines (revocation, timers, shutdown) post tasks to it.
+//
+// The loop's goroutine does not block in epoll_wait: the epoll descriptor
+// itself sits in Go's poller, which wakes the goroutine when any socket of
+// the loop is ready; the loop then collects the events without waiting.
+// A goroutine blocked in a system call would hand its processor off and
+// take another thread switch on every wake-up.
 
 // evLoop is one epoll instance and the goroutine that serves it.
 type evLoop struct {
 	epfd   int
 	wakefd int // eventfd: posted tasks are waiting
+	// epf is epfd in Go's poller.
+	epf    *os.File
+	events []unix.EpollEvent
 
 	mu    sync.Mutex
 	tasks []func()
@@ -94,7 +104,15 @@ func newEvLoop() (*evLoop, error) {
 		_ = unix.Close(wfd)
 		return nil, err
 	}
-	return &evLoop{epfd: epfd, wakefd: wfd, buf: make([]byte, evReadSize)}, nil
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wfd)
+		return nil, err
+	}
+	return &evLoop{
+		epfd: epfd, wakefd: wfd, epf: os.NewFile(uintptr(epfd), "wsgate-tunnels"),
+		events: make([]unix.EpollEvent, 256), buf: make([]byte, evReadSize),
+	}, nil
 }
 
 // post runs f on the loop's goroutine.
@@ -123,32 +141,50 @@ func (l *evLoop) runTasks() {
 }
 
 func (l *evLoop) run() {
-	events := make([]unix.EpollEvent, 256)
-	for {
-		n, err := unix.EpollWait(l.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+	if rc, err := l.epf.SyscallConn(); err == nil {
+		poll := func(uintptr) bool {
+			for l.collect(0) == len(l.events) {
 			}
-			// EBADF or EINVAL: cannot happen on a valid epoll descriptor.
-			panic("wsgate: epoll_wait: " + err.Error())
+			return false
 		}
-		l.now = time.Now().UnixNano()
-		for i := range n {
-			ev := &events[i]
-			if ev.Fd == wakeSlot {
-				var b [8]byte
-				_, _ = unix.Read(l.wakefd, b[:])
-				continue
-			}
-			e := l.ends[ev.Fd]
-			if e == nil || e.gen != uint32(ev.Pad) {
-				continue // a socket closed earlier in this batch
-			}
-			e.t.handle(e.side, ev.Events)
-		}
-		l.runTasks()
+		// Read returns only when Go's poller cannot watch the descriptor.
+		_ = rc.Read(poll)
 	}
+	for {
+		l.collect(-1)
+	}
+}
+
+// collect waits up to msec (-1: no limit) for events, handles them and
+// runs the posted tasks. It returns the number of events.
+func (l *evLoop) collect(msec int) int {
+	n, err := unix.EpollWait(l.epfd, l.events, msec)
+	if err != nil {
+		if errors.Is(err, unix.EINTR) {
+			return 0
+		}
+		// EBADF or EINVAL: cannot happen on a valid epoll descriptor.
+		panic("wsgate: epoll_wait: " + err.Error())
+	}
+	if n == 0 {
+		return 0
+	}
+	l.now = time.Now().UnixNano()
+	for i := range n {
+		ev := &l.events[i]
+		if ev.Fd == wakeSlot {
+			var b [8]byte
+			_, _ = unix.Read(l.wakefd, b[:])
+			continue
+		}
+		e := l.ends[ev.Fd]
+		if e == nil || e.gen != uint32(ev.Pad) {
+			continue // a socket closed earlier in this batch
+		}
+		e.t.handle(e.side, ev.Events)
+	}
+	l.runTasks()
+	return n
 }
 
 // register adds a socket to the loop.
