@@ -100,13 +100,13 @@ func (r *report) limits(b *strings.Builder) {
 	w("**Round trips.** At %s messages a second the proxies need little CPU (wsgate used %s%% of a core, nginx %s%%, HAProxy %s%%). ",
 		rate, r.val("latcpu", "wsgate", 0), r.val("latcpu", "nginx", 0), r.val("latcpu", "haproxy", 0))
 	w("The added round trip is two more loopback hops and one wake-up of the proxy in each direction; the p99 is set by scheduling, with the clients, the pods, the proxy and the rest of the machine on %s cores, and is the noisiest figure of the table. ", nproc())
-	w("Per message, wsgate spends ×%s nginx's CPU. Its profile: %s of its time under the Go scheduler (parking and waking goroutines, `epoll_wait`, `futex`), and %s in the readiness peek it makes before each read (`recvfrom(MSG_PEEK)`, the price of holding no buffer while a tunnel is idle); nginx makes one `recv` and one `send` per message between `epoll_wait`s on its event loop.\n\n",
-		r.ratio("latcpu", "wsgate", "nginx"), r.stage("round trips", "goroutine scheduling"), r.stage("round trips", "of which waiting for readable data (recvfrom MSG_PEEK)"))
+	w("Per message, wsgate spends ×%s nginx's CPU. Like nginx, it carries plain TCP tunnels on event loops (one per core, each an epoll instance): one `read` and one `write` per message, %s of its time under the loops, %s of it collecting events; the Go scheduler (waking a loop's goroutine from Go's poller) takes %s.\n\n",
+		r.ratio("latcpu", "wsgate", "nginx"), r.stage("round trips", "carrying tunnels (event loops)"), r.stage("round trips", "of which collecting events (epoll_wait)"), r.stage("round trips", "goroutine scheduling"))
 
 	w("**Bulk throughput.** The load generator and the pods, on the same cores, bound the throughput more than the proxies do (direct, with one hop less, moves ×%s wsgate's bytes); CPU per GB is the figure that tells the proxies apart. ",
 		r.ratio("bulk", "direct", "wsgate"))
-	w("wsgate copies through pooled 32 KiB buffers and spends %s of its time in system calls (the kernel copying the bytes), %s of it under the readiness peek before each read; ",
-		r.kind("bulk throughput", kindSyscall), r.stage("bulk throughput", "of which waiting for readable data (recvfrom MSG_PEEK)"))
+	w("wsgate reads up to 64 KiB at a time into its loop's buffer and spends %s of its time in system calls (the kernel copying the bytes); ",
+		r.kind("bulk throughput", kindSyscall))
 	w("nginx relays an upgraded connection through `proxy_buffer_size` buffers (one 4 KiB page by default), so it makes more system calls per byte (×%s wsgate's CPU per GB); HAProxy's buffers are 16 KiB (`tune.bufsize`; ×%s wsgate's CPU per GB). ",
 		r.ratio("bulkcpu", "nginx", "wsgate"), r.ratio("bulkcpu", "haproxy", "wsgate"))
 	w("Direct's CPU per GB is the echo pods' own (coder/websocket reads, unmasks and copies whole messages), which is why it is above the proxies', which only pass bytes on (wsgate tracks frame boundaries on the way).\n\n")
@@ -117,16 +117,17 @@ func (r *report) limits(b *strings.Builder) {
 	w("Its profile: %s of its time in system calls (`accept`, `socket`, `connect`, `read`, `write`, `shutdown`, `close`, `epoll`), %s under the Go scheduler, %s in allocation and %s in garbage collection. ",
 		r.kind("new connections, plain", kindSyscall), r.stage("new connections, plain", "goroutine scheduling"),
 		r.stage("new connections, plain", "allocation"), r.stage("new connections, plain", "garbage collection"))
-	w("Per connection it runs net/http's connection goroutine and request parsing (%s), dials the pod with Go's `net.Dialer` (%s), parses the pod's 101 with `http.ReadResponse` (%s), starts two goroutines for the tunnel, and at the end passes the client's FIN on to the pod with `shutdown` and waits for the pod's before it closes (%s under the half-close): a websocket's TCP half-close is relayed, where nginx closes both sides at the first end of stream.\n\n",
+	w("Per connection it runs net/http's connection goroutine and request parsing (%s), dials the pod with Go's `net.Dialer` (%s), parses the pod's 101 (%s), then moves both sockets out of Go's poller into an event loop (%s: a `dup`, a `close` and an `epoll_ctl` each), where the echo and the teardown run (%s); a websocket's TCP half-close is relayed (the client's FIN goes on to the pod with `shutdown`, and the tunnel ends at the pod's), where nginx closes both sides at the first end of stream.\n\n",
 		r.stage("new connections, plain", "reading the client's request (net/http)"), r.stage("new connections, plain", "dialling the pod"),
-		r.stage("new connections, plain", "reading the pod's 101"), r.stage("new connections, plain", "of which half-closing (shutdown)"))
+		r.stage("new connections, plain", "reading the pod's 101"), r.stage("new connections, plain", "moving the tunnel to an event loop"),
+		r.stage("new connections, plain", "carrying tunnels (event loops)"))
 
 	w("**New connections, TLS.** The handshake's cryptography dominates: an X25519 key exchange and an ECDSA P-256 signature on the proxy per connection, and the same exchange and a signature check on the client, on the same cores. ")
 	w("wsgate's profile: %s of its time in cryptography (Go's crypto/tls), %s in system calls. The gap in CPU per connection shrinks to ×%s nginx's (×%s in the plain row); nginx and HAProxy use Debian's OpenSSL.\n\n",
 		r.kind("new connections, TLS", kindCrypto), r.kind("new connections, TLS", kindSyscall),
 		r.ratio("ratetlscpu", "wsgate", "nginx"), r.ratio("ratecpu", "wsgate", "nginx"))
 
-	w("**Idle tunnels.** wsgate holds, per tunnel, two goroutines (one per direction) and their stacks, the two sockets' Go structures and the tunnel's state, and no buffer: it waits for data with a one-byte peek and borrows a 32 KiB buffer only to copy (%s KiB per tunnel; ×%s nginx's). ",
+	w("**Idle tunnels.** wsgate holds, per plain TCP tunnel, its state (frame trackers, counters, the registry's entry) and two sockets in an event loop's epoll set: no goroutine, no stack and no buffer (%s KiB per tunnel; ×%s nginx's). A loop reads into its own buffer and copies aside only what a peer cannot take yet. TLS tunnels run on two goroutines each, which borrow a buffer only while bytes move. ",
 		r.val("idle", "wsgate", 1), r.ratio("idle", "wsgate", "nginx"))
 	if h := r.heap; h != nil {
 		n := float64(c.idleTunnels)
