@@ -653,6 +653,8 @@ func (et *evTunnel) close() {
 	}
 	close(t.done)
 	if et.onDone != nil {
-		et.onDone()
+		// Off the loop: the access log may write to a slow pipe, and
+		// the loop carries other tunnels.
+		go et.onDone()
 	}
 }
