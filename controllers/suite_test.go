@@ -72,11 +72,13 @@ func startReplica(t *testing.T, defaultHost string, o replicaOptions) *gateway {
 	if cfg == nil {
 		cfg = env.Config
 	}
+	cacheOpts := controllers.CacheOptions(false)
+	cacheOpts.NewInformer = controllers.NewInformer
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(false),
+		Cache:                  cacheOpts,
 		// Each test starts its own manager with the same controller name.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
@@ -191,14 +193,8 @@ func (g *gateway) allowlisted(ns, name string) []string {
 // exactly want.
 func (g *gateway) waitAllowlist(t testing.TB, ns, name string, want ...string) {
 	t.Helper()
-	g.waitAllowlistWithin(t, 10*time.Second, ns, name, want...)
-}
-
-// waitAllowlistWithin is waitAllowlist with a timeout.
-func (g *gateway) waitAllowlistWithin(t testing.TB, timeout time.Duration, ns, name string, want ...string) {
-	t.Helper()
 	sort.Strings(want)
-	eventually(t, timeout, func() error {
+	eventually(t, 10*time.Second, func() error {
 		got := g.allowlisted(ns, name)
 		if got == nil {
 			return fmt.Errorf("route %s/%s is not in the table", ns, name)
@@ -224,14 +220,8 @@ func (g *gateway) waitRouteGone(t testing.TB, ns, name string) {
 // waitStatus waits until the route's status satisfies check.
 func waitStatus(t testing.TB, ns, name string, check func(*wsgatev1alpha1.WsRoute) error) *wsgatev1alpha1.WsRoute {
 	t.Helper()
-	return waitStatusWithin(t, 10*time.Second, ns, name, check)
-}
-
-// waitStatusWithin is waitStatus with a timeout.
-func waitStatusWithin(t testing.TB, timeout time.Duration, ns, name string, check func(*wsgatev1alpha1.WsRoute) error) *wsgatev1alpha1.WsRoute {
-	t.Helper()
 	var r wsgatev1alpha1.WsRoute
-	eventually(t, timeout, func() error {
+	eventually(t, 10*time.Second, func() error {
 		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
 			return err
 		}

@@ -148,6 +148,8 @@ func run() error {
 	if !certManager {
 		log.Info("cert-manager's Certificate API is not installed: routes with tls.issuerRef will report CertManagerMissing; restart wsgate after installing cert-manager")
 	}
+	cacheOpts := controllers.CacheOptions(certManager, splitList(watchNamespaces)...)
+	cacheOpts.NewInformer = controllers.NewInformer
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsOptions(metricsAddr, secureMetrics),
@@ -156,7 +158,7 @@ func run() error {
 		// and with it the data plane. controllers.LeaderElection gates
 		// the leader work only.
 		GracefulShutdownTimeout: ptr.To(grace + 5*time.Second),
-		Cache:                   controllers.CacheOptions(certManager, splitList(watchNamespaces)...),
+		Cache:                   cacheOpts,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

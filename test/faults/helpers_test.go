@@ -496,12 +496,14 @@ func startGateway(t *testing.T, cfg gatewayConfig) *gateway {
 	}
 	g := &gateway{tables: routing.NewPublisher(), probeAddr: freeAddr(t)}
 	reg := prometheus.NewRegistry()
+	cacheOpts := controllers.CacheOptions(false)
+	cacheOpts.NewInformer = controllers.NewInformer
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                  env.Scheme,
 		Metrics:                 metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:  g.probeAddr,
 		GracefulShutdownTimeout: ptr.To(cfg.grace + 5*time.Second),
-		Cache:                   controllers.CacheOptions(false),
+		Cache:                   cacheOpts,
 		// Every test starts its own manager with the same controller name.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})

@@ -39,8 +39,8 @@ func apiOutage(t *testing.T) time.Duration {
 // the last table: no tunnel drops, every new handshake succeeds, and
 // /readyz stays 200 (cmd/wsgate's check: a table was built and the
 // gateway is not draining). After each restart the controllers resync: a
-// pod added then is served (the delay is reported: client-go's watch
-// backoff makes it vary), and deleting it revokes its tunnel.
+// pod added then is served within resyncWithin, and deleting it revokes
+// its tunnel.
 //
 // Two more replicas, the real binary with --leader-elect as the chart runs
 // it, write the routes' status (the in-process gateway writes none). The
@@ -297,7 +297,7 @@ func checkResync(t *testing.T, g *gateway, s *stableRoute, ip, name string) {
 }
 
 // resyncWithin bounds how long after a restart a change takes to reach
-// the gateway. The informers' reflectors retry with client-go's backoff
-// (800ms doubling to a 30s cap, with up to 100% jitter), so after a
-// 20s outage this takes from seconds to over a minute.
-const resyncWithin = 2 * time.Minute
+// the gateway. The informers retry an unreachable API server every second
+// (controllers.NewInformer) instead of with the reflector's backoff,
+// which after a 20s outage took from seconds to over a minute.
+const resyncWithin = 10 * time.Second
