@@ -86,6 +86,20 @@ func (s *frameStream) writeTo(w io.Writer) error {
 	return nil
 }
 
+// sendAndCloseWrite writes s to c and half-closes it, in the background;
+// the channel gets the error.
+func (s *frameStream) sendAndCloseWrite(c net.Conn) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		err := s.writeTo(c)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		done <- err
+	}()
+	return done
+}
+
 // readAllHashed reads r to its end and returns its length and hash.
 func readAllHashed(r io.Reader) (int64, []byte, error) {
 	h := sha256.New()
@@ -135,14 +149,7 @@ func TestBackpressureBoundsMemoryAndKeepsEveryByte(t *testing.T) {
 		// 64 MiB from a client to a pod that reads nothing yet: more than
 		// the kernel's socket buffers on both hops can hold.
 		s := &frameStream{n: 1024, size: 64 << 10, masked: true}
-		wrote := make(chan error, 1)
-		go func() {
-			err := s.writeTo(a.conn)
-			if err == nil {
-				err = a.conn.(*net.TCPConn).CloseWrite()
-			}
-			wrote <- err
-		}()
+		wrote := s.sendAndCloseWrite(a.conn)
 		// Wait until the gateway stops taking bytes.
 		last, stable := int64(-1), 0
 		for stable < 5 {
@@ -208,35 +215,21 @@ func TestBulkBothWaysAtOnce(t *testing.T) {
 		}
 		podGot := make(chan result, 1)
 		podWrote := make(chan error, 1)
-		writerDone := make(chan struct{})
 		f.podA.setScript(func(pc *podConn) {
 			if !upgrade101(pc) {
 				return
 			}
 			_ = pc.c.SetDeadline(time.Now().Add(30 * time.Second))
-			go func() {
-				defer close(writerDone)
-				err := fromPod.writeTo(pc.c)
-				if err == nil {
-					err = pc.c.(*net.TCPConn).CloseWrite()
-				}
-				podWrote <- err
-			}()
+			wrote := fromPod.sendAndCloseWrite(pc.c)
 			n, sum, err := readAllHashed(pc.br)
 			podGot <- result{n, sum, err}
-			<-writerDone
+			// The script's end closes the connection: wait for the writer.
+			podWrote <- <-wrote
 		})
 		a := openRaw(t, f)
 		_ = a.conn.SetDeadline(time.Now().Add(30 * time.Second))
 		fromClient := &frameStream{n: 256, size: 32<<10 + 3, masked: true}
-		clientWrote := make(chan error, 1)
-		go func() {
-			err := fromClient.writeTo(a.conn)
-			if err == nil {
-				err = a.conn.(*net.TCPConn).CloseWrite()
-			}
-			clientWrote <- err
-		}()
+		clientWrote := fromClient.sendAndCloseWrite(a.conn)
 		n, sum, err := readAllHashed(a.br)
 		if err != nil {
 			t.Fatalf("client read: %v", err)

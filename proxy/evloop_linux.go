@@ -468,26 +468,35 @@ func (et *evTunnel) send(i int, p []byte) bool {
 		d.out = append(d.out, p...)
 		return true
 	}
-	dst := et.end[1-i].fd
-	for len(p) > 0 {
-		n, err := unix.Write(dst, p)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			if err == unix.EAGAIN {
-				break
-			}
-			et.fail()
-			return false
-		}
-		p = p[n:]
+	n, err := writeAll(et.end[1-i].fd, p)
+	if err != nil {
+		et.fail()
+		return false
 	}
-	if len(p) > 0 {
+	if n < len(p) {
 		d.outBuf = outPool.Get().(*[]byte)
-		d.out = append((*d.outBuf)[:0], p...)
+		d.out = append((*d.outBuf)[:0], p[n:]...)
 	}
 	return true
+}
+
+// writeAll writes p to the socket fd until it is written or the socket
+// cannot take more now; it returns how much was written.
+func writeAll(fd int, p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, err := unix.Write(fd, p[written:])
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return written, nil
+		case err != nil:
+			return written, err
+		default:
+			written += n
+		}
+	}
+	return written, nil
 }
 
 // flush writes what direction i's destination could not take before, and
@@ -497,21 +506,15 @@ func (et *evTunnel) flush(i int) {
 	if len(d.out) == 0 {
 		return
 	}
-	dst := et.end[1-i].fd
-	for len(d.out) > 0 {
-		n, err := unix.Write(dst, d.out)
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			if err == unix.EAGAIN {
-				return
-			}
-			et.fail()
-			return
-		}
-		d.out = d.out[n:]
+	n, err := writeAll(et.end[1-i].fd, d.out)
+	if err != nil {
+		et.fail()
+		return
 	}
+	if d.out = d.out[n:]; len(d.out) > 0 {
+		return
+	}
+	dst := et.end[1-i].fd
 	*d.outBuf = (*d.outBuf)[:0]
 	outPool.Put(d.outBuf)
 	d.out, d.outBuf = nil, nil
