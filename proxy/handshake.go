@@ -43,12 +43,14 @@ func checkHandshake(r *http.Request) *refusal {
 	if up := r.Header.Values("Upgrade"); len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket") {
 		return refuse(http.StatusBadRequest, "only the websocket upgrade is supported")
 	}
-	if v := r.Header.Values("Sec-WebSocket-Version"); len(v) != 1 || strings.TrimSpace(v[0]) != "13" {
+	// Sec-WebSocket-* fields are looked up by their canonical names, as
+	// Values would, without canonicalizing each time.
+	if v := r.Header["Sec-Websocket-Version"]; len(v) != 1 || strings.TrimSpace(v[0]) != "13" {
 		rf := refuse(http.StatusUpgradeRequired, "unsupported websocket version")
 		rf.header = http.Header{"Sec-WebSocket-Version": {"13"}}
 		return rf
 	}
-	keys := r.Header.Values("Sec-WebSocket-Key")
+	keys := r.Header["Sec-Websocket-Key"]
 	if len(keys) != 1 {
 		return refuse(http.StatusBadRequest, "exactly one Sec-WebSocket-Key is required")
 	}

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,6 +19,17 @@ type Metrics struct {
 	bytes      *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	closes     *prometheus.CounterVec
+
+	// routes holds each route's series for opened tunnels
+	// (*routing.Route -> *routeSeries), resolved on its first tunnel
+	// rather than on each; forget drops the routes of past tables.
+	routes sync.Map
+}
+
+// routeSeries are one route's series for an opened tunnel.
+type routeSeries struct {
+	opened prometheus.Counter // wsgate_handshakes_total{code="101"}
+	tunnel tunnelMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -53,8 +66,30 @@ func (m *Metrics) handshake(route *routing.Route, code int) {
 	if m == nil {
 		return
 	}
+	if code == http.StatusSwitchingProtocols && route != nil {
+		m.series(route).opened.Inc()
+		return
+	}
 	ns, name := routeLabels(route)
 	m.handshakes.WithLabelValues(ns, name, strconv.Itoa(code)).Inc()
+}
+
+// series returns route's series for opened tunnels.
+func (m *Metrics) series(route *routing.Route) *routeSeries {
+	if rs, ok := m.routes.Load(route); ok {
+		return rs.(*routeSeries)
+	}
+	ns, name := routeLabels(route)
+	rs, _ := m.routes.LoadOrStore(route, &routeSeries{
+		opened: m.handshakes.WithLabelValues(ns, name, strconv.Itoa(http.StatusSwitchingProtocols)),
+		tunnel: tunnelMetrics{
+			active:     m.active.WithLabelValues(ns, name),
+			fromClient: m.bytes.WithLabelValues(ns, name, "client_to_pod"),
+			fromPod:    m.bytes.WithLabelValues(ns, name, "pod_to_client"),
+			duration:   m.duration.WithLabelValues(ns, name),
+		},
+	})
+	return rs.(*routeSeries)
 }
 
 // tunnelMetrics are one tunnel's series, resolved once when it opens.
@@ -68,13 +103,7 @@ func (m *Metrics) forTunnel(route *routing.Route) tunnelMetrics {
 	if m == nil {
 		return tunnelMetrics{}
 	}
-	ns, name := routeLabels(route)
-	return tunnelMetrics{
-		active:     m.active.WithLabelValues(ns, name),
-		fromClient: m.bytes.WithLabelValues(ns, name, "client_to_pod"),
-		fromPod:    m.bytes.WithLabelValues(ns, name, "pod_to_client"),
-		duration:   m.duration.WithLabelValues(ns, name),
-	}
+	return m.series(route).tunnel
 }
 
 func (m *Metrics) closed(reason CloseReason, code uint16) {
@@ -108,6 +137,16 @@ func (m *Metrics) forget(tbl *routing.Table, previous map[routing.RouteKey]bool)
 			// gauge goes when they have.
 		}
 	}
+	current := make(map[*routing.Route]bool, len(tbl.Routes()))
+	for _, r := range tbl.Routes() {
+		current[r] = true
+	}
+	m.routes.Range(func(r, _ any) bool {
+		if !current[r.(*routing.Route)] {
+			m.routes.Delete(r)
+		}
+		return true
+	})
 	return now
 }
 

@@ -61,7 +61,14 @@ type Options struct {
 	MaxTunnels int
 	// RetryAfter is sent with 503 answers. Default 5s.
 	RetryAfter time.Duration
-	// Dial connects to a pod; tests replace it. Default net.Dialer.
+	// Dial connects to a pod; tests replace it. The default is a
+	// net.Dialer without TCP keepalive on pod connections (as nginx and
+	// HAProxy dial by default): the tunnels of a pod that leaves the
+	// allowlist (deleted, not Ready, its node lost) are closed by
+	// revocation unless the route lets them drain, and idle timeouts
+	// bound the rest, so keepalive's four setsockopt calls on every dial
+	// would buy little. Client connections keep the keepalive that the
+	// listener sets: dead clients are the common case.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Log receives the HTTP server's own errors (V(1)).
 	Log logr.Logger
@@ -97,7 +104,7 @@ func (o *Options) setDefaults() {
 		o.MaxTunnels = 9000
 	}
 	if o.Dial == nil {
-		o.Dial = (&net.Dialer{}).DialContext
+		o.Dial = (&net.Dialer{KeepAlive: -1}).DialContext
 	}
 	if o.RefusalLogRate <= 0 {
 		o.RefusalLogRate = 20
@@ -204,7 +211,12 @@ wait:
 func (s *Server) watchTables() {
 	updates, cancel := s.tables.Subscribe()
 	defer cancel()
+	// The routes of the table published before New count as well: the
+	// series of those that the first update removes go too.
 	var routes map[routing.RouteKey]bool
+	if tbl := s.tables.Load(); tbl != nil {
+		routes = s.opts.Metrics.forget(tbl, nil)
+	}
 	for {
 		select {
 		case <-s.stop:
@@ -300,9 +312,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	if hsTimeout <= 0 {
 		hsTimeout = s.opts.HandshakeTimeout
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), hsTimeout)
-	defer cancel()
-	dialCtx, dialCancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+	// One context, for the dial only: the rest of the handshake is bound
+	// by deadlines on the connections.
+	now := time.Now()
+	deadline := now.Add(hsTimeout)
+	dialCtx, dialCancel := context.WithDeadline(r.Context(), now.Add(min(hsTimeout, s.opts.DialTimeout)))
 	pod, err := s.opts.Dial(dialCtx, "tcp", tgt.backend.Addr.String())
 	dialCancel()
 	if err != nil {
@@ -315,13 +329,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 			_ = pod.Close()
 		}
 	}()
-	deadline, _ := ctx.Deadline()
 	_ = pod.SetDeadline(deadline)
 	if _, err := pod.Write(podRequest(r, tgt.uri)); err != nil {
 		fail(refuse(dialStatus(err), "the pod closed the connection"))
 		return
 	}
-	resp, br, budget, err := readPodResponse(pod, r, s.opts.MaxHeaderBytes)
+	resp, br, err := readPodResponse(pod, r, s.opts.MaxHeaderBytes)
 	if err != nil {
 		if !time.Now().Before(deadline) {
 			// Cut off mid-answer by the handshake timeout: the pod was
@@ -332,7 +345,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 		fail(refuse(dialStatus(err), "the pod did not answer the handshake"))
 		return
 	}
-	budget.n = -1
+	defer br.release()
+	br.budget.n = -1
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		s.relay(w, r, tgt.route, resp)
 		return

@@ -84,16 +84,18 @@ func checkPath(path string) *refusal {
 			return refuse(http.StatusBadRequest, "the path must not contain percent-encoding, backslashes or non-ASCII bytes")
 		}
 	}
-	segs := strings.Split(path[1:], "/")
-	for i, s := range segs {
+	for rest := path[1:]; ; {
+		s, more, found := strings.Cut(rest, "/")
 		switch {
 		case s == "." || s == "..":
 			return refuse(http.StatusBadRequest, "the path must not contain dot segments")
-		case s == "" && i != len(segs)-1:
+		case s == "" && found:
 			return refuse(http.StatusBadRequest, "the path must not contain empty segments")
+		case !found:
+			return nil
 		}
+		rest = more
 	}
-	return nil
 }
 
 // parseAddr accepts only the canonical text of an address: what
@@ -110,10 +112,15 @@ func parseAddr(s string) (netip.Addr, bool) {
 // normalizeHost returns the request's host, lower case, without port or
 // trailing dot; ok is false for a host the gateway cannot route.
 func normalizeHost(hostport string) (string, bool) {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	} else if strings.HasPrefix(hostport, "[") {
+	host, split := hostport, false
+	// Without a colon, SplitHostPort can only fail (and allocate its
+	// error).
+	if strings.IndexByte(hostport, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(hostport); err == nil {
+			host, split = h, true
+		}
+	}
+	if !split && strings.HasPrefix(hostport, "[") {
 		// An IPv6 literal without port.
 		inner, ok := strings.CutSuffix(hostport[1:], "]")
 		if !ok {
