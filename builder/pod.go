@@ -20,9 +20,12 @@ import (
 // A Pod is a few hundred bytes where a corev1.Pod trimmed to the same
 // fields is a few KiB (the corev1.Pod struct alone is about 1.2 KiB): the
 // checks that do not depend on a route are made once, when the pod is
-// compacted, so a skipped pod keeps no addresses or ports; and strings
-// that many pods share (namespaces, label keys and values, port names)
-// are interned.
+// compacted, so a skipped pod keeps no addresses or ports; strings that
+// nearly every pod shares (namespaces, label keys, port names) are
+// interned; and the label values share one allocation. Values are not
+// interned, as many are unique to their pod (a StatefulSet's pod name, a
+// room or user id), and an interned string costs about 200 bytes more
+// than a plain one.
 type Pod struct {
 	namespace unique.Handle[string]
 	name      string
@@ -36,7 +39,10 @@ type Pod struct {
 }
 
 // podLabel is one label of a Pod.
-type podLabel struct{ key, value unique.Handle[string] }
+type podLabel struct {
+	key   unique.Handle[string]
+	value string
+}
 
 // podLabels are a Pod's labels sorted by key. They implement labels.Labels
 // for selectors; pods carry few labels, so a scan beats a map.
@@ -58,7 +64,7 @@ func (l podLabels) Get(key string) string {
 func (l podLabels) Lookup(key string) (string, bool) {
 	for i := range l {
 		if l[i].key.Value() == key {
-			return l[i].value.Value(), true
+			return l[i].value, true
 		}
 	}
 	return "", false
@@ -92,13 +98,7 @@ type namedPort struct {
 // Eligible for how a route's port name resolves.
 func CompactPod(pod *corev1.Pod) Pod {
 	out := Pod{namespace: unique.Make(pod.Namespace), name: strings.Clone(pod.Name)}
-	if len(pod.Labels) > 0 {
-		out.labels = make(podLabels, 0, len(pod.Labels))
-		for k, v := range pod.Labels {
-			out.labels = append(out.labels, podLabel{unique.Make(k), unique.Make(v)})
-		}
-		slices.SortFunc(out.labels, func(a, b podLabel) int { return cmp.Compare(a.key.Value(), b.key.Value()) })
-	}
+	out.labels = compactLabels(pod.Labels)
 	addrs, skip := podAddrs(pod)
 	if skip != "" {
 		out.skip = uint8(slices.Index(skipReasons[:], skip) + 1)
@@ -122,7 +122,7 @@ func (p *Pod) Labels() map[string]string {
 	}
 	m := make(map[string]string, len(p.labels))
 	for _, l := range p.labels {
-		m[l.key.Value()] = l.value.Value()
+		m[l.key.Value()] = l.value
 	}
 	return m
 }
@@ -139,6 +139,32 @@ func (p *Pod) skipped() v1alpha1.SkippedReason {
 		return ""
 	}
 	return skipReasons[p.skip-1]
+}
+
+// compactLabels returns labels sorted by key, with interned keys and
+// values cut from one new string.
+func compactLabels(labels map[string]string) podLabels {
+	if len(labels) == 0 {
+		return nil
+	}
+	out := make(podLabels, 0, len(labels))
+	size := 0
+	for k, v := range labels {
+		out = append(out, podLabel{key: unique.Make(k)})
+		size += len(v)
+	}
+	slices.SortFunc(out, func(a, b podLabel) int { return cmp.Compare(a.key.Value(), b.key.Value()) })
+	var b strings.Builder
+	b.Grow(size)
+	for _, l := range out {
+		b.WriteString(labels[l.key.Value()])
+	}
+	values := b.String()
+	for i := range out {
+		n := len(labels[out[i].key.Value()])
+		out[i].value, values = values[:n], values[n:]
+	}
+	return out
 }
 
 // podAddrs returns the pod's addresses, or the reason it is skipped.

@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"unsafe"
@@ -59,19 +60,37 @@ func TestCompactPodEqual(t *testing.T) {
 func TestCompactPodSharesStrings(t *testing.T) {
 	// Strings built at run time, as a decoder builds them.
 	pod := func(name string) *corev1.Pod {
-		return newPod(strings.Repeat("n", 3), name, "10.0.0.1",
-			map[string]string{strings.Repeat("k", 3): strings.Repeat("v", 3)})
+		return newPod(strings.Repeat("n", 3), name, "10.0.0.1", map[string]string{
+			strings.Repeat("k", 3): strings.Repeat("v", 3),
+			strings.Repeat("j", 3): strings.Repeat("w", 3),
+			"empty":                "",
+		})
 	}
 	p1, p2 := pod("p1"), pod("p2")
 	a, b := CompactPod(p1), CompactPod(p2)
 	if unsafe.StringData(a.Namespace()) != unsafe.StringData(b.Namespace()) {
 		t.Error("two pods' namespaces are not shared")
 	}
-	if a.labels[0] != b.labels[0] {
-		t.Error("two pods' equal labels are not shared")
+	for i := range a.labels {
+		if a.labels[i].key != b.labels[i].key {
+			t.Errorf("two pods' label keys %q are not shared", a.labels[i].key.Value())
+		}
 	}
-	if unsafe.StringData(a.Name()) == unsafe.StringData(p1.Name) || unsafe.StringData(a.Namespace()) == unsafe.StringData(p1.Namespace) {
-		t.Error("the record keeps a string of the pod it was made from")
+	if want := map[string]string{"kkk": "vvv", "jjj": "www", "empty": ""}; !reflect.DeepEqual(a.Labels(), want) {
+		t.Errorf("labels %v, want %v", a.Labels(), want)
+	}
+	if v, ok := a.labels.Lookup("jjj"); !ok || v != "www" {
+		t.Errorf("Lookup(jjj) = %q, %v; want www", v, ok)
+	}
+	if _, ok := a.labels.Lookup("vvv"); ok {
+		t.Error("a label value is found as a key")
+	}
+	for _, s := range []string{a.Name(), a.Namespace(), a.labels.Get("kkk"), a.labels[0].key.Value()} {
+		for _, orig := range []string{p1.Name, p1.Namespace, p1.Labels["kkk"]} {
+			if unsafe.StringData(s) == unsafe.StringData(orig) {
+				t.Errorf("the record keeps the string %q of the pod it was made from", s)
+			}
+		}
 	}
 }
 
