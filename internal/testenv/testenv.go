@@ -1,8 +1,14 @@
 // Package testenv starts the real control plane (etcd and kube-apiserver,
 // built from source by hack/envtest.sh) for the test suites, with wsgate's
 // CRDs installed from config/crd/bases and, on request, cert-manager's CRDs
-// (StartCertManager runs its controllers in-process) and the garbage
-// collector of kube-controller-manager (Env.StartGarbageCollector).
+// (StartCertManager runs its controllers in-process), the garbage
+// collector of kube-controller-manager (Env.StartGarbageCollector), and a
+// control plane whose kube-apiserver and etcd can be killed and started
+// again (Options.Restartable, see restart.go).
+//
+// The wsgate binary and the helpers the end-to-end and fault suites share
+// (log buffer, waiting, the binary as a child process) are in the
+// subpackage harness.
 package testenv
 
 import (
@@ -48,6 +54,14 @@ type Env struct {
 	Kubeconfig string
 
 	env *envtest.Environment
+	// dirs are removed by Stop (a restartable control plane's
+	// certificates and etcd data).
+	dirs []string
+	// apiDir and etcdDir are kube-apiserver's certificate folder and
+	// etcd's data folder of a restartable control plane.
+	apiDir, etcdDir string
+	// apiDown and etcdDown say what KillAPIServer and KillEtcd stopped.
+	apiDown, etcdDown bool
 
 	gcMu     sync.Mutex
 	gcProcs  []*gcProcess
@@ -61,6 +75,11 @@ type Options struct {
 	// CertManagerCRDs) and adds cert-manager's kinds to the scheme. It does
 	// not run cert-manager's controllers: call StartCertManager for that.
 	CertManager bool
+	// Restartable keeps kube-apiserver's certificates and etcd's data in
+	// folders of the Env's own, so that KillAPIServer, KillEtcd and their
+	// Start counterparts can stop and start each again: a restarted API
+	// server serves the same CA on the same port, and clients reconnect.
+	Restartable bool
 }
 
 // RepoRoot returns the repository's top folder, found from this file.
@@ -139,17 +158,25 @@ func StartWith(opts Options) (*Env, error) {
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
+	e := &Env{Scheme: s, Assets: assets, env: te}
+	if opts.Restartable {
+		if err := e.fixDirs(); err != nil {
+			e.removeDirs()
+			return nil, err
+		}
+	}
 	cfg, err := te.Start()
 	if err != nil {
+		e.removeDirs()
 		return nil, fmt.Errorf("start control plane from %s: %w", assets, err)
 	}
-	e := &Env{Config: cfg, Scheme: s, Assets: assets, env: te}
+	e.Config = cfg
 	if e.Client, err = client.New(cfg, client.Options{Scheme: s}); err != nil {
-		_ = te.Stop()
+		_ = e.Stop()
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	if e.Kubeconfig, err = e.writeKubeconfig(); err != nil {
-		_ = te.Stop()
+		_ = e.Stop()
 		return nil, err
 	}
 	return e, nil
@@ -182,6 +209,7 @@ func (e *Env) Stop() error {
 	if e.Kubeconfig != "" {
 		_ = os.Remove(e.Kubeconfig)
 	}
+	defer e.removeDirs()
 	return e.env.Stop()
 }
 
@@ -207,13 +235,24 @@ func Main(m *testing.M, env **Env) {
 // the tests fail, the output of the garbage collector (if one was started)
 // is printed before the control plane stops.
 func MainWith(m *testing.M, env **Env, opts Options) {
+	os.Exit(Run(m, env, opts, nil))
+}
+
+// Run is MainWith returning the exit status instead of exiting, for a
+// TestMain with more to do. beforeStop, when not nil, runs after the tests
+// and before the control plane stops: it stops what the tests started for
+// the whole package, so that it does not see the API server disappear.
+func Run(m *testing.M, env **Env, opts Options, beforeStop func()) int {
 	e, err := StartWith(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
-		os.Exit(1)
+		return 1
 	}
 	*env = e
 	code := m.Run()
+	if beforeStop != nil {
+		beforeStop()
+	}
 	if code != 0 {
 		if out := e.GarbageCollectorOutput(); out != "" {
 			fmt.Fprintf(os.Stderr, "testenv: kube-controller-manager output:\n%s\n", out)
@@ -225,7 +264,7 @@ func MainWith(m *testing.M, env **Env, opts Options) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Namespace creates a namespace with a name derived from the test's and

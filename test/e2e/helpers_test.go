@@ -28,8 +28,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -44,6 +42,7 @@ import (
 	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/internal/echopod"
 	"github.com/wsgate/wsgate/internal/testenv"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
 )
@@ -52,47 +51,27 @@ var env *testenv.Env
 
 // stopPackage stops what the tests started once for the whole package
 // (cert-manager's controllers, see startCertManager); TestMain calls it
-// before the control plane stops.
+// before the control plane stops, so that it does not log the API
+// server's disappearance.
 var stopPackage context.CancelFunc = func() {}
+
+// wsgateBin is the wsgate binary of the tests that run it, built on first
+// use.
+var wsgateBin harness.Binary
 
 func TestMain(m *testing.M) {
 	// One logger for the whole process (controller-runtime keeps the first
 	// one): it writes into logs, which a failing test prints.
-	ctrl.SetLogger(logs.logger())
-	os.Exit(runTests(m))
-}
-
-// runTests is testenv.MainWith(m, &env, testenv.Options{CertManager: true}),
-// except that what the tests started for the package (cert-manager's
-// controllers) stops before the control plane does, so it does not log
-// the API server's disappearance.
-func runTests(m *testing.M) int {
-	e, err := testenv.StartWith(testenv.Options{CertManager: true})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
-		return 1
-	}
-	env = e
-	code := m.Run()
-	stopPackage()
-	if code != 0 {
-		if out := e.GarbageCollectorOutput(); out != "" {
-			fmt.Fprintf(os.Stderr, "testenv: kube-controller-manager output:\n%s\n", out)
-		}
-	}
-	if err := e.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	ctrl.SetLogger(logs.Logger(1))
+	code := testenv.Run(m, &env, testenv.Options{CertManager: true}, func() { stopPackage() })
+	wsgateBin.Remove()
+	os.Exit(code)
 }
 
 // Bounds of every wait in this package.
 const (
 	waitTimeout = 10 * time.Second
-	pollEvery   = 10 * time.Millisecond
+	pollEvery   = harness.PollEvery
 	// revokeWithin is how soon after the API write a revoked tunnel must
 	// get its Close frame.
 	revokeWithin = time.Second
@@ -101,70 +80,9 @@ const (
 // host is the Host header of every request to the gateway.
 const host = "ws.example.com"
 
-// ---------------------------------------------------------------------------
-// Logs
-
-// logBuffer collects the log lines of the controllers and the proxy; a
-// test that fails prints the lines written while it ran.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-var logs logBuffer
-
-func (b *logBuffer) logger() logr.Logger {
-	return b.loggerV(1)
-}
-
-// loggerV is a logger that keeps messages up to verbosity v.
-func (b *logBuffer) loggerV(v int) logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		fmt.Fprintf(&b.buf, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
-	}, funcr.Options{Verbosity: v})
-}
-
-// printOnFailure prints, when t fails, the log lines written from now on.
-func (b *logBuffer) printOnFailure(t *testing.T) {
-	b.mu.Lock()
-	start := b.buf.Len()
-	b.mu.Unlock()
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		b.mu.Lock()
-		out := b.buf.String()[start:]
-		b.mu.Unlock()
-		const keep = 32 << 10
-		if len(out) > keep {
-			out = "...\n" + out[len(out)-keep:]
-		}
-		t.Logf("gateway log:\n%s", out)
-	})
-}
-
-// ---------------------------------------------------------------------------
-// Waiting
-
-// eventually retries f every pollEvery until it succeeds, and fails the
-// test with f's last error after timeout.
-func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(pollEvery)
-	}
-}
+// logs collects the log lines of the in-process gateways' controllers and
+// proxies; a test that fails prints the lines written while it ran.
+var logs harness.LogBuffer
 
 // ---------------------------------------------------------------------------
 // Pods: echo servers on loopback, and the Pod objects that describe them
@@ -286,7 +204,7 @@ func deleteRoute(t *testing.T, r *wsgatev1alpha1.WsRoute) {
 func waitRouteServes(t *testing.T, ns, name string, pods ...string) *wsgatev1alpha1.WsRoute {
 	t.Helper()
 	var r wsgatev1alpha1.WsRoute
-	eventually(t, waitTimeout, "route "+ns+"/"+name+" becomes Ready", func() error {
+	harness.Eventually(t, waitTimeout, "route "+ns+"/"+name+" becomes Ready", func() error {
 		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
 			return err
 		}
@@ -360,8 +278,8 @@ func startGateway(t *testing.T) *gateway {
 // test ends.
 func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 	t.Helper()
-	logs.printOnFailure(t)
-	log := logs.logger()
+	logs.PrintOnFailure(t)
+	log := logs.Logger(1)
 	if cfg.certManager {
 		installed, err := controllers.CertManagerInstalled(env.Config)
 		if err != nil || !installed {
@@ -433,7 +351,7 @@ func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 			t.Errorf("gateway did not stop within 30s")
 		}
 	})
-	eventually(t, 30*time.Second, "the first routing table is published", func() error {
+	harness.Eventually(t, 30*time.Second, "the first routing table is published", func() error {
 		if !g.tables.Ready() {
 			return errors.New("no table yet")
 		}
@@ -511,7 +429,7 @@ func (c wsClient) statusWith(t *testing.T, path string, header http.Header) int 
 // waitStatus waits until a handshake for path gets want.
 func (c wsClient) waitStatus(t *testing.T, path string, want int) {
 	t.Helper()
-	eventually(t, waitTimeout, fmt.Sprintf("handshake for %s answers %d", path, want), func() error {
+	harness.Eventually(t, waitTimeout, fmt.Sprintf("handshake for %s answers %d", path, want), func() error {
 		if got := c.status(t, path); got != want {
 			return fmt.Errorf("status %d", got)
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // scrape fetches a Prometheus text exposition and parses it.
@@ -65,13 +67,13 @@ next:
 }
 
 func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
-	bin := buildWsgate(t)
+	bin := wsgateBin.Path(t)
 	ns := env.Namespace(t)
 	port, _ := echoPods(t, ipOf(50))
 	createPod(t, ns, podSpec{name: "echo", ip: ipOf(50), labels: map[string]string{"app": "echo"}})
 	createRoute(t, ns, routeSpec{name: "echo", prefix: "/" + ns, app: "echo", port: intstr.FromInt32(port)})
 	path := podPath("/"+ns, ipOf(50), "/")
-	metricsAddr, adminAddr := freeAddr(t), freeAddr(t)
+	metricsAddr, adminAddr := harness.FreeAddr(t), harness.FreeAddr(t)
 	gw := startWsgate(t, bin, "--metrics-bind-address", metricsAddr, "--metrics-secure=false",
 		"--admin-bind-address", adminAddr, "--zap-log-level", "info")
 	waitRouteServes(t, ns, "echo", "echo")
@@ -89,7 +91,7 @@ func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
 
 	route := map[string]string{"namespace": ns, "route": "echo"}
 	var mfs map[string]*dto.MetricFamily
-	eventually(t, 5*time.Second, "the closed tunnel is counted", func() error {
+	harness.Eventually(t, 5*time.Second, "the closed tunnel is counted", func() error {
 		mfs = scrape(t, "http://"+metricsAddr+"/metrics")
 		if got := sample(mfs, "wsgate_tunnel_closes_total", map[string]string{"reason": "client", "code": "1000"}); got < 1 {
 			return fmt.Errorf("client closes with 1000: %v", got)
@@ -122,8 +124,8 @@ func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
 
 	// The access log is JSON, one line per closed tunnel.
 	var line map[string]any
-	eventually(t, 5*time.Second, "an access log line for the closed tunnel", func() error {
-		f, err := os.Open(gw.logPath)
+	harness.Eventually(t, 5*time.Second, "an access log line for the closed tunnel", func() error {
+		f, err := os.Open(gw.LogPath())
 		if err != nil {
 			return err
 		}
@@ -137,7 +139,7 @@ func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
 				return nil
 			}
 		}
-		return fmt.Errorf("no JSON 'tunnel closed' line with close code 1000 in %s", gw.logPath)
+		return fmt.Errorf("no JSON 'tunnel closed' line with close code 1000 in %s", gw.LogPath())
 	})
 	for k, want := range map[string]any{"logger": "access", "namespace": ns, "route": "echo", "pod": "echo", "reason": "client", "status": float64(101)} {
 		if line[k] != want {
@@ -174,12 +176,12 @@ func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
 }
 
 func TestSecureMetricsRefuseAnonymousScrapes(t *testing.T) {
-	bin := buildWsgate(t)
-	metricsAddr := freeAddr(t)
+	bin := wsgateBin.Path(t)
+	metricsAddr := harness.FreeAddr(t)
 	startWsgate(t, bin, "--metrics-bind-address", metricsAddr)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the server's certificate is self-signed
 	var status int
-	eventually(t, 10*time.Second, "the secure metrics endpoint answers", func() error {
+	harness.Eventually(t, 10*time.Second, "the secure metrics endpoint answers", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+metricsAddr+"/metrics", nil)

@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/wsgate/wsgate/internal/testenv"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // Shutdown flags the binary runs with.
@@ -31,7 +27,7 @@ const (
 // window and then get a Close 1001, and the process exits 0 within the
 // grace period.
 func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
-	bin := buildWsgate(t)
+	bin := wsgateBin.Path(t)
 	ns := env.Namespace(t)
 	port, servers := echoPods(t, ipOf(40))
 	createPod(t, ns, podSpec{name: "echo", ip: ipOf(40), labels: map[string]string{"app": "echo"}})
@@ -43,7 +39,7 @@ func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
 	// serves it.
 	waitRouteServes(t, ns, "echo", "echo")
 	gw.waitStatus(t, path, http.StatusSwitchingProtocols)
-	if got := gw.readyz(); got != http.StatusOK {
+	if got := gw.Readyz(); got != http.StatusOK {
 		t.Fatalf("/readyz answers %d before SIGTERM, want 200", got)
 	}
 	tunnel, _ := gw.open(t, path, nil)
@@ -52,11 +48,11 @@ func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
 		t.Fatalf("the echo pod accepted %d handshakes, want at least 2", n)
 	}
 
-	sent := gw.sigterm(t)
+	sent := gw.SIGTERM(t)
 
 	// Readiness turns false at once (or the probe port closes).
-	eventually(t, 500*time.Millisecond, "/readyz stops answering 200 after SIGTERM", func() error {
-		if got := gw.readyz(); got == http.StatusOK {
+	harness.Eventually(t, 500*time.Millisecond, "/readyz stops answering 200 after SIGTERM", func() error {
+		if got := gw.Readyz(); got == http.StatusOK {
 			return errors.New("/readyz still answers 200")
 		}
 		return nil
@@ -90,7 +86,7 @@ func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
 	}
 
 	// The process exits 0 within the grace period.
-	code, exitedAt, ok := gw.waitExit(gracePeriod + 2*time.Second)
+	code, exitedAt, ok := gw.WaitExit(gracePeriod + 2*time.Second)
 	if !ok {
 		t.Fatalf("wsgate still runs %s after SIGTERM", time.Since(sent).Round(time.Millisecond))
 	}
@@ -103,113 +99,29 @@ func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
 	}
 }
 
-// buildWsgate builds cmd/wsgate into a temporary folder.
-func buildWsgate(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "wsgate")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/wsgate")
-	cmd.Dir = testenv.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/wsgate: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// wsgateProcess is the wsgate binary running against the test API server.
+// wsgateProcess is the wsgate binary running against the test API server
+// (see harness.StartWsgate), with a websocket client for its listener.
 type wsgateProcess struct {
+	*harness.Process
 	wsClient
-	probeAddr string
-	logPath   string
-	cmd       *exec.Cmd
-
-	exited   chan struct{}
-	exitedAt time.Time
-	exitErr  error
 }
 
-// startWsgate runs the binary on loopback ports and waits until /readyz
-// answers 200. Its output goes to a file that is printed if the test
-// fails; the process is killed when the test ends, if still running.
+// startWsgate runs bin with the shutdown flags above, debug logs and
+// extraArgs (later flags win), and waits up to 30s until /readyz answers
+// 200. The process is killed when the test ends, if still running.
 func startWsgate(t *testing.T, bin string, extraArgs ...string) *wsgateProcess {
 	t.Helper()
-	p := &wsgateProcess{wsClient: wsClient{addr: freeAddr(t)}, probeAddr: freeAddr(t), exited: make(chan struct{})}
-	logPath := filepath.Join(t.TempDir(), "wsgate.log")
-	p.logPath = logPath
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	args := []string{
-		"--kubeconfig", env.Kubeconfig,
-		"--listen-address", p.addr,
-		"--tls-listen-address", "",
-		"--admin-bind-address", "",
-		"--health-probe-bind-address", p.probeAddr,
-		"--metrics-bind-address", "0",
 		"--drain-timeout", drainTimeout.String(),
 		"--shutdown-grace-period", gracePeriod.String(),
 		"--zap-log-level", "debug",
 	}
-	// Later flags win.
-	p.cmd = exec.Command(bin, append(args, extraArgs...)...)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start wsgate: %v", err)
-	}
-	go func() {
-		err := p.cmd.Wait()
-		p.exitedAt, p.exitErr = time.Now(), err
-		_ = logFile.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			out, _ := os.ReadFile(logPath)
-			t.Logf("wsgate output:\n%s", out)
-		}
+	p := harness.StartWsgate(t, bin, harness.WsgateOptions{
+		Kubeconfig:   env.Kubeconfig,
+		Args:         append(args, extraArgs...),
+		ReadyTimeout: 30 * time.Second,
 	})
-	eventually(t, 30*time.Second, "wsgate's /readyz answers 200", func() error {
-		select {
-		case <-p.exited:
-			t.Fatalf("wsgate exited during start-up: %v", p.exitErr)
-		default:
-		}
-		if got := p.readyz(); got != http.StatusOK {
-			return fmt.Errorf("/readyz: %d", got)
-		}
-		return nil
-	})
-	return p
-}
-
-// readyz returns the status of GET /readyz, or 0 when the probe port
-// does not answer.
-func (p *wsgateProcess) readyz() int {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + p.probeAddr + "/readyz")
-	if err != nil {
-		return 0
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode
-}
-
-// sigterm sends SIGTERM and returns when it was sent.
-func (p *wsgateProcess) sigterm(t *testing.T) time.Time {
-	t.Helper()
-	at := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	return at
+	return &wsgateProcess{Process: p, wsClient: wsClient{addr: p.Addr}}
 }
 
 // refusesHandshakes checks that a handshake for path is refused: the
@@ -231,35 +143,4 @@ func (p *wsgateProcess) refusesHandshakes(path string) (string, error) {
 	default:
 		return "", fmt.Errorf("a new handshake during shutdown failed with %w, want 503 or a refused connection", err)
 	}
-}
-
-// waitExit waits up to timeout for the process to exit and returns its
-// exit status and when it exited.
-func (p *wsgateProcess) waitExit(timeout time.Duration) (code int, at time.Time, ok bool) {
-	select {
-	case <-p.exited:
-	case <-time.After(timeout):
-		return 0, time.Time{}, false
-	}
-	var ee *exec.ExitError
-	switch {
-	case p.exitErr == nil:
-		return 0, p.exitedAt, true
-	case errors.As(p.exitErr, &ee):
-		return ee.ExitCode(), p.exitedAt, true
-	default:
-		return -1, p.exitedAt, true
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/wsgate/wsgate/internal/echopod"
 	"github.com/wsgate/wsgate/internal/testcerts"
 	"github.com/wsgate/wsgate/internal/testenv"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // The TLS tests run cert-manager's real controllers in this process
@@ -75,7 +76,7 @@ func startCertManager(t *testing.T) {
 		gcReady := time.Since(start)
 		// cert-manager logs into the package's log buffer (errors and
 		// information only: its debug output is large).
-		ctx = logr.NewContext(ctx, logs.loggerV(0).WithName("cert-manager"))
+		ctx = logr.NewContext(ctx, logs.Logger(0).WithName("cert-manager"))
 		if err := testenv.StartCertManager(ctx, env.Config); err != nil {
 			certManagerOnce.err = err
 			return
@@ -132,7 +133,7 @@ func newTestCA(t *testing.T, ns string) *testCA {
 		}
 		t.Cleanup(func() { deleteIgnoringNotFound(obj) })
 	}
-	eventually(t, issueTimeout, "the CA Issuer is Ready", func() error {
+	harness.Eventually(t, issueTimeout, "the CA Issuer is Ready", func() error {
 		var iss cmapi.Issuer
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(caIssuer), &iss); err != nil {
 			return err
@@ -337,7 +338,7 @@ func waitCertificateReady(t *testing.T, ns, name, want string) *wsgatev1alpha1.W
 	t.Helper()
 	const typ = wsgatev1alpha1.ConditionCertificateReady
 	var r wsgatev1alpha1.WsRoute
-	eventually(t, waitTimeout, fmt.Sprintf("route %s/%s has %s=%s", ns, name, typ, want), func() error {
+	harness.Eventually(t, waitTimeout, fmt.Sprintf("route %s/%s has %s=%s", ns, name, typ, want), func() error {
 		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
 			return err
 		}
@@ -383,7 +384,7 @@ func routeEvents(t *testing.T, ns, name string) []eventsv1.Event {
 func waitRouteEvent(t *testing.T, ns, name, typ, reason string) eventsv1.Event {
 	t.Helper()
 	var found eventsv1.Event
-	eventually(t, waitTimeout, fmt.Sprintf("a %s %s Event about WsRoute %s/%s", typ, reason, ns, name), func() error {
+	harness.Eventually(t, waitTimeout, fmt.Sprintf("a %s %s Event about WsRoute %s/%s", typ, reason, ns, name), func() error {
 		var seen []string
 		for _, e := range routeEvents(t, ns, name) {
 			if e.Type == typ && e.Reason == reason {
@@ -528,7 +529,7 @@ func (c wssClient) open(t *testing.T, hostname, path string) *wssConn {
 func (c wssClient) waitOpen(t *testing.T, timeout time.Duration, hostname, path string, accept func(*x509.Certificate) error) *wssConn {
 	t.Helper()
 	var conn *wssConn
-	eventually(t, timeout, "a wss handshake for "+hostname+path, func() error {
+	harness.Eventually(t, timeout, "a wss handshake for "+hostname+path, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		c, status, err := c.dial(ctx, hostname, path)
@@ -666,7 +667,7 @@ func TestTLSIssuesTheRouteCertificate(t *testing.T) {
 	}
 	// cert-manager writes the Secret, which the gateway serves at once,
 	// before it marks the Certificate Ready.
-	eventually(t, waitTimeout, "the Certificate is Ready", func() error {
+	harness.Eventually(t, waitTimeout, "the Certificate is Ready", func() error {
 		cert, err := getCertificate(ns, "a-tls")
 		if err != nil {
 			return err
@@ -804,7 +805,7 @@ func TestTLSRenewalAppliesToNewHandshakes(t *testing.T) {
 	old := before.leaf
 	// The first issuance is over (or cert-manager would take the renewal
 	// for it): revision 1, Ready, not Issuing.
-	eventually(t, waitTimeout, "the first issuance is complete", func() error {
+	harness.Eventually(t, waitTimeout, "the first issuance is complete", func() error {
 		cert, err := getCertificate(ns, "renew-tls")
 		if err != nil {
 			return err
@@ -861,7 +862,7 @@ func TestTLSRenewalAppliesToNewHandshakes(t *testing.T) {
 	if leaf, _ := secretLeaf(t, ns, "renew-tls"); !leaf.Equal(renewed) {
 		t.Errorf("the gateway served serial %s, the Secret holds %s", renewed.SerialNumber, leaf.SerialNumber)
 	}
-	eventually(t, waitTimeout, "the Certificate is at revision 2 and Ready", func() error {
+	harness.Eventually(t, waitTimeout, "the Certificate is at revision 2 and Ready", func() error {
 		cert, err := getCertificate(ns, "renew-tls")
 		if err != nil {
 			return err
@@ -908,7 +909,7 @@ func TestTLSHostnameChangeAndRouteDeletion(t *testing.T) {
 	updateRoute(t, ns, "move", func(r *wsgatev1alpha1.WsRoute) {
 		r.Spec.Hostnames = []wsgatev1alpha1.Hostname{"after.example.com", "after2.example.com"}
 	})
-	eventually(t, waitTimeout, "the Certificate follows the route's hostnames", func() error {
+	harness.Eventually(t, waitTimeout, "the Certificate follows the route's hostnames", func() error {
 		cert, err := getCertificate(ns, "move-tls")
 		if err != nil {
 			return err
@@ -931,7 +932,7 @@ func TestTLSHostnameChangeAndRouteDeletion(t *testing.T) {
 	}
 	t.Logf("hostnames changed → wss handshakes with the re-issued certificate: %v", time.Since(changed).Round(time.Millisecond))
 	// The old host has no certificate any more (there is no default).
-	eventually(t, waitTimeout, "no certificate is served for the old host", func() error {
+	harness.Eventually(t, waitTimeout, "no certificate is served for the old host", func() error {
 		if leaf, err := servedCertificate(g.tlsAddr, "before.example.com", ca.roots); err == nil {
 			return fmt.Errorf("still served %v", leaf.DNSNames)
 		}
@@ -942,7 +943,7 @@ func TestTLSHostnameChangeAndRouteDeletion(t *testing.T) {
 
 	deleted := time.Now()
 	deleteRoute(t, route)
-	eventually(t, gcTimeout, "the garbage collector deletes the route's Certificate", func() error {
+	harness.Eventually(t, gcTimeout, "the garbage collector deletes the route's Certificate", func() error {
 		_, err := getCertificate(ns, "move-tls")
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -959,7 +960,7 @@ func TestTLSHostnameChangeAndRouteDeletion(t *testing.T) {
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "move-tls"}, &secret); err == nil {
 		t.Log("the Secret move-tls outlives the route and its Certificate (cert-manager's default)")
 	}
-	eventually(t, waitTimeout, "no certificate is served for the deleted route's host", func() error {
+	harness.Eventually(t, waitTimeout, "no certificate is served for the deleted route's host", func() error {
 		if leaf, err := servedCertificate(g.tlsAddr, "after.example.com", ca.roots); err == nil {
 			return fmt.Errorf("still served %v", leaf.DNSNames)
 		}
@@ -1018,7 +1019,7 @@ func TestTLSBrokenSecretKeepsTheLastGoodCertificate(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			b.apply(t)
 			r := waitCertificateReady(t, ns, "hand", "False/"+wsgatev1alpha1.ReasonSecretUnusable)
-			eventually(t, waitTimeout, "the CertificateReady message says what is wrong", func() error {
+			harness.Eventually(t, waitTimeout, "the CertificateReady message says what is wrong", func() error {
 				if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(r), r); err != nil {
 					return err
 				}
@@ -1151,7 +1152,7 @@ func TestTLSBrokenManagedSecretIsReissued(t *testing.T) {
 	}
 	t.Logf("Secret broken → first handshake with the re-issued certificate: %v; %d handshakes, none failed, %d with the last good certificate",
 		time.Since(broken).Round(time.Millisecond), handshakes, old)
-	eventually(t, waitTimeout, "the Secret holds the served certificate", func() error {
+	harness.Eventually(t, waitTimeout, "the Secret holds the served certificate", func() error {
 		if leaf, _ := secretLeaf(t, ns, "managed-tls"); !leaf.Equal(reissued) {
 			return fmt.Errorf("the Secret holds serial %s, the gateway served %s", leaf.SerialNumber, reissued.SerialNumber)
 		}

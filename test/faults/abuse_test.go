@@ -22,6 +22,7 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/proxy"
 )
 
@@ -368,7 +369,7 @@ func (a *abuse) globalFlood(t *testing.T) {
 	closeAll(held)
 	held = nil
 	released := time.Now()
-	eventually(t, 5*time.Second, "a well-behaved handshake gets 101 after the flood", func() error {
+	harness.Eventually(t, 5*time.Second, "a well-behaved handshake gets 101 after the flood", func() error {
 		if got := a.g.status(a.goodPath, nil); got != http.StatusSwitchingProtocols {
 			return fmt.Errorf("status %d", got)
 		}

@@ -135,10 +135,10 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 				return nil
 			}
 			r, err := pollRoute(ns, c.route.name, 5*time.Second, check)
-			if err != nil && !logged(countRequired, ns+"/"+c.route.name) {
+			if err != nil && !logs.Contains(countRequired, ns+"/"+c.route.name) {
 				r, err = pollRoute(ns, c.route.name, waitTimeout, check)
 			}
-			if err != nil && r != nil && r.Status.ObservedGeneration == 0 && logged(countRequired, ns+"/"+c.route.name) {
+			if err != nil && r != nil && r.Status.ObservedGeneration == 0 && logs.Contains(countRequired, ns+"/"+c.route.name) {
 				knownBug(t, "status-count-required",
 					"the status of route %s is not written: the API server refuses the controller's patches with %q", c.route.name, countRequired)
 				return

@@ -14,6 +14,7 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // Load of the churn and revocation tests.
@@ -120,7 +121,7 @@ func TestUnrelatedChangesDropNoTunnelAndLoseNoMessage(t *testing.T) {
 		t.Errorf("the gateway dialled %d times during the churn, want 0", n)
 	}
 	if got := g.server.OpenTunnels(); got != 0 {
-		eventually(t, 5*time.Second, "the gateway's tunnels end", func() error {
+		harness.Eventually(t, 5*time.Second, "the gateway's tunnels end", func() error {
 			if n := g.server.OpenTunnels(); n != 0 {
 				return fmt.Errorf("%d open", n)
 			}
@@ -306,7 +307,7 @@ func testOriginRemoval(t *testing.T, g *gateway, ns string) {
 	time.Sleep(300 * time.Millisecond)
 
 	patchRoute(t, r, func(r *wsgatev1alpha1.WsRoute) { r.Spec.AllowedOrigins = []wsgatev1alpha1.Origin{kept} })
-	eventually(t, waitTimeout, "a handshake with the removed origin gets 403", func() error {
+	harness.Eventually(t, waitTimeout, "a handshake with the removed origin gets 403", func() error {
 		if got := g.status(path, http.Header{"Origin": {removed}}); got != http.StatusForbidden {
 			return fmt.Errorf("status %d", got)
 		}

@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -34,6 +32,7 @@ import (
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
 )
@@ -44,78 +43,19 @@ const host = "ws.example.com"
 // Bounds of the waits in this package.
 const (
 	waitTimeout = 15 * time.Second
-	pollEvery   = 10 * time.Millisecond
+	pollEvery   = harness.PollEvery
 	// revokeWithin is how soon after the API write a revoked tunnel must
 	// get its Close frame.
 	revokeWithin = time.Second
 )
 
-// ---------------------------------------------------------------------------
-// Logs
-
-// logBuffer collects the log lines of the controllers and the proxy; a
-// test that fails prints the lines written while it ran.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-var logs logBuffer
-
-func (b *logBuffer) logger() logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		// Bounded: the churn tests log a lot.
-		if b.buf.Len() > 64<<20 {
-			b.buf.Reset()
-		}
-		fmt.Fprintf(&b.buf, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
-	}, funcr.Options{Verbosity: 0})
-}
-
-// printOnFailure prints, when t fails, the log lines written from now on.
-func (b *logBuffer) printOnFailure(t *testing.T) {
-	b.mu.Lock()
-	start := b.buf.Len()
-	b.mu.Unlock()
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		b.mu.Lock()
-		out := b.buf.String()
-		b.mu.Unlock()
-		if start <= len(out) {
-			out = out[start:]
-		}
-		const keep = 32 << 10
-		if len(out) > keep {
-			out = "...\n" + out[len(out)-keep:]
-		}
-		t.Logf("gateway log:\n%s", out)
-	})
-}
+// logs collects the log lines of the in-process gateways' controllers and
+// proxies (bounded: the churn tests log a lot); a test that fails prints
+// the lines written while it ran.
+var logs = harness.LogBuffer{Limit: 64 << 20}
 
 // ---------------------------------------------------------------------------
-// Waiting, findings
-
-// eventually retries f every pollEvery until it succeeds, and fails the
-// test with f's last error after timeout.
-func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(pollEvery)
-	}
-}
+// Findings
 
 // strictEnv makes knownBug fail the test.
 const strictEnv = "WSGATE_FAULTS_STRICT"
@@ -389,23 +329,6 @@ func pollRoute(ns, name string, timeout time.Duration, check func(*wsgatev1alpha
 	}
 }
 
-// logged reports whether the gateway logged a line with all of parts
-// (the log buffer is bounded: recent lines only).
-func logged(parts ...string) bool {
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
-lines:
-	for _, line := range strings.Split(logs.buf.String(), "\n") {
-		for _, p := range parts {
-			if !strings.Contains(line, p) {
-				continue lines
-			}
-		}
-		return true
-	}
-	return false
-}
-
 // readyWith checks Ready=True with n allowlisted pods.
 func readyWith(n int) func(*wsgatev1alpha1.WsRoute) error {
 	return func(r *wsgatev1alpha1.WsRoute) error {
@@ -423,7 +346,7 @@ func readyWith(n int) func(*wsgatev1alpha1.WsRoute) error {
 func waitEvent(t *testing.T, ns, name, typ, reason string) eventsv1.Event {
 	t.Helper()
 	var found eventsv1.Event
-	eventually(t, waitTimeout, fmt.Sprintf("a %s Event %s for %s/%s", typ, reason, ns, name), func() error {
+	harness.Eventually(t, waitTimeout, fmt.Sprintf("a %s Event %s for %s/%s", typ, reason, ns, name), func() error {
 		var evs eventsv1.EventList
 		if err := env.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -486,7 +409,7 @@ type gatewayConfig struct {
 // startGateway starts a gateway that runs until the test ends.
 func startGateway(t *testing.T, cfg gatewayConfig) *gateway {
 	t.Helper()
-	logs.printOnFailure(t)
+	logs.PrintOnFailure(t)
 	log := ctrl.Log.WithName("wsgate")
 	if cfg.grace == 0 {
 		cfg.grace = 5 * time.Second
@@ -494,7 +417,7 @@ func startGateway(t *testing.T, cfg gatewayConfig) *gateway {
 	if cfg.drain == 0 {
 		cfg.drain = time.Second
 	}
-	g := &gateway{tables: routing.NewPublisher(), probeAddr: freeAddr(t)}
+	g := &gateway{tables: routing.NewPublisher(), probeAddr: harness.FreeAddr(t)}
 	reg := prometheus.NewRegistry()
 	cacheOpts := controllers.CacheOptions(false)
 	cacheOpts.NewInformer = controllers.NewInformer
@@ -583,7 +506,7 @@ func startGateway(t *testing.T, cfg gatewayConfig) *gateway {
 			t.Errorf("gateway stopped with: %v", err)
 		}
 	})
-	eventually(t, 30*time.Second, "the first routing table is published", func() error {
+	harness.Eventually(t, 30*time.Second, "the first routing table is published", func() error {
 		if !g.tables.Ready() {
 			return errors.New("no table yet")
 		}
@@ -592,34 +515,10 @@ func startGateway(t *testing.T, cfg gatewayConfig) *gateway {
 	return g
 }
 
-// readyz returns the status of GET /readyz, or 0 when the probe port does
-// not answer.
-func readyz(probeAddr string) int {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + probeAddr + "/readyz")
-	if err != nil {
-		return 0
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode
-}
-
 // waitServes waits until a handshake for path opens a tunnel.
 func (c wsClient) waitServes(t *testing.T, path string) {
 	t.Helper()
 	c.waitStatus(t, path, http.StatusSwitchingProtocols)
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // ---------------------------------------------------------------------------
@@ -675,7 +574,7 @@ func (c wsClient) status(path string, header http.Header) int {
 // waitStatus waits until a handshake for path gets want.
 func (c wsClient) waitStatus(t *testing.T, path string, want int) {
 	t.Helper()
-	eventually(t, waitTimeout, fmt.Sprintf("handshake for %s answers %d", path, want), func() error {
+	harness.Eventually(t, waitTimeout, fmt.Sprintf("handshake for %s answers %d", path, want), func() error {
 		if got := c.status(path, nil); got != want {
 			return fmt.Errorf("status %d", got)
 		}

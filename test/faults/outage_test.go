@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // outageEnv overrides how long the API server stays down (a Go duration).
@@ -53,7 +54,7 @@ func TestAPIServerOutageLeavesTheDataPlaneServing(t *testing.T) {
 	// Registered first, so it runs last: whatever happens, the next tests
 	// get a control plane.
 	t.Cleanup(func() {
-		if err := cp.restore(); err != nil {
+		if err := env.Restore(); err != nil {
 			t.Errorf("the control plane did not come back: %v", err)
 		}
 	})
@@ -62,7 +63,7 @@ func TestAPIServerOutageLeavesTheDataPlaneServing(t *testing.T) {
 	flags := []string{"--leader-elect", "--leader-election-namespace", leaseNS, "--drain-timeout", "1s", "--shutdown-grace-period", "5s"}
 	replicas := []*wsgateProcess{startWsgate(t, "replica-a", flags...), startWsgate(t, "replica-b", flags...)}
 	leader := waitOneLeader(t, replicas, 30*time.Second)
-	t.Logf("%s leads", leader.name)
+	t.Logf("%s leads", leader.Name)
 	s := newStableRoute(t, g, "127.0.5.51", "127.0.5.52", "127.0.5.53", "127.0.5.54")
 	for _, r := range replicas {
 		for _, p := range s.paths {
@@ -77,26 +78,26 @@ func TestAPIServerOutageLeavesTheDataPlaneServing(t *testing.T) {
 	replicaClients := make([]*prober, len(replicas))
 	for i, r := range replicas {
 		replicaTunnels[i] = openPaced(t, r.wsClient, 1000*(i+1), s.paths, 20, nil, 200*time.Millisecond, 5*time.Minute)
-		replicaClients[i] = startProber(r.wsClient, r.probeAddr, s.paths, 100*time.Millisecond)
+		replicaClients[i] = startProber(r.wsClient, r.ProbeAddr, s.paths, 100*time.Millisecond)
 		defer replicaClients[i].stop()
 	}
 	time.Sleep(time.Second)
 	t.Logf("before the outage, through the in-process gateway: %s", clients.snapshot())
 	for i, r := range replicas {
-		t.Logf("before the outage, through %s: %s", r.name, replicaClients[i].snapshot())
+		t.Logf("before the outage, through %s: %s", r.Name, replicaClients[i].snapshot())
 	}
 
 	// The API server goes away, etcd stays.
 	down := time.Now()
-	if err := cp.killAPIServer(); err != nil {
+	if err := env.KillAPIServer(); err != nil {
 		t.Fatalf("kill kube-apiserver: %v", err)
 	}
 	stopped := time.Now()
 	time.Sleep(outage)
-	if err := cp.startAPIServer(); err != nil {
+	if err := env.StartAPIServer(); err != nil {
 		t.Fatalf("restart kube-apiserver: %v", err)
 	}
-	if err := cp.waitAPI(time.Minute); err != nil {
+	if err := env.WaitAPI(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	up := time.Now()
@@ -108,16 +109,16 @@ func TestAPIServerOutageLeavesTheDataPlaneServing(t *testing.T) {
 	checkTunnelsAlive(t, "after the API server outage", tunnels)
 	for i, r := range replicas {
 		c := replicaClients[i].snapshot()
-		t.Logf("during the API server outage, through %s: %s", r.name, c)
+		t.Logf("during the API server outage, through %s: %s", r.Name, c)
 		checkReplicaSurvived(t, r, replicaTunnels[i], c, down)
 	}
-	if strings.Contains(leader.output(), "lost the leadership") {
-		t.Logf("%s lost the Lease during the outage and kept running", leader.name)
+	if strings.Contains(leader.Output(), "lost the leadership") {
+		t.Logf("%s lost the Lease during the outage and kept running", leader.Name)
 	} else {
-		t.Errorf("%s did not report losing the Lease in a %s outage, beyond the 10s renew deadline", leader.name, outage)
+		t.Errorf("%s did not report losing the Lease in a %s outage, beyond the 10s renew deadline", leader.Name, outage)
 	}
 	leader = waitOneLeader(t, replicas, time.Minute)
-	t.Logf("%s leads %s after the API server answered again", leader.name, time.Since(up).Round(time.Millisecond))
+	t.Logf("%s leads %s after the API server answered again", leader.Name, time.Since(up).Round(time.Millisecond))
 
 	t.Run("after the API server restarts a new pod is served and its removal revokes its tunnel", func(t *testing.T) {
 		checkResync(t, g, s, "127.0.5.55", "late-pod")
@@ -125,14 +126,14 @@ func TestAPIServerOutageLeavesTheDataPlaneServing(t *testing.T) {
 
 	// etcd alone goes away; the API server stays.
 	down = time.Now()
-	if err := cp.killEtcd(); err != nil {
+	if err := env.KillEtcd(); err != nil {
 		t.Fatalf("kill etcd: %v", err)
 	}
 	time.Sleep(outage / 4)
-	if err := cp.startEtcd(); err != nil {
+	if err := env.StartEtcd(); err != nil {
 		t.Fatalf("restart etcd: %v", err)
 	}
-	if err := cp.waitAPI(time.Minute); err != nil {
+	if err := env.WaitAPI(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	during = clients.snapshot()
@@ -153,8 +154,8 @@ func TestAPIServerOutageLeavesTheDataPlaneServing(t *testing.T) {
 	res.check(t, "tunnels through the in-process gateway")
 	for i, r := range replicas {
 		res := finishAll(replicaTunnels[i], 10*time.Second)
-		t.Logf("tunnels through %s across both outages: %s", r.name, res)
-		res.check(t, "tunnels through "+r.name)
+		t.Logf("tunnels through %s across both outages: %s", r.Name, res)
+		res.check(t, "tunnels through "+r.Name)
 	}
 }
 
@@ -192,8 +193,8 @@ func checkTunnelsAlive(t *testing.T, what string, ps []*pacedTunnel) {
 // the outage, or failed a handshake, turned not ready or dropped a tunnel.
 func checkReplicaSurvived(t *testing.T, r *wsgateProcess, tunnels []*pacedTunnel, c proberCounts, down time.Time) {
 	t.Helper()
-	if r.hasExited() {
-		code, at, _ := r.waitExit(time.Second)
+	if r.Exited() {
+		code, at, _ := r.WaitExit(time.Second)
 		codes := map[string]int{}
 		for _, p := range tunnels {
 			if end := p.ended(); end != nil {
@@ -203,11 +204,11 @@ func checkReplicaSurvived(t *testing.T, r *wsgateProcess, tunnels []*pacedTunnel
 			}
 		}
 		t.Errorf("%s exited with status %d %s into the API server outage; its %d tunnels ended with %v (-1: no Close frame); last lines:\n%s",
-			r.name, code, at.Sub(down).Round(time.Millisecond), len(tunnels), codes, r.lastLines(10))
+			r.Name, code, at.Sub(down).Round(time.Millisecond), len(tunnels), codes, r.LastLines(10))
 		return
 	}
-	checkServedThrough(t, "the API server outage, through "+r.name, c)
-	checkTunnelsAlive(t, r.name+"'s tunnels after the API server outage", tunnels)
+	checkServedThrough(t, "the API server outage, through "+r.Name, c)
+	checkTunnelsAlive(t, r.Name+"'s tunnels after the API server outage", tunnels)
 }
 
 // waitOneLeader waits until exactly one replica reports holding the Lease
@@ -217,7 +218,7 @@ func waitOneLeader(t *testing.T, replicas []*wsgateProcess, timeout time.Duratio
 	t.Helper()
 	var leader *wsgateProcess
 	var since time.Time
-	eventually(t, timeout, "exactly one replica leads for a second", func() error {
+	harness.Eventually(t, timeout, "exactly one replica leads for a second", func() error {
 		var leaders []string
 		var one *wsgateProcess
 		for _, r := range replicas {
@@ -227,7 +228,7 @@ func waitOneLeader(t *testing.T, replicas []*wsgateProcess, timeout time.Duratio
 				return err
 			}
 			if ok {
-				leaders = append(leaders, r.name)
+				leaders = append(leaders, r.Name)
 				one = r
 			}
 		}
@@ -239,7 +240,7 @@ func waitOneLeader(t *testing.T, replicas []*wsgateProcess, timeout time.Duratio
 			leader, since = one, time.Now()
 		}
 		if time.Since(since) < time.Second {
-			return fmt.Errorf("%s leads since %s", leader.name, time.Since(since))
+			return fmt.Errorf("%s leads since %s", leader.Name, time.Since(since))
 		}
 		return nil
 	})
@@ -266,7 +267,7 @@ func checkResync(t *testing.T, g *gateway, s *stableRoute, ip, name string) {
 	written := time.Now()
 	p := createPod(t, s.ns, pod{name: name, ip: ip, port: s.port, labels: map[string]string{"app": "echo"}})
 	path := podPath("/"+s.ns, ip, "/stable")
-	eventually(t, resyncWithin, "the new pod is served", func() error {
+	harness.Eventually(t, resyncWithin, "the new pod is served", func() error {
 		if got := g.status(path, nil); got != http.StatusSwitchingProtocols {
 			return fmt.Errorf("status %d", got)
 		}

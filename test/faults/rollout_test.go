@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // Shutdown flags of the replicas in the rollout test.
@@ -51,7 +52,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 	}
 	waitRoute(t, ns, "rolling", readyWith(len(ips)))
 	var leader, survivor *wsgateProcess
-	eventually(t, 30*time.Second, "one replica holds the Lease", func() error {
+	harness.Eventually(t, 30*time.Second, "one replica holds the Lease", func() error {
 		var holders []*wsgateProcess
 		for _, r := range replicas {
 			if acquiredLease(r) {
@@ -68,7 +69,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 	if survivor == leader {
 		survivor = replicas[1]
 	}
-	t.Logf("%s leads; SIGTERM goes to it", leader.name)
+	t.Logf("%s leads; SIGTERM goes to it", leader.Name)
 
 	// Clients: half start on the leader, half on the other replica.
 	addrs := []string{leader.addr, survivor.addr}
@@ -81,7 +82,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 			c.stop()
 		}
 	}()
-	survivorProbe := startProber(survivor.wsClient, survivor.probeAddr, paths, 100*time.Millisecond)
+	survivorProbe := startProber(survivor.wsClient, survivor.ProbeAddr, paths, 100*time.Millisecond)
 	defer survivorProbe.stop()
 	time.Sleep(time.Second)
 	ackedBefore := make([]int64, len(clients))
@@ -89,36 +90,36 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 		ackedBefore[i] = c.ackedCount()
 	}
 
-	sent := leader.sigterm(t)
-	eventually(t, 500*time.Millisecond, "the terminated replica's /readyz stops answering 200", func() error {
-		if readyz(leader.probeAddr) == http.StatusOK {
+	sent := leader.SIGTERM(t)
+	harness.Eventually(t, 500*time.Millisecond, "the terminated replica's /readyz stops answering 200", func() error {
+		if leader.Readyz() == http.StatusOK {
 			return fmt.Errorf("still 200")
 		}
 		return nil
 	})
 	notReady := time.Since(sent)
-	code, exitedAt, ok := leader.waitExit(rolloutGrace + 5*time.Second)
+	code, exitedAt, ok := leader.WaitExit(rolloutGrace + 5*time.Second)
 	if !ok {
-		t.Fatalf("%s still runs %s after SIGTERM", leader.name, time.Since(sent).Round(time.Millisecond))
+		t.Fatalf("%s still runs %s after SIGTERM", leader.Name, time.Since(sent).Round(time.Millisecond))
 	}
-	t.Logf("%s: not ready %s after SIGTERM, exited with status %d %s after it", leader.name,
+	t.Logf("%s: not ready %s after SIGTERM, exited with status %d %s after it", leader.Name,
 		notReady.Round(time.Millisecond), code, exitedAt.Sub(sent).Round(time.Millisecond))
 	if code != 0 {
-		t.Errorf("%s exited with status %d, want 0", leader.name, code)
+		t.Errorf("%s exited with status %d, want 0", leader.Name, code)
 	}
 	if took := exitedAt.Sub(sent); took > rolloutGrace {
-		t.Errorf("%s exited %s after SIGTERM, beyond its %s grace period", leader.name, took, rolloutGrace)
+		t.Errorf("%s exited %s after SIGTERM, beyond its %s grace period", leader.Name, took, rolloutGrace)
 	}
 
 	// Status writes go on from the survivor: it takes the Lease over, and
 	// a pod added now is counted in the route's status.
-	eventually(t, 30*time.Second, "the survivor acquires the Lease", func() error {
+	harness.Eventually(t, 30*time.Second, "the survivor acquires the Lease", func() error {
 		if !acquiredLease(survivor) {
 			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
-	t.Logf("%s acquired the Lease %s after the SIGTERM", survivor.name, time.Since(sent).Round(time.Millisecond))
+	t.Logf("%s acquired the Lease %s after the SIGTERM", survivor.Name, time.Since(sent).Round(time.Millisecond))
 	late := "127.0.6.44"
 	srv, err := echopod.Start(net.JoinHostPort(late, strconv.Itoa(int(port))))
 	if err != nil {
@@ -128,7 +129,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 	createPod(t, ns, pod{name: "late", ip: late, port: port, labels: map[string]string{"app": "echo"}})
 	waitRoute(t, ns, "rolling", readyWith(len(ips)+1))
 	survivor.waitServes(t, podPath("/"+ns, late, "/rolling"))
-	t.Logf("after %s exited, the survivor wrote the route's status with the new pod", leader.name)
+	t.Logf("after %s exited, the survivor wrote the route's status with the new pod", leader.Name)
 
 	// Every client carries on; those of the terminated replica moved once.
 	time.Sleep(time.Second)
@@ -161,7 +162,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 		}
 	}
 	t.Logf("%d clients moved from %s to %s after a Close 1001 (closed %s after SIGTERM), %d stayed untouched; %d with problems",
-		moved, leader.name, survivor.name, closeAfter, stayed, problems)
+		moved, leader.Name, survivor.Name, closeAfter, stayed, problems)
 	if lo := closeAfter.pct(0); lo < rolloutDrain-100*time.Millisecond {
 		t.Errorf("a tunnel was closed %s after SIGTERM, before the %s drain window ended", lo, rolloutDrain)
 	}
@@ -175,7 +176,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 // acquiredLease reports whether a wsgate process logged that it became
 // the leader.
 func acquiredLease(p *wsgateProcess) bool {
-	return strings.Contains(strings.ToLower(p.output()), "successfully acquired lease")
+	return strings.Contains(strings.ToLower(p.Output()), "successfully acquired lease")
 }
 
 // rollingClient exchanges numbered messages, one at a time, through one

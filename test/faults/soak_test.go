@@ -62,7 +62,7 @@ func TestSoakKeepsResourcesFlat(t *testing.T) {
 	for _, p := range paths {
 		gw.waitServes(t, p)
 	}
-	t.Logf("soak: %s against %s (pid %d), sampling every %s", duration, gw.addr, gw.cmd.Process.Pid, every)
+	t.Logf("soak: %s against %s (pid %d), sampling every %s", duration, gw.addr, gw.PID(), every)
 
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
@@ -158,8 +158,8 @@ func TestSoakKeepsResourcesFlat(t *testing.T) {
 	tick := time.NewTicker(every)
 sampling:
 	for {
-		if gw.hasExited() {
-			t.Errorf("the gateway exited during the soak: %v\n%s", gw.exitErr, gw.lastLines(20))
+		if gw.Exited() {
+			t.Errorf("the gateway exited during the soak: %v\n%s", gw.ExitErr(), gw.LastLines(20))
 			break
 		}
 		st, err := gw.stats()

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // ---------------------------------------------------------------------------
@@ -478,7 +480,7 @@ func startProber(c wsClient, probeAddr string, paths []string, every time.Durati
 		for i := 0; ; i++ {
 			p.once(c, paths[i%len(paths)], i)
 			if probeAddr != "" {
-				code := readyz(probeAddr)
+				code := harness.Readyz(probeAddr)
 				p.mu.Lock()
 				p.probes++
 				if code != http.StatusOK {
