@@ -475,7 +475,8 @@ func (et *evTunnel) send(i int, p []byte) bool {
 	}
 	if n < len(p) {
 		d.outBuf = outPool.Get().(*[]byte)
-		d.out = append((*d.outBuf)[:0], p[n:]...)
+		*d.outBuf = append((*d.outBuf)[:0], p[n:]...)
+		d.out = *d.outBuf
 	}
 	return true
 }
