@@ -150,9 +150,18 @@ func TestStatusReportsEndpointsConditionsAndGeneration(t *testing.T) {
 	env.CreatePod(t, ns, testenv.Pod{Name: "without-port", Labels: labels, IPs: []string{"127.0.0.31"}, Ready: true, Ports: map[string]int32{"http": 80}})
 	env.CreatePod(t, ns, testenv.Pod{Name: "starting", Labels: labels, IPs: []string{"127.0.0.32"}, Ready: false, Ports: map[string]int32{"ws": 9001}})
 	g.waitAllowlist(t, ns, "named", "127.0.0.30:9001")
+	// The three pods reach the table in one build or in several: wait for
+	// the status of the build that holds them all.
 	r = waitStatus(t, ns, "named", func(r *wsgatev1alpha1.WsRoute) error {
 		if got := condition(r, wsgatev1alpha1.ConditionReady); got != "True/Ready" {
 			return fmt.Errorf("Ready = %q, want True/Ready", got)
+		}
+		var skipped int32
+		for _, s := range r.Status.Endpoints.Skipped {
+			skipped += s.Count
+		}
+		if skipped != 2 {
+			return fmt.Errorf("skipped = %+v, want two pods", r.Status.Endpoints.Skipped)
 		}
 		return nil
 	})
