@@ -546,10 +546,13 @@ func (et *evTunnel) sourceEnded(i int) {
 	switch d.state {
 	case dirOpen:
 		// Half-close: pass the end of stream on; the other direction
-		// goes on.
+		// goes on. When it has ended already, closing both sockets
+		// below sends the end of stream.
 		et.t.setEnded(d.fl.eof)
 		d.state = dirDone
-		et.shutdownDst(i)
+		if et.dir[1-i].state != dirDone || len(d.out) > 0 {
+			et.shutdownDst(i)
+		}
 	case dirToBoundary:
 		// The frame did not end: no boundary to close at.
 		et.fail()
