@@ -17,6 +17,7 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // TestEndToEnd drives one gateway through the API server: two selected echo
@@ -25,7 +26,7 @@ import (
 func TestEndToEnd(t *testing.T) {
 	g := startGateway(t)
 	ns := env.Namespace(t)
-	port, servers := echoPods(t, "127.0.3.1", "127.0.3.2", "127.0.3.3")
+	port, servers := harness.EchoPods(t, "127.0.3.1", "127.0.3.2", "127.0.3.3")
 	pods := []struct {
 		name, ip string
 		srv      *echopod.Server
@@ -38,7 +39,7 @@ func TestEndToEnd(t *testing.T) {
 	createRoute(t, ns, routeSpec{name: "rooms", prefix: "/rooms", app: "echo", port: intstr.FromInt32(port), backendPath: "/api/ws"})
 
 	route := waitRouteServes(t, ns, "rooms", "echo-a", "echo-b")
-	if got := conditionOf(route, wsgatev1alpha1.ConditionAccepted); got != "True/"+wsgatev1alpha1.ReasonAccepted {
+	if got := harness.Condition(route, wsgatev1alpha1.ConditionAccepted); got != "True/"+wsgatev1alpha1.ReasonAccepted {
 		t.Errorf("Accepted condition %q, want True/Accepted", got)
 	}
 	for i, ep := range route.Status.Endpoints.Pods {
@@ -320,7 +321,7 @@ type scenario struct {
 func newScenario(t *testing.T, g *gateway, n int, policy wsgatev1alpha1.RevokePolicy) *scenario {
 	t.Helper()
 	ipA, ipB := ipOf(10+2*n), ipOf(11+2*n)
-	port, servers := echoPods(t, ipA, ipB)
+	port, servers := harness.EchoPods(t, ipA, ipB)
 	s := &scenario{ns: env.Namespace(t), echoA: servers[0], echoB: servers[1], gw: g}
 	s.prefix = "/" + s.ns
 	s.pathA, s.pathB = podPath(s.prefix, ipA, "/"), podPath(s.prefix, ipB, "/")

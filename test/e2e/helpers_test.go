@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -40,7 +39,6 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/controllers"
-	"github.com/wsgate/wsgate/internal/echopod"
 	"github.com/wsgate/wsgate/internal/testenv"
 	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/proxy"
@@ -86,23 +84,6 @@ var logs harness.LogBuffer
 
 // ---------------------------------------------------------------------------
 // Pods: echo servers on loopback, and the Pod objects that describe them
-
-// echoPods starts one echo server per address, all on the same port (a
-// WsRoute names one port for all its pods), and returns the port and the
-// servers in the order of ips. They stop when the test ends.
-func echoPods(t *testing.T, ips ...string) (int32, []*echopod.Server) {
-	t.Helper()
-	port, servers, err := echopod.StartAll(ips...)
-	if err != nil {
-		t.Fatalf("echo servers on %v: %v", ips, err)
-	}
-	t.Cleanup(func() {
-		for _, s := range servers {
-			_ = s.Close()
-		}
-	})
-	return int32(port), servers
-}
 
 // podSpec describes a Pod object for an echo server.
 type podSpec struct {
@@ -211,7 +192,7 @@ func waitRouteServes(t *testing.T, ns, name string, pods ...string) *wsgatev1alp
 		if r.Status.ObservedGeneration != r.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", r.Status.ObservedGeneration, r.Generation)
 		}
-		if got := conditionOf(&r, wsgatev1alpha1.ConditionReady); got != "True/"+wsgatev1alpha1.ReasonReady {
+		if got := harness.Condition(&r, wsgatev1alpha1.ConditionReady); got != "True/"+wsgatev1alpha1.ReasonReady {
 			return fmt.Errorf("Ready condition is %q", got)
 		}
 		var names []string
@@ -224,16 +205,6 @@ func waitRouteServes(t *testing.T, ns, name string, pods ...string) *wsgatev1alp
 		return nil
 	})
 	return &r
-}
-
-// conditionOf returns "Status/Reason" of a route's condition, or "".
-func conditionOf(r *wsgatev1alpha1.WsRoute, typ string) string {
-	for _, c := range r.Status.Conditions {
-		if c.Type == typ {
-			return string(c.Status) + "/" + c.Reason
-		}
-	}
-	return ""
 }
 
 // ---------------------------------------------------------------------------
@@ -309,15 +280,8 @@ func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 	}
 	g.server = proxy.New(g.tables, proxy.Options{
 		Log: log.WithName("proxy"),
-		// The proxy dials only what the table allows; this makes sure that
-		// is loopback, and counts.
-		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
-			g.dials.Add(1)
-			if a, err := netip.ParseAddrPort(address); err != nil || !a.Addr().IsLoopback() {
-				return nil, fmt.Errorf("test dialer refuses non-loopback address %q", address)
-			}
-			return (&net.Dialer{}).DialContext(ctx, network, address)
-		},
+		// Loopback only, counted.
+		Dial: harness.LoopbackDial(&g.dials),
 	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

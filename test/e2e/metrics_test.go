@@ -69,7 +69,7 @@ next:
 func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
 	bin := wsgateBin.Path(t)
 	ns := env.Namespace(t)
-	port, _ := echoPods(t, ipOf(50))
+	port, _ := harness.EchoPods(t, ipOf(50))
 	createPod(t, ns, podSpec{name: "echo", ip: ipOf(50), labels: map[string]string{"app": "echo"}})
 	createRoute(t, ns, routeSpec{name: "echo", prefix: "/" + ns, app: "echo", port: intstr.FromInt32(port)})
 	path := podPath("/"+ns, ipOf(50), "/")

@@ -29,7 +29,7 @@ const (
 func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
 	bin := wsgateBin.Path(t)
 	ns := env.Namespace(t)
-	port, servers := echoPods(t, ipOf(40))
+	port, servers := harness.EchoPods(t, ipOf(40))
 	createPod(t, ns, podSpec{name: "echo", ip: ipOf(40), labels: map[string]string{"app": "echo"}})
 	createRoute(t, ns, routeSpec{name: "echo", prefix: "/" + ns, app: "echo", port: intstr.FromInt32(port)})
 	path := podPath("/"+ns, ipOf(40), "/")

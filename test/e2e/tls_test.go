@@ -256,7 +256,7 @@ func tlsIP(n int) string {
 // app=<app>; it returns the server's port.
 func echoPod(t *testing.T, ns, name, ip, app string) (int32, *echopod.Server) {
 	t.Helper()
-	port, servers := echoPods(t, ip)
+	port, servers := harness.EchoPods(t, ip)
 	createPod(t, ns, podSpec{name: name, ip: ip, labels: map[string]string{"app": app}})
 	return port, servers[0]
 }
@@ -345,7 +345,7 @@ func waitCertificateReady(t *testing.T, ns, name, want string) *wsgatev1alpha1.W
 		if r.Status.ObservedGeneration != r.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", r.Status.ObservedGeneration, r.Generation)
 		}
-		if got := conditionOf(&r, typ); got != want {
+		if got := harness.Condition(&r, typ); got != want {
 			return fmt.Errorf("%s is %q (%s)", typ, got, conditionMessage(&r, typ))
 		}
 		return nil
@@ -1030,7 +1030,7 @@ func TestTLSBrokenSecretKeepsTheLastGoodCertificate(t *testing.T) {
 				return nil
 			})
 			t.Logf("CertificateReady=False/SecretUnusable: %s", conditionMessage(r, wsgatev1alpha1.ConditionCertificateReady))
-			if got := conditionOf(r, wsgatev1alpha1.ConditionReady); got != "False/"+wsgatev1alpha1.ReasonCertificateNotReady {
+			if got := harness.Condition(r, wsgatev1alpha1.ConditionReady); got != "False/"+wsgatev1alpha1.ReasonCertificateNotReady {
 				t.Errorf("Ready is %q, want False/%s", got, wsgatev1alpha1.ReasonCertificateNotReady)
 			}
 			if i == 0 {
@@ -1110,7 +1110,7 @@ func TestTLSBrokenManagedSecretIsReissued(t *testing.T) {
 		defer close(watched)
 		for ev := range w.ResultChan() {
 			if r, ok := ev.Object.(*wsgatev1alpha1.WsRoute); ok && r.Name == "managed" {
-				st := conditionOf(r, wsgatev1alpha1.ConditionCertificateReady) + ": " + conditionMessage(r, wsgatev1alpha1.ConditionCertificateReady)
+				st := harness.Condition(r, wsgatev1alpha1.ConditionCertificateReady) + ": " + conditionMessage(r, wsgatev1alpha1.ConditionCertificateReady)
 				mu.Lock()
 				if len(states) == 0 || states[len(states)-1] != st {
 					states = append(states, st)

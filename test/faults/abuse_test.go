@@ -99,7 +99,7 @@ func TestAbusiveClientsNeitherLeakNorSlowDownOthers(t *testing.T) {
 func setUpAbuse(t *testing.T) *abuse {
 	a := &abuse{ns: env.Namespace(t)}
 	a.g = startGateway(t, gatewayConfig{proxy: proxy.Options{ReadHeaderTimeout: abuseReadHeaderTimeout, MaxTunnels: abuseMaxTunnels}})
-	port, servers := echoPods(t, "127.0.6.30", "127.0.6.31")
+	port, servers := harness.EchoPods(t, "127.0.6.30", "127.0.6.31")
 	a.flood = servers[0]
 	createPod(t, a.ns, pod{name: "flooded", ip: "127.0.6.30", port: port, labels: map[string]string{"app": "flooded"}})
 	createPod(t, a.ns, pod{name: "good", ip: "127.0.6.31", port: port, labels: map[string]string{"app": "good"}})

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // TestWrongButValidRoutesExplainThemselvesAndDisturbNothing creates
@@ -25,7 +26,7 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 	g := startGateway(t, gatewayConfig{})
 	ns := env.Namespace(t)
 	prefix := "/" + ns
-	port, _ := echoPods(t, "127.0.5.60", "127.0.5.61", "127.0.5.62")
+	port, _ := harness.EchoPods(t, "127.0.5.60", "127.0.5.61", "127.0.5.62")
 	createPod(t, ns, pod{name: "good-0", ip: "127.0.5.60", port: port, labels: map[string]string{"app": "good"}})
 	createPod(t, ns, pod{name: "good-1", ip: "127.0.5.61", port: port, labels: map[string]string{"app": "good"}})
 	// Selected by the route that loses the conflict, and by the route
@@ -91,7 +92,7 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 			cond: wsgatev1alpha1.ConditionCertificateReady + "=False/" + wsgatev1alpha1.ReasonSecretUnusable, says: "not found",
 			event: wsgatev1alpha1.ReasonSecretUnusable,
 			check: func(t *testing.T, r *wsgatev1alpha1.WsRoute) {
-				if got := conditionOf(r, wsgatev1alpha1.ConditionReady); got != "False/"+wsgatev1alpha1.ReasonCertificateNotReady {
+				if got := harness.Condition(r, wsgatev1alpha1.ConditionReady); got != "False/"+wsgatev1alpha1.ReasonCertificateNotReady {
 					t.Errorf("Ready is %q, want False/%s", got, wsgatev1alpha1.ReasonCertificateNotReady)
 				}
 			},
@@ -129,7 +130,7 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 			t.Cleanup(func() { deleteIgnoringNotFound(obj) })
 			typ, want, _ := strings.Cut(c.cond, "=")
 			check := func(r *wsgatev1alpha1.WsRoute) error {
-				if got := conditionOf(r, typ); got != want {
+				if got := harness.Condition(r, typ); got != want {
 					return fmt.Errorf("%s is %q, want %q", typ, got, want)
 				}
 				return nil
@@ -160,7 +161,7 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 
 	// The good route is as it was, and served all along.
 	r := waitRoute(t, ns, "good", readyWith(2))
-	if got := conditionOf(r, wsgatev1alpha1.ConditionAccepted); got != "True/"+wsgatev1alpha1.ReasonAccepted {
+	if got := harness.Condition(r, wsgatev1alpha1.ConditionAccepted); got != "True/"+wsgatev1alpha1.ReasonAccepted {
 		t.Errorf("the good route's Accepted is %q", got)
 	}
 	c := prober.stop()

@@ -42,7 +42,7 @@ type stableRoute struct {
 func newStableRoute(t *testing.T, g *gateway, ips ...string) *stableRoute {
 	t.Helper()
 	s := &stableRoute{ns: env.Namespace(t)}
-	port, servers := echoPods(t, ips...)
+	port, servers := harness.EchoPods(t, ips...)
 	s.servers, s.port = servers, port
 	for i, ip := range ips {
 		s.pods = append(s.pods, createPod(t, s.ns, pod{name: fmt.Sprintf("echo-%d", i), ip: ip, port: port, labels: map[string]string{"app": "echo"}}))
@@ -163,7 +163,7 @@ func TestRevocationsCloseOnlyTheRevokedTunnelsWithinASecond(t *testing.T) {
 	for i := range names {
 		ips = append(ips, fmt.Sprintf("127.0.5.%d", 20+2*i), fmt.Sprintf("127.0.5.%d", 21+2*i))
 	}
-	port, servers := echoPods(t, ips...)
+	port, servers := harness.EchoPods(t, ips...)
 	for i, name := range names {
 		c := &revocationCase{name: name, echoA: servers[2*i]}
 		prefix := "/" + ns + "/" + name
@@ -294,7 +294,7 @@ func mustRelabel(t *testing.T, p *corev1.Pod, labels map[string]string) {
 // origin get 403 (the other origin passes), and reports whether open
 // tunnels were closed.
 func testOriginRemoval(t *testing.T, g *gateway, ns string) {
-	port, _ := echoPods(t, "127.0.5.40")
+	port, _ := harness.EchoPods(t, "127.0.5.40")
 	createPod(t, ns, pod{name: "origins-a", ip: "127.0.5.40", port: port, labels: map[string]string{"app": "origins"}})
 	const kept, removed = "https://kept.example.com", "https://removed.example.com"
 	r := createRoute(t, ns, route{name: "origins", prefix: "/" + ns + "/origins", app: "origins", port: intstr.FromString("ws"),
@@ -346,7 +346,7 @@ func testOriginRemoval(t *testing.T, g *gateway, ns string) {
 // 1001 when their lifetime ends.
 func testDrainUntilLifetime(t *testing.T, g *gateway, ns string) {
 	const lifetime = 4 * time.Second
-	port, _ := echoPods(t, "127.0.5.41")
+	port, _ := harness.EchoPods(t, "127.0.5.41")
 	p := createPod(t, ns, pod{name: "drain-a", ip: "127.0.5.41", port: port, labels: map[string]string{"app": "drain"}})
 	createRoute(t, ns, route{name: "drain", prefix: "/" + ns + "/drain", app: "drain", port: intstr.FromString("ws"),
 		revoke: wsgatev1alpha1.RevokeDrain, timeouts: &wsgatev1alpha1.Timeouts{MaxLifetime: &metav1.Duration{Duration: lifetime}}})

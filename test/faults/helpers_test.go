@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -31,7 +30,6 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/controllers"
-	"github.com/wsgate/wsgate/internal/echopod"
 	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
@@ -76,23 +74,6 @@ func knownBug(t testing.TB, id, format string, args ...any) {
 
 // ---------------------------------------------------------------------------
 // Echo pods and Pod objects
-
-// echoPods starts one echo server per address, all on the same port (a
-// WsRoute names one port for all its pods), and returns the port and the
-// servers in the order of ips. They stop when the test ends.
-func echoPods(t *testing.T, ips ...string) (int32, []*echopod.Server) {
-	t.Helper()
-	port, servers, err := echopod.StartAll(ips...)
-	if err != nil {
-		t.Fatalf("echo servers on %v: %v", ips, err)
-	}
-	t.Cleanup(func() {
-		for _, s := range servers {
-			_ = s.Close()
-		}
-	})
-	return int32(port), servers
-}
 
 // freePort returns a port that was free on all of ips a moment ago.
 func freePort(t *testing.T, ips ...string) int {
@@ -279,16 +260,6 @@ func getRoute(ns, name string) (*wsgatev1alpha1.WsRoute, error) {
 	return &r, err
 }
 
-// conditionOf returns "Status/Reason" of a route's condition, or "".
-func conditionOf(r *wsgatev1alpha1.WsRoute, typ string) string {
-	for _, c := range r.Status.Conditions {
-		if c.Type == typ {
-			return string(c.Status) + "/" + c.Reason
-		}
-	}
-	return ""
-}
-
 // messageOf returns the message of a route's condition.
 func messageOf(r *wsgatev1alpha1.WsRoute, typ string) string {
 	for _, c := range r.Status.Conditions {
@@ -332,7 +303,7 @@ func pollRoute(ns, name string, timeout time.Duration, check func(*wsgatev1alpha
 // readyWith checks Ready=True with n allowlisted pods.
 func readyWith(n int) func(*wsgatev1alpha1.WsRoute) error {
 	return func(r *wsgatev1alpha1.WsRoute) error {
-		if got := conditionOf(r, wsgatev1alpha1.ConditionReady); got != "True/"+wsgatev1alpha1.ReasonReady {
+		if got := harness.Condition(r, wsgatev1alpha1.ConditionReady); got != "True/"+wsgatev1alpha1.ReasonReady {
 			return fmt.Errorf("Ready is %q", got)
 		}
 		if int(r.Status.Endpoints.Count) != n {
@@ -451,15 +422,8 @@ func startGateway(t *testing.T, cfg gatewayConfig) *gateway {
 	opts.Log = log.WithName("proxy")
 	opts.AccessLog = logr.Discard()
 	opts.Metrics = proxy.NewMetrics(reg)
-	// The proxy dials only what the table allows; this makes sure that is
-	// loopback, and counts.
-	opts.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
-		g.dials.Add(1)
-		if a, err := netip.ParseAddrPort(address); err != nil || !a.Addr().IsLoopback() {
-			return nil, fmt.Errorf("test dialer refuses non-loopback address %q", address)
-		}
-		return (&net.Dialer{}).DialContext(ctx, network, address)
-	}
+	// Loopback only, counted.
+	opts.Dial = harness.LoopbackDial(&g.dials)
 	g.server = proxy.New(g.tables, opts)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -34,7 +34,7 @@ const (
 func TestRollingRestartLosesNoClient(t *testing.T) {
 	ns := env.Namespace(t)
 	ips := []string{"127.0.6.40", "127.0.6.41", "127.0.6.42", "127.0.6.43"}
-	port, _ := echoPods(t, ips...)
+	port, _ := harness.EchoPods(t, ips...)
 	var paths []string
 	for i, ip := range ips {
 		createPod(t, ns, pod{name: fmt.Sprintf("echo-%d", i), ip: ip, port: port, labels: map[string]string{"app": "echo"}})

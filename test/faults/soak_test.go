@@ -12,6 +12,8 @@ import (
 
 	"github.com/coder/websocket"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // Settings of the soak test (make soak).
@@ -51,7 +53,7 @@ func TestSoakKeepsResourcesFlat(t *testing.T) {
 
 	ns := env.Namespace(t)
 	ips := []string{"127.0.6.50", "127.0.6.51", "127.0.6.52", "127.0.6.53"}
-	port, _ := echoPods(t, ips...)
+	port, _ := harness.EchoPods(t, ips...)
 	var paths []string
 	for i, ip := range ips {
 		createPod(t, ns, pod{name: fmt.Sprintf("echo-%d", i), ip: ip, port: port, labels: map[string]string{"app": "echo"}})

@@ -1,8 +1,10 @@
 package harness
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -222,5 +225,30 @@ func TestStartWsgateFailsWhenTheBinaryExits(t *testing.T) {
 	}
 	if got := strings.Join(f.logs, "\n"); !strings.HasPrefix(got, "wsgate output:\n") || !strings.Contains(got, "--metrics-bind-address 0") {
 		t.Errorf("the failing test printed %q", got)
+	}
+}
+
+func TestLoopbackDialRefusesOtherAddressesAndCounts(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var dials atomic.Int64
+	dial := LoopbackDial(&dials)
+	ctx := context.Background()
+	c, err := dial(ctx, "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatalf("dial loopback: %v", err)
+	}
+	_ = c.Close()
+	for _, addr := range []string{"10.0.0.1:80", "example.com:80", "not an address"} {
+		if c, err := dial(ctx, "tcp", addr); err == nil {
+			_ = c.Close()
+			t.Errorf("dial %s succeeded", addr)
+		}
+	}
+	if n := dials.Load(); n != 4 {
+		t.Errorf("%d dials counted, want 4", n)
 	}
 }
