@@ -22,6 +22,7 @@ import (
 func forEachEngine(t *testing.T, test func(t *testing.T, opts Options)) {
 	t.Run("evented", func(t *testing.T) { test(t, Options{}) })
 	t.Run("goroutines", func(t *testing.T) { test(t, Options{goroutineTunnels: true}) })
+	t.Run("goroutines, reads as on TLS", func(t *testing.T) { test(t, Options{goroutineTunnels: true, bufferedReads: true}) })
 }
 
 // upgrade101 reads the pod's handshake and answers 101; false if no

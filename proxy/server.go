@@ -82,8 +82,9 @@ type Options struct {
 	Metrics *Metrics
 
 	// goroutineTunnels runs every tunnel on goroutines, even where an
-	// event loop could carry it (tests run both engines).
-	goroutineTunnels bool
+	// event loop could carry it, and bufferedReads makes those read plain
+	// TCP as they read TLS (tests run every engine and read path).
+	goroutineTunnels, bufferedReads bool
 }
 
 func (o *Options) setDefaults() {
@@ -382,6 +383,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	t.clientPending = append([]byte(nil), clientPending...)
 	t.podPending = append([]byte(nil), podPending...)
 	t.drainOnRevoke = tgt.route.DrainOnRevoke
+	t.bufferedReads = s.opts.bufferedReads
 	t.setMetrics(s.opts.Metrics.forTunnel(tgt.route))
 	// Only what the access log and revocation need is kept: holding r
 	// would keep the request and its connection state alive as long as

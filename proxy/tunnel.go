@@ -55,6 +55,8 @@ type tunnel struct {
 	deadline time.Time     // max lifetime; zero: none
 	// drainOnRevoke is the route's revokePolicy when the tunnel opened.
 	drainOnRevoke bool
+	// bufferedReads: read as from TLS even on plain TCP (tests).
+	bufferedReads bool
 	// info names the tunnel for the registry and the access log.
 	info *tunnelInfo
 
@@ -200,6 +202,9 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, d *flow) {
 	frames := &d.frames
 	defer t.flowEnded(d)
 	raw := rawConn(src)
+	if t.bufferedReads {
+		raw = nil
+	}
 	if len(pending) > 0 {
 		frames.consume(pending, false)
 		t.moved(d, len(pending))
@@ -216,16 +221,16 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, d *flow) {
 			t.finish(src, dst, frames, cr, toPod)
 			return
 		}
-		bp, n, err := t.read(src, raw, d)
-		if n > 0 {
+		buf, bp, err := t.read(src, raw, d)
+		if n := len(buf); n > 0 {
 			t.lastActive.Store(time.Now().UnixNano())
 			if cr := t.closing.Load(); cr != nil {
 				// A close was requested while these bytes arrived: forward
 				// them up to the first frame boundary only.
-				used := frames.consume((*bp)[:n], true)
+				used := frames.consume(buf, true)
 				t.moved(d, used)
-				_, werr := dst.Write((*bp)[:used])
-				bufPool.Put(bp)
+				_, werr := dst.Write(buf[:used])
+				putBuf(bp)
 				if werr != nil {
 					t.fail(werr)
 					return
@@ -233,16 +238,16 @@ func (t *tunnel) pump(src, dst net.Conn, pending []byte, toPod bool, d *flow) {
 				t.finish(src, dst, frames, cr, toPod)
 				return
 			}
-			frames.consume((*bp)[:n], false)
+			frames.consume(buf, false)
 			t.moved(d, n)
-			_, werr := dst.Write((*bp)[:n])
-			bufPool.Put(bp)
+			_, werr := dst.Write(buf)
+			putBuf(bp)
 			if werr != nil {
 				t.fail(werr)
 				return
 			}
-		} else if bp != nil {
-			bufPool.Put(bp)
+		} else {
+			putBuf(bp)
 		}
 		if err == nil {
 			continue
@@ -275,6 +280,10 @@ type flow struct {
 	// noted: the first Close frame of this direction was reported.
 	noted bool
 
+	// small is the buffer reads wait with where raw reads are not
+	// available (TLS); burst: the last read filled its buffer.
+	small []byte
+	burst bool
 	// The result of a raw read (rawRead), and its bound callback.
 	rbuf   *[]byte
 	rn     int
@@ -303,31 +312,58 @@ func (t *tunnel) flowEnded(d *flow) {
 	}
 }
 
-// read reads src into a borrowed buffer. On plain TCP it borrows the
-// buffer only once bytes are there, so that an idle tunnel holds none.
-func (t *tunnel) read(src net.Conn, raw syscall.RawConn, d *flow) (*[]byte, int, error) {
+// smallRead is the buffer a tunnel on goroutines waits with on a
+// connection without raw reads (TLS); see read.
+const smallRead = 2 << 10
+
+// putBuf gives back a buffer that read borrowed (nil: none).
+func putBuf(bp *[]byte) {
+	if bp != nil {
+		bufPool.Put(bp)
+	}
+}
+
+// read reads from src. It returns the bytes read, and the pooled buffer
+// that holds them (nil when they are in the flow's own buffer), to give
+// back with putBuf once they are written.
+//
+// An idle tunnel should hold no 32 KiB buffer. On plain TCP the buffer is
+// borrowed only once bytes are there (a raw read). A TLS connection
+// cannot say whether it holds decrypted bytes, so it waits with a small
+// buffer of the flow's own; when that fills up, more is surely buffered
+// and the next read borrows a large one.
+func (t *tunnel) read(src net.Conn, raw syscall.RawConn, d *flow) ([]byte, *[]byte, error) {
 	if raw == nil {
+		if !d.burst {
+			if d.small == nil {
+				d.small = make([]byte, smallRead)
+			}
+			n, err := src.Read(d.small)
+			d.burst = n == len(d.small)
+			return d.small[:n], nil, err
+		}
 		bp := bufPool.Get().(*[]byte)
 		n, err := src.Read(*bp)
-		return bp, n, err
+		d.burst = n == len(*bp)
+		return (*bp)[:n], bp, err
 	}
 	if d.readFn == nil {
 		d.readFn = d.rawRead
 	}
 	if err := raw.Read(d.readFn); err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	bp, n, err := d.rbuf, d.rn, d.rerr
 	d.rbuf, d.rerr = nil, nil
 	if err != nil {
 		bufPool.Put(bp)
-		return nil, 0, err
+		return nil, nil, err
 	}
 	if n == 0 {
 		bufPool.Put(bp)
-		return nil, 0, io.EOF
+		return nil, nil, io.EOF
 	}
-	return bp, n, nil
+	return (*bp)[:n], bp, nil
 }
 
 // armDeadline sets src's read deadline to the earlier of the idle timeout
