@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"hash"
@@ -15,14 +16,40 @@ import (
 	"time"
 )
 
-// Tunnels run on an event loop (plain TCP on Linux) or on goroutines
-// (TLS, other systems). These tests drive both engines through raw
-// clients and raw pods.
+// Tunnels run on an event loop (plain TCP and TLS from ServeTLS, on
+// Linux) or on goroutines (other systems, and where a connection cannot
+// move). These tests drive every engine through raw clients and raw pods.
 
-func forEachEngine(t *testing.T, test func(t *testing.T, opts Options)) {
-	t.Run("evented", func(t *testing.T) { test(t, Options{}) })
-	t.Run("goroutines", func(t *testing.T) { test(t, Options{goroutineTunnels: true}) })
-	t.Run("goroutines, reads as on TLS", func(t *testing.T) { test(t, Options{goroutineTunnels: true, bufferedReads: true}) })
+// engine is one way of carrying tunnels.
+type engine struct {
+	opts Options
+	tls  bool // clients speak TLS to the gateway
+}
+
+var engines = []struct {
+	name string
+	e    engine
+}{
+	{"evented", engine{}},
+	{"evented TLS", engine{tls: true}},
+	{"goroutines", engine{opts: Options{goroutineTunnels: true}}},
+	{"goroutines TLS", engine{opts: Options{goroutineTunnels: true}, tls: true}},
+	{"goroutines, reads as on TLS", engine{opts: Options{goroutineTunnels: true, bufferedReads: true}}},
+}
+
+func forEachEngine(t *testing.T, test func(t *testing.T, e engine)) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) { test(t, e.e) })
+	}
+}
+
+// forEachPlainEngine runs test with the engines of plain TCP clients.
+func forEachPlainEngine(t *testing.T, test func(t *testing.T, opts Options)) {
+	for _, e := range engines {
+		if !e.e.tls {
+			t.Run(e.name, func(t *testing.T) { test(t, e.e.opts) })
+		}
+	}
 }
 
 // upgrade101 reads the pod's handshake and answers 101; false if no
@@ -37,10 +64,17 @@ func upgrade101(pc *podConn) bool {
 	return err == nil
 }
 
-// openRaw opens a tunnel to fake pod A of the fixture with a raw client.
-func openRaw(t *testing.T, f *hostileFixture) *rawAnswer {
+// openRaw opens a tunnel to fake pod A of the fixture with a raw client,
+// over TLS for a TLS engine.
+func openRaw(t *testing.T, f *hostileFixture, e engine) *rawAnswer {
 	t.Helper()
-	c, err := net.Dial("tcp", f.g.addr)
+	var c net.Conn
+	var err error
+	if e.tls {
+		c, err = tls.Dial("tcp", serveTLS(t, f.g), &tls.Config{ServerName: "ws.example.com", InsecureSkipVerify: true})
+	} else {
+		c, err = net.Dial("tcp", f.g.addr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +84,62 @@ func openRaw(t *testing.T, f *hostileFixture) *rawAnswer {
 		t.Fatalf("status %q, want 101", a.resp.Status)
 	}
 	_ = c.SetDeadline(time.Time{})
+	checkEngine(t, f.g, e)
 	return a
+}
+
+// checkEngine fails t unless g's open tunnels run on e's engine.
+func checkEngine(t *testing.T, g *testGateway, e engine) {
+	t.Helper()
+	want := runtime.GOOS == "linux" && !e.opts.goroutineTunnels
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.srv.reg.mu.Lock()
+		n, evented := 0, 0
+		for _, set := range g.srv.reg.tunnels {
+			for tn := range set {
+				n++
+				if tn.ev.Load() != nil {
+					evented++
+				}
+			}
+		}
+		g.srv.reg.mu.Unlock()
+		if n > 0 {
+			if want && evented != n || !want && evented != 0 {
+				t.Fatalf("%d of %d tunnels on an event loop, want %v", evented, n, want)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no tunnel registered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// serveTLS makes g serve TLS (a self-signed certificate for
+// ws.example.com) on a second listener and returns its address.
+func serveTLS(t *testing.T, g *testGateway) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := selfSigned(t, "ws.example.com")
+	go func() { _ = g.srv.ServeTLS(l, &tls.Config{Certificates: []tls.Certificate{cert}}) }()
+	t.Cleanup(func() { _ = l.Close() })
+	return l.Addr().String()
+}
+
+// halfClose half-closes c: a TCP FIN, or close_notify on TLS.
+func halfClose(t *testing.T, c net.Conn) error {
+	t.Helper()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatalf("%T cannot half-close", c)
+	}
+	return cw.CloseWrite()
 }
 
 // frameStream writes n binary frames of size bytes each (masked when
@@ -89,12 +178,12 @@ func (s *frameStream) writeTo(w io.Writer) error {
 
 // sendAndCloseWrite writes s to c and half-closes it, in the background;
 // the channel gets the error.
-func (s *frameStream) sendAndCloseWrite(c net.Conn) <-chan error {
+func (s *frameStream) sendAndCloseWrite(t *testing.T, c net.Conn) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		err := s.writeTo(c)
 		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
+			err = halfClose(t, c)
 		}
 		done <- err
 	}()
@@ -123,8 +212,8 @@ func forwardedFromClient(g *testGateway) int64 {
 }
 
 func TestBackpressureBoundsMemoryAndKeepsEveryByte(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, opts Options) {
-		f := newHostileFixture(t, opts)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		f := newHostileFixture(t, e.opts)
 		release := make(chan struct{})
 		type result struct {
 			n   int64
@@ -141,7 +230,7 @@ func TestBackpressureBoundsMemoryAndKeepsEveryByte(t *testing.T) {
 			n, sum, err := readAllHashed(pc.br)
 			got <- result{n, sum, err}
 		})
-		a := openRaw(t, f)
+		a := openRaw(t, f, e)
 
 		var before runtime.MemStats
 		runtime.GC()
@@ -150,7 +239,7 @@ func TestBackpressureBoundsMemoryAndKeepsEveryByte(t *testing.T) {
 		// 64 MiB from a client to a pod that reads nothing yet: more than
 		// the kernel's socket buffers on both hops can hold.
 		s := &frameStream{n: 1024, size: 64 << 10, masked: true}
-		wrote := s.sendAndCloseWrite(a.conn)
+		wrote := s.sendAndCloseWrite(t, a.conn)
 		// Wait until the gateway stops taking bytes.
 		last, stable := int64(-1), 0
 		for stable < 5 {
@@ -206,8 +295,8 @@ func waitNoTunnelsAfterClose(t *testing.T, f *hostileFixture, a *rawAnswer) {
 }
 
 func TestBulkBothWaysAtOnce(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, opts Options) {
-		f := newHostileFixture(t, opts)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		f := newHostileFixture(t, e.opts)
 		fromPod := &frameStream{n: 256, size: 32<<10 + 7}
 		type result struct {
 			n   int64
@@ -221,16 +310,16 @@ func TestBulkBothWaysAtOnce(t *testing.T) {
 				return
 			}
 			_ = pc.c.SetDeadline(time.Now().Add(30 * time.Second))
-			wrote := fromPod.sendAndCloseWrite(pc.c)
+			wrote := fromPod.sendAndCloseWrite(t, pc.c)
 			n, sum, err := readAllHashed(pc.br)
 			podGot <- result{n, sum, err}
 			// The script's end closes the connection: wait for the writer.
 			podWrote <- <-wrote
 		})
-		a := openRaw(t, f)
+		a := openRaw(t, f, e)
 		_ = a.conn.SetDeadline(time.Now().Add(30 * time.Second))
 		fromClient := &frameStream{n: 256, size: 32<<10 + 3, masked: true}
-		clientWrote := fromClient.sendAndCloseWrite(a.conn)
+		clientWrote := fromClient.sendAndCloseWrite(t, a.conn)
 		n, sum, err := readAllHashed(a.br)
 		if err != nil {
 			t.Fatalf("client read: %v", err)
@@ -256,8 +345,8 @@ func TestBulkBothWaysAtOnce(t *testing.T) {
 }
 
 func TestStalledClientDoesNotPinAClosingTunnel(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, opts Options) {
-		f := newHostileFixture(t, opts)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		f := newHostileFixture(t, e.opts)
 		f.podA.setScript(func(pc *podConn) {
 			if !upgrade101(pc) {
 				return
@@ -266,7 +355,7 @@ func TestStalledClientDoesNotPinAClosingTunnel(t *testing.T) {
 			s := &frameStream{n: 1 << 20, size: 1000}
 			_ = s.writeTo(pc.c)
 		})
-		a := openRaw(t, f)
+		a := openRaw(t, f, e)
 		// The client never reads; let the buffers fill.
 		time.Sleep(500 * time.Millisecond)
 		rooms := *f.routeRooms
@@ -286,8 +375,8 @@ func TestStalledClientDoesNotPinAClosingTunnel(t *testing.T) {
 }
 
 func TestPodResetEndsTheTunnel(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, opts Options) {
-		f := newHostileFixture(t, opts)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		f := newHostileFixture(t, e.opts)
 		f.podA.setScript(func(pc *podConn) {
 			if !upgrade101(pc) {
 				return
@@ -296,7 +385,7 @@ func TestPodResetEndsTheTunnel(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 			_ = pc.c.(*net.TCPConn).SetLinger(0) // close sends RST
 		})
-		a := openRaw(t, f)
+		a := openRaw(t, f, e)
 		_ = a.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		got, err := io.ReadAll(a.br)
 		var ne net.Error

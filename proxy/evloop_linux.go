@@ -3,7 +3,9 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -14,15 +16,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The event-driven tunnel engine for plain TCP on Linux.
+// The event-driven tunnel engine, on Linux.
 //
-// After the handshake, a tunnel whose two connections are plain TCP leaves
-// Go's poller: its two sockets move into one of a few epoll instances, each
+// After the handshake, a tunnel whose connections are TCP (the client's
+// possibly under TLS, accepted through Server.ServeTLS) leaves Go's
+// poller: its two sockets move into one of a few epoll instances, each
 // served by one goroutine that reads, tracks frames and writes for every
 // tunnel it holds. An idle tunnel then costs its bookkeeping only: no
 // goroutine stack and no buffer. Reads go into the loop's own buffer; only
 // bytes a peer cannot take yet are copied into a buffer borrowed until it
 // drains (and the tunnel stops reading the other side meanwhile).
+//
+// A TLS client's connection stays a crypto/tls connection, driven by the
+// loop over its socket: its reads never wait (a temporary error when the
+// socket is empty leaves the TLS state intact) and its writes always take
+// every byte (kept like any other bytes the peer cannot take yet).
 //
 // Sockets are registered edge-triggered for input and output once. A read
 // shorter than the buffer means the socket is drained (a later arrival
@@ -228,6 +236,9 @@ type evEnd struct {
 	gen  uint32
 	side int // 0: client, 1: pod
 	t    *evTunnel
+	// tls is the client's TLS connection, driven by the loop through a
+	// detachConn; nil on plain TCP.
+	tls *tls.Conn
 }
 
 // Direction states.
@@ -280,7 +291,16 @@ func startEvented(t *tunnel, onDone func()) bool {
 	if len(loops) == 0 {
 		return false
 	}
-	cfd, ok := dupFD(t.client)
+	client, tc, dc := t.client, (*tls.Conn)(nil), (*detachConn)(nil)
+	if c, ok := t.client.(*tls.Conn); ok {
+		// A TLS connection can move only if it was accepted through a
+		// detachListener (Server.ServeTLS).
+		if dc, ok = c.NetConn().(*detachConn); !ok {
+			return false
+		}
+		tc, client = c, dc.TCPConn
+	}
+	cfd, ok := dupFD(client)
 	if !ok {
 		return false
 	}
@@ -291,19 +311,136 @@ func startEvented(t *tunnel, onDone func()) bool {
 	}
 	// The sockets now live on through the duplicates; closing Go's
 	// descriptors takes them out of its poller.
-	_ = t.client.Close()
+	_ = client.Close()
 	_ = t.pod.Close()
 
 	l := loops[evNext.Add(1)%uint32(len(loops))]
 	et := &evTunnel{t: t, loop: l, onDone: onDone}
-	et.end[0] = evEnd{fd: cfd, slot: -1, side: 0, t: et}
+	et.end[0] = evEnd{fd: cfd, slot: -1, side: 0, t: et, tls: tc}
 	et.end[1] = evEnd{fd: pfd, slot: -1, side: 1, t: et}
 	et.dir[0].fl = &t.c2p
 	et.dir[1].fl = &t.p2c
+	if dc != nil {
+		dc.loop = &loopIO{et: et, side: 0}
+	}
 	t.ev.Store(et)
 	l.post(et.start)
 	return true
 }
+
+// detachListener accepts TCP connections as detachConns, so that a TLS
+// connection made over one can move to an event loop after its handshake.
+type detachListener struct{ net.Listener }
+
+func (l detachListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok && err == nil {
+		return &detachConn{TCPConn: tc}, nil
+	}
+	return c, err
+}
+
+// wrapForLoop prepares a listener whose connections TLS will wrap.
+func wrapForLoop(l net.Listener) net.Listener { return detachListener{l} }
+
+// detachConn is a TCP connection under TLS. Until its tunnel moves to an
+// event loop it is the TCP connection; then the TLS connection over it
+// reads and writes through the loop, which owns the socket.
+type detachConn struct {
+	*net.TCPConn
+	loop *loopIO
+}
+
+func (c *detachConn) Read(p []byte) (int, error) {
+	if c.loop != nil {
+		return c.loop.read(p)
+	}
+	return c.TCPConn.Read(p)
+}
+
+func (c *detachConn) Write(p []byte) (int, error) {
+	if c.loop != nil {
+		return c.loop.write(p)
+	}
+	return c.TCPConn.Write(p)
+}
+
+// Deadlines and closing belong to the loop once it owns the socket.
+
+func (c *detachConn) SetDeadline(t time.Time) error {
+	if c.loop != nil {
+		return nil
+	}
+	return c.TCPConn.SetDeadline(t)
+}
+
+func (c *detachConn) SetReadDeadline(t time.Time) error {
+	if c.loop != nil {
+		return nil
+	}
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+func (c *detachConn) SetWriteDeadline(t time.Time) error {
+	if c.loop != nil {
+		return nil
+	}
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+func (c *detachConn) Close() error {
+	if c.loop != nil {
+		return nil
+	}
+	return c.TCPConn.Close()
+}
+
+// loopIO is the socket I/O of a TLS connection on a loop: reads never
+// wait (errWouldBlock when the socket is empty, which crypto/tls keeps
+// no record of), and writes always take every byte, keeping what the
+// socket cannot take yet as the tunnel keeps any other bytes.
+type loopIO struct {
+	et   *evTunnel
+	side int
+}
+
+func (a *loopIO) read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(a.et.end[a.side].fd, p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, errWouldBlock
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (a *loopIO) write(p []byte) (int, error) {
+	// The direction that writes to this socket.
+	if !a.et.sendRaw(1-a.side, p) {
+		return 0, errTunnelFailed
+	}
+	return len(p), nil
+}
+
+// errWouldBlock: the socket has nothing to read now. As a temporary
+// network error it leaves the TLS connection usable.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "read would block" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+// errTunnelFailed: a write failed and the tunnel ended.
+var errTunnelFailed = errors.New("tunnel ended")
 
 // dupFD duplicates the descriptor of a plain TCP connection.
 func dupFD(c net.Conn) (int, bool) {
@@ -357,6 +494,12 @@ func (et *evTunnel) start() {
 	}
 	if cr := t.closing.Load(); cr != nil {
 		et.startClose(cr)
+	}
+	if et.end[0].tls != nil && !et.ended {
+		// Records that arrived with the handshake may sit decoded in the
+		// TLS connection, with no event to come for them.
+		et.dir[0].readable = true
+		et.pump(0)
 	}
 }
 
@@ -413,25 +556,40 @@ func (et *evTunnel) pump(i int) {
 	d := &et.dir[i]
 	l := et.loop
 	src := et.end[i].fd
+	tc := et.end[i].tls
 	for !et.ended && d.state != dirDone && d.readable && len(d.out) == 0 {
-		n, err := unix.Read(src, l.buf)
+		var n int
+		var err error
+		if tc != nil {
+			n, err = tc.Read(l.buf)
+		} else {
+			n, err = unix.Read(src, l.buf)
+		}
 		if err != nil {
-			if err == unix.EAGAIN {
+			switch {
+			case errors.Is(err, unix.EAGAIN) || errors.Is(err, errWouldBlock):
 				d.readable = false
-				return
-			}
-			if err == unix.EINTR {
+			case errors.Is(err, unix.EINTR):
 				continue
+			case errors.Is(err, io.EOF):
+				d.readable = false
+				et.sourceEnded(i)
+			default:
+				et.fail()
 			}
-			et.fail()
 			return
 		}
 		if n == 0 {
+			if tc != nil {
+				continue
+			}
 			d.readable = false
 			et.sourceEnded(i)
 			return
 		}
-		if n < len(l.buf) && !d.drain {
+		// A short read drained the socket; a TLS read returns one record
+		// at most, so it reads on until the socket is empty.
+		if tc == nil && n < len(l.buf) && !d.drain {
 			d.readable = false
 		}
 		data := l.buf[:n]
@@ -460,9 +618,25 @@ func (et *evTunnel) pump(i int) {
 	}
 }
 
-// send writes p to direction i's destination; what it cannot take yet is
-// kept and written when it can. It returns false if the tunnel failed.
+// send writes p to direction i's destination (through TLS to a TLS
+// client); what it cannot take yet is kept and written when it can. It
+// returns false if the tunnel failed.
 func (et *evTunnel) send(i int, p []byte) bool {
+	if tc := et.end[1-i].tls; tc != nil {
+		if _, err := tc.Write(p); err != nil {
+			et.fail()
+			return false
+		}
+		return !et.ended
+	}
+	return et.sendRaw(i, p)
+}
+
+// sendRaw writes p as it is to direction i's destination socket.
+func (et *evTunnel) sendRaw(i int, p []byte) bool {
+	if et.ended {
+		return false
+	}
 	d := &et.dir[i]
 	if len(d.out) > 0 {
 		d.out = append(d.out, p...)
@@ -532,6 +706,13 @@ func (et *evTunnel) flush(i int) {
 // shutdownDst half-closes direction i's destination once what it holds
 // for it is written.
 func (et *evTunnel) shutdownDst(i int) {
+	if tc := et.end[1-i].tls; tc != nil {
+		// close_notify, then the TCP end of stream.
+		_ = tc.CloseWrite()
+		if et.ended {
+			return
+		}
+	}
 	d := &et.dir[i]
 	if len(d.out) > 0 {
 		d.shutAfter = true

@@ -10,7 +10,7 @@ import (
 )
 
 func TestRemovedOriginClosesItsTunnelsOnly(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, opts Options) {
+	forEachPlainEngine(t, func(t *testing.T, opts Options) {
 		pod := echoPod(t, "127.0.0.2")
 		app := testRoute("app", "/app", backendOf("a", pod))
 		app.AllowedOrigins = []string{"https://a.example.com", "https://b.example.com"}

@@ -163,7 +163,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
 	cfg = cfg.Clone()
 	cfg.NextProtos = []string{"http/1.1"}
-	return s.Serve(tls.NewListener(l, cfg))
+	return s.Serve(tls.NewListener(wrapForLoop(l), cfg))
 }
 
 // Draining reports whether Shutdown has begun.
