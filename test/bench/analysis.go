@@ -127,9 +127,9 @@ func (r *report) limits(b *strings.Builder) {
 		r.kind("new connections, TLS", kindCrypto), r.kind("new connections, TLS", kindSyscall),
 		r.ratio("ratetlscpu", "wsgate", "nginx"), r.ratio("ratecpu", "wsgate", "nginx"))
 
-	w("**Idle tunnels.** wsgate holds, per plain TCP tunnel, its state (frame trackers, counters, the registry's entry) and two sockets in an event loop's epoll set: no goroutine, no stack and no buffer (%s KiB per tunnel; ×%s nginx's). A loop reads into its own buffer and copies aside only what a peer cannot take yet. TLS tunnels run on two goroutines each, which borrow a buffer only while bytes move. ",
+	w("**Idle tunnels.** wsgate holds, per plain TCP tunnel, its state (frame trackers, counters, the registry's entry) and two sockets in an event loop's epoll set: no goroutine, no stack and no buffer (%s KiB per tunnel; ×%s nginx's). A loop reads into its own buffer and copies aside only what a peer cannot take yet. ",
 		r.val("idle", "wsgate", 1), r.ratio("idle", "wsgate", "nginx"))
-	if h := r.heap; h != nil {
+	if h := r.heapOf("idle tunnels"); h != nil {
 		n := float64(c.idleTunnels)
 		w("Of the Go runtime's memory, goroutine stacks are %.1f KiB per tunnel and heap objects %.1f KiB (below). ",
 			kib(h.figures["/memory/classes/heap/stacks:bytes"])/n, kib(h.figures["/memory/classes/heap/objects:bytes"])/n)
@@ -152,4 +152,55 @@ func (r *report) limits(b *strings.Builder) {
 	}
 	w("nginx keeps each request's memory pool and the buffer that read the pod's answer (`proxy_buffer_size`); its connection tables, allocated for `worker_connections` in each worker, are in its RSS before the first tunnel, which the RSS row shows. ")
 	w("HAProxy keeps its stream and connection structures and returns empty buffers to its pool. Socket buffers are kernel memory, in no process's RSS.\n\n")
+
+	w("**Idle tunnels, TLS.** A TLS tunnel costs wsgate %s KiB (×%s nginx's, ×%s HAProxy's; ×%s its plain tunnel). ",
+		r.val("idletls", "wsgate", 1), r.ratio("idletls", "wsgate", "nginx"), r.ratio("idletls", "wsgate", "haproxy"), r.within("idletls", "idle", "wsgate"))
+	if h := r.heapOf("idle tunnels, TLS"); h != nil {
+		n := float64(c.idleTunnels)
+		g := float64(h.figures["/sched/goroutines:goroutines"]) / n
+		switch {
+		case g >= 1.5:
+			w("It runs each one on two goroutines, one per direction, each blocked in a read (%.1f goroutines per tunnel in all), whose stacks take %.1f KiB per tunnel. ",
+				g, kib(h.figures["/memory/classes/heap/stacks:bytes"])/n)
+		default:
+			w("It runs no goroutine per tunnel while idle (%.1f goroutines per tunnel in all; stacks %.1f KiB per tunnel). ",
+				g, kib(h.figures["/memory/classes/heap/stacks:bytes"])/n)
+		}
+		w("Heap objects take %.1f KiB per tunnel, of which about %.1f KiB allocated by crypto/tls (each connection's state, its keys and its input buffer; the heap profile below); all the Go runtime's memory is %.1f KiB per tunnel. ",
+			kib(h.figures["/memory/classes/heap/objects:bytes"])/n, kib(h.tls)/n, kib(h.figures["/memory/classes/total:bytes"])/n)
+	}
+	w("nginx terminates TLS with OpenSSL and sets `SSL_MODE_RELEASE_BUFFERS`, which frees a connection's record buffers while it waits: its TLS tunnel costs %s KiB more than its plain one. ",
+		r.diff("idletls", "idle", "nginx"))
+	w("HAProxy, on OpenSSL too and with its own SSL buffers: %s KiB more than its plain tunnel.\n\n",
+		r.diff("idletls", "idle", "haproxy"))
+}
+
+// heapOf is the wsgate heap summary of a row, if one was taken.
+func (r *report) heapOf(row string) *heapSummary {
+	for i := range r.heaps {
+		if r.heaps[i].row == row {
+			return &r.heaps[i]
+		}
+	}
+	return nil
+}
+
+// within is metric a over metric b for one peer, formatted, or "?".
+func (r *report) within(a, b, peer string) string {
+	x, xok := r.res.get(a, peer)
+	y, yok := r.res.get(b, peer)
+	if !xok || !yok || x.err != nil || y.err != nil || y.v <= 0 || x.v < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f", x.v/y.v)
+}
+
+// diff is metric a minus metric b for peer, with one decimal, or "?".
+func (r *report) diff(a, b, peer string) string {
+	x, xok := r.res.get(a, peer)
+	y, yok := r.res.get(b, peer)
+	if !xok || !yok || x.err != nil || y.err != nil {
+		return "?"
+	}
+	return strconv.FormatFloat(x.v-y.v, 'f', 1, 64)
 }

@@ -15,8 +15,9 @@
 // Rows: round trip of 32-byte messages at a fixed rate over many
 // connections; bulk throughput of 64 KiB messages and the proxy's CPU per
 // GB; new connections per second, plain and TLS (ECDSA P-256, no
-// resumption); RSS per idle tunnel. Timings on a small shared machine are
-// noisy: the results are ratios against the baselines of the same run.
+// resumption); RSS per idle tunnel, plain and TLS. Timings on a small
+// shared machine are noisy: the results are ratios against the baselines
+// of the same run.
 package main
 
 import (
@@ -74,9 +75,9 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
 	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
-	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle (memory); the others read \"not run\"")
+	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\"")
 	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
-	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but memory) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
+	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but the memory ones) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
 	flag.IntVar(&cfg.latencyConns, "latency-conns", 1000, "round-trip row: connections")
 	flag.DurationVar(&cfg.latencyInterval, "latency-interval", 100*time.Millisecond, "round-trip row: each connection sends one message per interval")
 	flag.DurationVar(&cfg.latencyDuration, "latency-duration", 20*time.Second, "round-trip row: duration")
@@ -86,9 +87,9 @@ func main() {
 	flag.DurationVar(&cfg.bulkDuration, "bulk-duration", 10*time.Second, "throughput row: duration")
 	flag.IntVar(&cfg.rateConcurrency, "rate-concurrency", 50, "new-connection rows: connections opened at a time")
 	flag.DurationVar(&cfg.rateDuration, "rate-duration", 10*time.Second, "new-connection rows: duration of each")
-	flag.IntVar(&cfg.idleTunnels, "idle-tunnels", 8000, "memory row: idle tunnels held open at the end (at most 8000: two descriptors each)")
-	flag.IntVar(&cfg.idleWarmup, "idle-warmup", 200, "memory row: tunnels opened before the first RSS reading (part of -idle-tunnels)")
-	flag.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory row: wait before each RSS reading")
+	flag.IntVar(&cfg.idleTunnels, "idle-tunnels", 8000, "memory rows: idle tunnels held open at the end (at most 8000: two descriptors each)")
+	flag.IntVar(&cfg.idleWarmup, "idle-warmup", 200, "memory rows: tunnels opened before the first RSS reading (part of -idle-tunnels)")
+	flag.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory rows: wait before each RSS reading")
 	flag.Parse()
 
 	var err error

@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// openMany opens n websockets through inst, spread over the pods, with
-// up to 32 handshakes at a time.
-func openMany(ctx context.Context, inst *instance, pods, n int) ([]*wsConn, error) {
+// openMany opens n websockets through inst (over TLS when useTLS), spread
+// over the pods, with up to 32 handshakes at a time.
+func openMany(ctx context.Context, inst *instance, pods, n int, useTLS bool) ([]*wsConn, error) {
 	conns := make([]*wsConn, n)
 	var (
 		next     atomic.Int64
@@ -29,8 +29,8 @@ func openMany(ctx context.Context, inst *instance, pods, n int) ([]*wsConn, erro
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				addr, path := inst.dial(i%pods, false)
-				c, err := dialWS(ctx, addr, path, false)
+				addr, path := inst.dial(i%pods, useTLS)
+				c, err := dialWS(ctx, addr, path, useTLS)
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
 					cancel()
@@ -79,7 +79,7 @@ type latencyResult struct {
 // interval, at its own phase, waits for the echo and records the round
 // trip, for duration.
 func latencyRow(ctx context.Context, inst *instance, pods, conns int, interval, duration time.Duration) (latencyResult, error) {
-	cs, err := openMany(ctx, inst, pods, conns)
+	cs, err := openMany(ctx, inst, pods, conns, false)
 	if err != nil {
 		return latencyResult{}, err
 	}
@@ -162,7 +162,7 @@ func (r throughputResult) cpuPerGB() float64 { return r.cpu / (float64(r.bytes) 
 // keeping window messages in flight, for duration; every echoed message
 // counts 2*size bytes moved.
 func throughputRow(ctx context.Context, inst *instance, pods, conns, window, size int, duration time.Duration) (throughputResult, error) {
-	cs, err := openMany(ctx, inst, pods, conns)
+	cs, err := openMany(ctx, inst, pods, conns, false)
 	if err != nil {
 		return throughputResult{}, err
 	}
@@ -306,10 +306,11 @@ type idleResult struct {
 	tunnels   int
 }
 
-// idleRow opens warmup tunnels, lets the peer settle, reads its RSS, opens
-// n more, settles again and reads the RSS: the growth per tunnel over
-// the n. The clients then check that a sample of tunnels still echo.
-func idleRow(ctx context.Context, inst *instance, pods, warmup, n int, settle time.Duration) (idleResult, error) {
+// idleRow opens warmup tunnels (over TLS when useTLS), lets the peer
+// settle, reads its RSS, opens n more, settles again and reads the RSS:
+// the growth per tunnel over the n. The clients then check that a sample
+// of tunnels still echo.
+func idleRow(ctx context.Context, inst *instance, pods, warmup, n int, settle time.Duration, useTLS bool) (idleResult, error) {
 	var open []net.Conn
 	defer func() {
 		for _, c := range open {
@@ -317,7 +318,7 @@ func idleRow(ctx context.Context, inst *instance, pods, warmup, n int, settle ti
 		}
 	}()
 	add := func(count int) ([]*wsConn, error) {
-		cs, err := openMany(ctx, inst, pods, count)
+		cs, err := openMany(ctx, inst, pods, count, useTLS)
 		if err != nil {
 			return nil, err
 		}

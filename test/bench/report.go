@@ -176,10 +176,14 @@ type heapSummary struct {
 	row     string
 	figures map[string]uint64 // runtime/metrics, by name
 	top     []string
+	// tls is the in-use heap allocated under crypto/tls (connection
+	// state, keys, record buffers), in bytes.
+	tls uint64
 }
 
-// summarizeHeap reads the heap profile's top entries (in-use bytes) and
-// the memory figures written beside it.
+// summarizeHeap reads the heap profile's top entries (in-use bytes), the
+// in-use bytes allocated under crypto/tls, and the memory figures written
+// beside it.
 func summarizeHeap(ctx context.Context, row, path string) (heapSummary, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -195,6 +199,18 @@ func summarizeHeap(ctx context.Context, row, path string) (heapSummary, error) {
 		}
 		if inTable {
 			hs.top = append(hs.top, line)
+		}
+	}
+	out, err = exec.CommandContext(ctx, goTool(), "tool", "pprof", "-top", "-nodecount=100000", "-unit=B", "-sample_index=inuse_space",
+		`-focus=^crypto/tls\.`, path).CombinedOutput()
+	if err != nil {
+		return heapSummary{}, fmt.Errorf("go tool pprof: %w: %s", err, out)
+	}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		// "Showing nodes accounting for 4721056B, 39.12% of 12068339B total"
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Showing nodes accounting for "); ok {
+			v, _, _ = strings.Cut(v, ",")
+			hs.tls, _ = strconv.ParseUint(strings.TrimSuffix(v, "B"), 10, 64)
 		}
 	}
 	b, err := os.ReadFile(path + ".txt")
@@ -284,6 +300,8 @@ func (r *report) metricDefs() []metricDef {
 		{key: "ratetlscpu", label: "CPU per new connection, TLS (direct: the pods)", unit: "µs"},
 		{key: "idle", label: fmt.Sprintf("Memory per idle tunnel (RSS growth, %s tunnels)", thousands(float64(c.idleTunnels))), unit: "KiB", noDirect: true, prec: 1},
 		{key: "idlerss", label: fmt.Sprintf("RSS with %s idle tunnels", thousands(float64(c.idleTunnels))), unit: "MiB", noDirect: true},
+		{key: "idletls", label: fmt.Sprintf("Memory per idle tunnel, TLS (RSS growth, %s tunnels)", thousands(float64(c.idleTunnels))), unit: "KiB", noDirect: true, prec: 1},
+		{key: "idletlsrss", label: fmt.Sprintf("RSS with %s idle TLS tunnels", thousands(float64(c.idleTunnels))), unit: "MiB", noDirect: true},
 	}
 }
 
@@ -440,14 +458,14 @@ func (r *report) markdown() string {
 	r.reading(&b)
 
 	w("## How each row is measured\n\n")
-	w("- **Rounds**: each row but the memory one runs in %d rounds of equal length, the peers in one order and then in the reverse order (A B C D, D C B A, ...), each round on a freshly started proxy, so that a load that comes and goes on the machine falls on every peer alike. A peer's figure is the median of its rounds (of an even count, the mean of the middle two), which one disturbed round cannot move far. Durations below are the totals over the rounds.\n", c.rounds)
+	w("- **Rounds**: each row but the memory ones runs in %d rounds of equal length, the peers in one order and then in the reverse order (A B C D, D C B A, ...), each round on a freshly started proxy, so that a load that comes and goes on the machine falls on every peer alike. A peer's figure is the median of its rounds (of an even count, the mean of the middle two), which one disturbed round cannot move far. Durations below are the totals over the rounds.\n", c.rounds)
 	w("- **Round trips**: %d connections (raw websocket clients spread over %d pods), each sends a 32-byte binary message every %s at its own phase, waits for the echo and records the time from write to echo, for %s. Added round trip: the peer's percentile minus direct's.\n",
 		c.latencyConns, c.pods, c.latencyInterval, c.latencyDuration)
 	w("- **Bulk throughput**: %d connections each keep %d messages of %d KiB in flight for %s; each echo counts 2 × %d KiB moved (there and back). CPU: user + system time of the proxy's processes from `/proc/<pid>/stat` (nginx: master and workers) over the row; for direct, the echo pods' process.\n",
 		c.bulkConns, c.bulkWindow, c.bulkSize>>10, c.bulkDuration, c.bulkSize>>10)
 	w("- **New connections**: %d loops for %s each: TCP connect (and a full TLS handshake: ECDSA P-256 certificate made for the run, X25519, no session cache or tickets on either side), websocket handshake through the proxy to a pod, one 32-byte echo, close. Direct TLS is a Go websocket echo server terminating TLS itself.\n",
 		c.rateConcurrency, c.rateDuration)
-	w("- **Idle tunnels**: %d tunnels, then the proxy's RSS; %d more, then the RSS again (after %s each time): the growth divided by %d. The clients hold raw connections only; a sample of the tunnels then echoes, to show they were open. RSS is the sum over the proxy's processes.\n",
+	w("- **Idle tunnels**: %d tunnels, then the proxy's RSS; %d more, then the RSS again (after %s each time): the growth divided by %d. The clients hold raw connections only; a sample of the tunnels then echoes, to show they were open. RSS is the sum over the proxy's processes. The TLS row is the same over the TLS listeners, each tunnel opened with a full handshake (the certificate and settings of the new-connection row: ECDSA P-256, X25519, no resumption); the clients then hold their TLS connections, which read nothing while idle.\n",
 		c.idleWarmup, c.idleTunnels-c.idleWarmup, c.settle, c.idleTunnels-c.idleWarmup)
 	w("- **Same CPU budget**: every proxy may use every core: wsgate's GOMAXPROCS is %d, nginx runs `worker_processes %d`, HAProxy `nbthread %d`. The clients and the pods use the same cores.\n", runtime.GOMAXPROCS(0), workerCount(), workerCount())
 	w("- **Clients** write frames with a zero masking key (valid; nothing to unmask on the client, and no proxy unmasks), bind to 127.0.0.100–%d, and speak to proxies on 127.0.0.1; the pods listen on 127.0.0.11–%d, one port for all (the nginx recipe's `$1:PORT`).\n",
@@ -476,9 +494,9 @@ func (r *report) markdown() string {
 		w("\n```text\n%s\n```\n\n", strings.Join(p.top, "\n"))
 	}
 
-	if h := r.heap; h != nil {
+	for _, h := range r.heaps {
 		n := float64(c.idleTunnels)
-		w("### Idle tunnels: what the memory is\n\n")
+		w("### %s: what the memory is\n\n", strings.ToUpper(h.row[:1])+h.row[1:])
 		w("Taken in the wsgate child (after a GC) with its %s idle tunnels open: %d goroutines (%.1f per tunnel); goroutine stacks %.1f MiB (%.1f KiB per tunnel; new goroutines start with %.0f KiB); heap objects %.1f MiB (%.1f KiB per tunnel); all the Go runtime's memory %.1f MiB. ",
 			thousands(n), h.figures["/sched/goroutines:goroutines"], float64(h.figures["/sched/goroutines:goroutines"])/n,
 			mib(h.figures["/memory/classes/heap/stacks:bytes"]), kib(h.figures["/memory/classes/heap/stacks:bytes"])/n,

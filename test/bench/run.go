@@ -50,13 +50,13 @@ type row struct {
 	// key names the row in -rows.
 	key     string
 	metrics []string
-	// rounds splits the row's duration; 1 for the memory row.
+	// rounds splits the row's duration; 1 for the memory rows.
 	rounds int
 	// profile: wsgate writes a CPU profile during this row.
 	profile bool
 	// heap: wsgate writes a heap profile while its tunnels are open.
 	heap bool
-	// proxiesOnly: the row means nothing without a proxy (memory).
+	// proxiesOnly: the row means nothing without a proxy (memory rows).
 	proxiesOnly bool
 	// run measures one round.
 	run func(ctx context.Context, inst *instance, round int) (any, error)
@@ -79,7 +79,7 @@ type report struct {
 	profiles []profileSummary
 	configs  map[string]string // peer -> generated configuration
 	noise    []noiseRecord
-	heap     *heapSummary
+	heaps    []heapSummary
 }
 
 // noiseRecord is the CPU that other processes used during one row.
@@ -136,23 +136,29 @@ func rows(cfg *config) []row {
 		},
 		rateRow(cfg, "new connections, plain", "rate", false),
 		rateRow(cfg, "new connections, TLS", "ratetls", true),
-		{
-			name:        "idle tunnels",
-			key:         "idle",
-			metrics:     []string{"idle", "idlerss"},
-			rounds:      1,
-			proxiesOnly: true,
-			heap:        true,
-			run: func(ctx context.Context, inst *instance, _ int) (any, error) {
-				return idleRow(ctx, inst, cfg.pods, cfg.idleWarmup, cfg.idleTunnels-cfg.idleWarmup, cfg.settle)
-			},
-			values: func(part any) map[string]float64 {
-				r := part.(idleResult)
-				return map[string]float64{"idle": r.perTunnel / 1024, "idlerss": float64(r.rss) / (1 << 20)}
-			},
-			line: func(v map[string]float64, _ []any) string {
-				return fmt.Sprintf("%.1f KiB per tunnel, RSS %.0f MiB at %d tunnels", v["idle"], v["idlerss"], cfg.idleTunnels)
-			},
+		idleRowDef(cfg, "idle tunnels", "idle", false),
+		idleRowDef(cfg, "idle tunnels, TLS", "idletls", true),
+	}
+}
+
+// idleRowDef is a memory row: idle tunnels, plain or TLS, in one round.
+func idleRowDef(cfg *config, name, key string, useTLS bool) row {
+	return row{
+		name:        name,
+		key:         key,
+		metrics:     []string{key, key + "rss"},
+		rounds:      1,
+		proxiesOnly: true,
+		heap:        true,
+		run: func(ctx context.Context, inst *instance, _ int) (any, error) {
+			return idleRow(ctx, inst, cfg.pods, cfg.idleWarmup, cfg.idleTunnels-cfg.idleWarmup, cfg.settle, useTLS)
+		},
+		values: func(part any) map[string]float64 {
+			r := part.(idleResult)
+			return map[string]float64{key: r.perTunnel / 1024, key + "rss": float64(r.rss) / (1 << 20)}
+		},
+		line: func(v map[string]float64, _ []any) string {
+			return fmt.Sprintf("%.1f KiB per tunnel, RSS %.0f MiB at %d tunnels", v[key], v[key+"rss"], cfg.idleTunnels)
 		},
 	}
 }
@@ -415,7 +421,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 		if err != nil {
 			return fmt.Errorf("heap profile of %s: %w", rw.name, err)
 		}
-		rep.heap = &hs
+		rep.heaps = append(rep.heaps, hs)
 	}
 	return nil
 }
