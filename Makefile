@@ -95,7 +95,7 @@ bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes
 	go test -run '^$$' -bench BenchmarkBuild -benchmem ./builder/
 
 .PHONY: bench
-bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections on loopback (about 5 minutes; installs nginx and haproxy from Debian when missing); writes docs/benchmarks.md.
+bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections on loopback (about 7 minutes; installs nginx and haproxy from Debian when missing); writes docs/benchmarks.md.
 	go run ./test/bench
 
 .PHONY: bench-controlplane

@@ -2,7 +2,7 @@
 // the nginx recipe it replaces, HAProxy, and a direct connection to the
 // pods, and writes the results to docs/benchmarks.md.
 //
-//	make bench          # about 5 minutes; installs nginx and haproxy from Debian if missing (root)
+//	make bench          # about 7 minutes; installs nginx and haproxy from Debian if missing (root)
 //	make bench-smoke    # seconds; no install, peers not installed are skipped, prints to stdout
 //
 // Every process runs on this machine and every address is on loopback:
