@@ -25,6 +25,7 @@ import (
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/internal/testenv"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/routing"
 )
 
@@ -137,17 +138,7 @@ func startReplica(t *testing.T, defaultHost string, o replicaOptions) *gateway {
 // eventually retries f until it succeeds or the timeout passes.
 func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	harness.Eventually(t, timeout, "waiting", f)
 }
 
 // route returns a WsRoute selecting app=<app> on a numbered port.
