@@ -443,8 +443,7 @@ func (a *abuse) stopsReading(t *testing.T) {
 	}
 	if a.stream.ended.Load() == ended {
 		t.Logf("the tunnel goroutines left:\n%s", tunnelStacks())
-		knownBug(t, "stalled-peer-pins-tunnel",
-			"a tunnel whose client stopped reading is still open %s after it opened (idle timeout 1s): the gateway's write to the client blocks with no deadline (proxy/tunnel.go pump)", within)
+		t.Errorf("a tunnel whose client stopped reading is still open %s after it opened (idle timeout 1s)", within)
 		return
 	}
 	t.Logf("the gateway ended the tunnel %s after it opened", time.Since(opened).Round(time.Millisecond))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,26 +50,6 @@ const (
 // proxies (bounded: the churn tests log a lot); a test that fails prints
 // the lines written while it ran.
 var logs = harness.LogBuffer{Limit: 64 << 20}
-
-// ---------------------------------------------------------------------------
-// Findings
-
-// strictEnv makes knownBug fail the test.
-const strictEnv = "WSGATE_FAULTS_STRICT"
-
-// knownBug records a product bug that this suite found and reported
-// (see the test's comment for the proposed fix): the test logs it and
-// carries on, so that the suite guards everything else meanwhile. With
-// WSGATE_FAULTS_STRICT=1 it fails the test instead, to check a fix.
-func knownBug(t testing.TB, id, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf("KNOWN BUG %s: %s", id, fmt.Sprintf(format, args...))
-	if os.Getenv(strictEnv) == "1" {
-		t.Error(msg)
-		return
-	}
-	t.Log(msg + " (set " + strictEnv + "=1 to fail on it)")
-}
 
 // ---------------------------------------------------------------------------
 // Echo pods and Pod objects

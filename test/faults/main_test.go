@@ -20,10 +20,7 @@
 // outage test kills and restarts its kube-apiserver and etcd, which come
 // back with the same CA on the same port, and clients reconnect.
 //
-// Product bugs this suite found are checked where they show and reported
-// with knownBug ("KNOWN BUG <id>" in the log) rather than failing the
-// suite; WSGATE_FAULTS_STRICT=1 makes them fail, to check a fix. Other
-// settings: WSGATE_FAULTS_OUTAGE (how long the API server stays down,
+// Settings: WSGATE_FAULTS_OUTAGE (how long the API server stays down,
 // default 20s) and WSGATE_SOAK_DURATION (runs TestSoakKeepsResourcesFlat,
 // which make soak does; skipped otherwise). With the race detector the
 // message rate of the churn tests is halved (raceFactor).

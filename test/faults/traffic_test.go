@@ -547,13 +547,14 @@ func (p *prober) stop() proberCounts {
 	return p.snapshot()
 }
 
-// tunnelStacks returns the stacks of the proxy's tunnel goroutines.
+// tunnelStacks returns the stacks of the proxy's tunnel goroutines and
+// event loops.
 func tunnelStacks() string {
 	buf := make([]byte, 4<<20)
 	n := runtime.Stack(buf, true)
 	var out []string
 	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-		if strings.Contains(g, "proxy.(*tunnel)") {
+		if strings.Contains(g, "proxy.(*tunnel)") || strings.Contains(g, "proxy.(*evLoop)") {
 			out = append(out, g)
 		}
 	}
