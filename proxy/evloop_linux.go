@@ -264,6 +264,15 @@ type evDir struct {
 	shutAfter bool
 }
 
+// release gives back the buffer of bytes kept for the destination.
+func (d *evDir) release() {
+	if d.outBuf != nil {
+		*d.outBuf = (*d.outBuf)[:0]
+		outPool.Put(d.outBuf)
+	}
+	d.out, d.outBuf = nil, nil
+}
+
 // evTunnel carries a tunnel on a loop.
 type evTunnel struct {
 	t     *tunnel
@@ -468,9 +477,7 @@ func (et *evTunnel) start() {
 	t := et.t
 	l := et.loop
 	et.started = true
-	if t.metrics.active != nil {
-		t.metrics.active.Inc()
-	}
+	t.begin()
 	l.now = time.Now().UnixNano()
 	for i, pending := range [2][]byte{t.clientPending, t.podPending} {
 		if len(pending) > 0 {
@@ -690,9 +697,7 @@ func (et *evTunnel) flush(i int) {
 		return
 	}
 	dst := et.end[1-i].fd
-	*d.outBuf = (*d.outBuf)[:0]
-	outPool.Put(d.outBuf)
-	d.out, d.outBuf = nil, nil
+	d.release()
 	if d.shutAfter {
 		d.shutAfter = false
 		_ = unix.Shutdown(dst, unix.SHUT_WR)
@@ -823,11 +828,7 @@ func (et *evTunnel) close() {
 		_ = unix.Close(e.fd)
 	}
 	for i := range et.dir {
-		if d := &et.dir[i]; d.outBuf != nil {
-			*d.outBuf = (*d.outBuf)[:0]
-			outPool.Put(d.outBuf)
-			d.out, d.outBuf = nil, nil
-		}
+		et.dir[i].release()
 		t.flowEnded(et.dir[i].fl)
 	}
 	if et.timer != nil {
@@ -836,10 +837,7 @@ func (et *evTunnel) close() {
 	if et.grace != nil {
 		et.grace.Stop()
 	}
-	if t.metrics.active != nil {
-		t.metrics.active.Dec()
-	}
-	close(t.done)
+	t.end()
 	if et.onDone != nil {
 		// Off the loop: the access log may write to a slow pipe, and
 		// the loop carries other tunnels.

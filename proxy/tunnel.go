@@ -172,9 +172,7 @@ func (t *tunnel) EndedBy() CloseReason {
 // run moves bytes both ways until the tunnel ends, then closes both
 // connections.
 func (t *tunnel) run() {
-	if t.metrics.active != nil {
-		t.metrics.active.Inc()
-	}
+	t.begin()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go t.clientToPod(&wg)
@@ -182,6 +180,19 @@ func (t *tunnel) run() {
 	wg.Wait()
 	_ = t.client.Close()
 	_ = t.pod.Close()
+	t.end()
+}
+
+// begin counts the tunnel as active, whichever engine carries it.
+func (t *tunnel) begin() {
+	if t.metrics.active != nil {
+		t.metrics.active.Inc()
+	}
+}
+
+// end counts the tunnel as no longer active and closes Done, once both
+// connections are closed.
+func (t *tunnel) end() {
 	if t.metrics.active != nil {
 		t.metrics.active.Dec()
 	}
