@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +15,7 @@ import (
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/internal/testenv"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/routing"
 )
 
@@ -289,18 +289,5 @@ func findCondition(r *wsgatev1alpha1.WsRoute, typ string) *metav1.Condition {
 // waitEvent waits for an events.k8s.io Event about the route.
 func waitEvent(t testing.TB, ns, name, typ, reason string) {
 	t.Helper()
-	eventually(t, 10*time.Second, func() error {
-		var evs eventsv1.EventList
-		if err := env.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		var seen []string
-		for _, e := range evs.Items {
-			if e.Regarding.Name == name && e.Regarding.Kind == "WsRoute" && e.Type == typ && e.Reason == reason && e.Note != "" {
-				return nil
-			}
-			seen = append(seen, e.Type+"/"+e.Reason+"/"+e.Regarding.Name)
-		}
-		return fmt.Errorf("no %s %s Event for %s/%s; seen %v", typ, reason, ns, name, seen)
-	})
+	harness.WaitEvent(t, env.Client, 10*time.Second, ns, name, typ, reason)
 }

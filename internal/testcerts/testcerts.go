@@ -115,3 +115,29 @@ func serial(t testing.TB) *big.Int {
 	}
 	return n
 }
+
+// ParseCertificates returns the certificates in PEM data, in order, and
+// fails t if there is none or one does not parse.
+func ParseCertificates(t testing.TB, data []byte) []*x509.Certificate {
+	t.Helper()
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatalf("parse certificate: %v", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		t.Fatal("no certificate in the PEM data")
+	}
+	return out
+}

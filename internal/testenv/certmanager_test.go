@@ -3,7 +3,6 @@ package testenv_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/wsgate/wsgate/internal/testcerts"
 	"github.com/wsgate/wsgate/internal/testenv"
 )
 
@@ -108,9 +108,9 @@ func TestCertManagerIssuesFromACAIssuer(t *testing.T) {
 			t.Fatalf("secret %s has no %s (keys: %v)", secret.Name, k, keys(secret.Data))
 		}
 	}
-	chain := parseCerts(t, secret.Data[corev1.TLSCertKey])
+	chain := testcerts.ParseCertificates(t, secret.Data[corev1.TLSCertKey])
 	roots := x509.NewCertPool()
-	for _, ca := range parseCerts(t, secret.Data["ca.crt"]) {
+	for _, ca := range testcerts.ParseCertificates(t, secret.Data["ca.crt"]) {
 		roots.AddCert(ca)
 	}
 	inter := x509.NewCertPool()
@@ -216,30 +216,6 @@ func conditions(crt cmapi.Certificate) string {
 		s += fmt.Sprintf("[%s=%s %s: %s] ", c.Type, c.Status, c.Reason, c.Message)
 	}
 	return s
-}
-
-func parseCerts(t *testing.T, data []byte) []*x509.Certificate {
-	t.Helper()
-	var certs []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		crt, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs = append(certs, crt)
-	}
-	if len(certs) == 0 {
-		t.Fatal("no certificate in PEM data")
-	}
-	return certs
 }
 
 func keys(m map[string][]byte) []string {

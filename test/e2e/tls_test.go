@@ -148,8 +148,8 @@ func newTestCA(t *testing.T, ns string) *testCA {
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: caCert.Spec.SecretName}, &s); err != nil {
 		t.Fatalf("the CA Secret: %v", err)
 	}
-	cas := parseCertificates(t, s.Data["ca.crt"])
-	cert := parseCertificates(t, s.Data[corev1.TLSCertKey])[0]
+	cas := testcerts.ParseCertificates(t, s.Data["ca.crt"])
+	cert := testcerts.ParseCertificates(t, s.Data[corev1.TLSCertKey])[0]
 	if len(cas) != 1 || !cas[0].Equal(cert) || !cert.IsCA {
 		t.Fatalf("the CA Secret's ca.crt (%d certificates) is not its own CA certificate", len(cas))
 	}
@@ -164,30 +164,6 @@ func newTestCA(t *testing.T, ns string) *testCA {
 		roots:  roots,
 		ca:     &testcerts.CA{Cert: cert, Key: key, PEM: s.Data["ca.crt"]},
 	}
-}
-
-func parseCertificates(t *testing.T, data []byte) []*x509.Certificate {
-	t.Helper()
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatalf("parse certificate: %v", err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		t.Fatal("no certificate in the PEM data")
-	}
-	return out
 }
 
 func parsePrivateKey(t *testing.T, data []byte) crypto.Signer {
@@ -306,7 +282,7 @@ func secretLeaf(t *testing.T, ns, name string) (*x509.Certificate, *corev1.Secre
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &s); err != nil {
 		t.Fatalf("get Secret %s/%s: %v", ns, name, err)
 	}
-	return parseCertificates(t, s.Data[corev1.TLSCertKey])[0], &s
+	return testcerts.ParseCertificates(t, s.Data[corev1.TLSCertKey])[0], &s
 }
 
 // getCertificate returns a cert-manager Certificate.
@@ -711,7 +687,7 @@ func TestTLSCertificateBySNI(t *testing.T) {
 	// labelled.
 	defaultLeaf := ca.ca.Issue(t, time.Hour, "default.example.com")
 	createSecret(t, tlsSecret(ns, "default-tls", defaultLeaf))
-	defaultCert := parseCertificates(t, defaultLeaf.CertPEM)[0]
+	defaultCert := testcerts.ParseCertificates(t, defaultLeaf.CertPEM)[0]
 	g := startGatewayWith(t, gatewayConfig{certManager: true, tls: true, defaultCertificate: types.NamespacedName{Namespace: ns, Name: "default-tls"}})
 	wss := g.wss(ca.roots)
 
@@ -991,7 +967,7 @@ func TestTLSBrokenSecretKeepsTheLastGoodCertificate(t *testing.T) {
 	path := podPath("/", ip, "/")
 
 	tunnel := wss.waitOpen(t, waitTimeout, hostname, path, wantDNSNames(hostname))
-	goodCert := parseCertificates(t, good.CertPEM)[0]
+	goodCert := testcerts.ParseCertificates(t, good.CertPEM)[0]
 	if !tunnel.leaf.Equal(goodCert) {
 		t.Fatalf("served serial %s, want the Secret's %s", tunnel.leaf.SerialNumber, goodCert.SerialNumber)
 	}
@@ -1056,7 +1032,7 @@ func TestTLSBrokenSecretKeepsTheLastGoodCertificate(t *testing.T) {
 	t.Run("a repaired Secret serves its new certificate", func(t *testing.T) {
 		renewed := ca.ca.Issue(t, 2*time.Hour, hostname)
 		createSecret(t, tlsSecret(ns, "hand-tls", renewed))
-		renewedCert := parseCertificates(t, renewed.CertPEM)[0]
+		renewedCert := testcerts.ParseCertificates(t, renewed.CertPEM)[0]
 		wss.waitOpen(t, waitTimeout, hostname, path, func(c *x509.Certificate) error {
 			if !c.Equal(renewedCert) {
 				return fmt.Errorf("served serial %s, want %s", c.SerialNumber, renewedCert.SerialNumber)

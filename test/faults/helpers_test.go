@@ -295,23 +295,7 @@ func readyWith(n int) func(*wsgatev1alpha1.WsRoute) error {
 // waitEvent waits for an Event about the route with this type and reason.
 func waitEvent(t *testing.T, ns, name, typ, reason string) eventsv1.Event {
 	t.Helper()
-	var found eventsv1.Event
-	harness.Eventually(t, waitTimeout, fmt.Sprintf("a %s Event %s for %s/%s", typ, reason, ns, name), func() error {
-		var evs eventsv1.EventList
-		if err := env.Client.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
-			return err
-		}
-		var seen []string
-		for _, e := range evs.Items {
-			if e.Regarding.Name == name && e.Regarding.Kind == "WsRoute" && e.Type == typ && e.Reason == reason && e.Note != "" {
-				found = e
-				return nil
-			}
-			seen = append(seen, e.Type+"/"+e.Reason+"/"+e.Regarding.Name)
-		}
-		return fmt.Errorf("seen %v", seen)
-	})
-	return found
+	return harness.WaitEvent(t, env.Client, waitTimeout, ns, name, typ, reason)
 }
 
 // podPath is the gateway path of a pod under a route prefix.

@@ -7,6 +7,10 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	eventsv1 "k8s.io/api/events/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/internal/echopod"
@@ -52,4 +56,27 @@ func Condition(r *wsgatev1alpha1.WsRoute, typ string) string {
 		}
 	}
 	return ""
+}
+
+// WaitEvent waits up to timeout for an Event of type typ and reason, with
+// a note, about the WsRoute ns/name, and returns it.
+func WaitEvent(t testing.TB, c client.Reader, timeout time.Duration, ns, name, typ, reason string) eventsv1.Event {
+	t.Helper()
+	var found eventsv1.Event
+	Eventually(t, timeout, fmt.Sprintf("a %s Event %s for %s/%s", typ, reason, ns, name), func() error {
+		var evs eventsv1.EventList
+		if err := c.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		var seen []string
+		for _, e := range evs.Items {
+			if e.Regarding.Name == name && e.Regarding.Kind == "WsRoute" && e.Type == typ && e.Reason == reason && e.Note != "" {
+				found = e
+				return nil
+			}
+			seen = append(seen, e.Type+"/"+e.Reason+"/"+e.Regarding.Name)
+		}
+		return fmt.Errorf("seen %v", seen)
+	})
+	return found
 }
