@@ -32,9 +32,6 @@ const (
 var (
 	crdOnce sync.Once
 	crdErr  error
-
-	smOnce sync.Once
-	smErr  error
 )
 
 // installChartCRDs applies the chart's crds/ folder once (testenv installed
@@ -56,10 +53,35 @@ func installChartCRDs(t *testing.T) {
 // Prometheus operator module, downloading it when needed; the error says
 // why it could not (e.g. no network and an empty module cache).
 func installServiceMonitorCRD() error {
-	smOnce.Do(func() {
+	return serviceMonitors.install()
+}
+
+// promOperatorCRD is one CRD of the pinned Prometheus operator module,
+// installed once per test binary.
+type promOperatorCRD struct {
+	kind, name, file string
+	once             sync.Once
+	err              error
+}
+
+var (
+	serviceMonitors = &promOperatorCRD{kind: "ServiceMonitor", name: "servicemonitors.monitoring.coreos.com", file: serviceMonitorCRD}
+	prometheusRules = &promOperatorCRD{kind: "PrometheusRule", name: "prometheusrules.monitoring.coreos.com", file: prometheusRuleCRD}
+)
+
+var (
+	promOperatorOnce sync.Once
+	promOperatorDir  string
+	promOperatorErr  error
+)
+
+// promOperatorModuleDir downloads the pinned Prometheus operator module
+// (once) and returns its folder in the module cache.
+func promOperatorModuleDir() (string, error) {
+	promOperatorOnce.Do(func() {
 		tmp, err := os.MkdirTemp("", "wsgate-chart-gomod-")
 		if err != nil {
-			smErr = err
+			promOperatorErr = err
 			return
 		}
 		defer os.RemoveAll(tmp)
@@ -73,24 +95,37 @@ func installServiceMonitorCRD() error {
 		var mod struct{ Dir, Error string }
 		_ = json.Unmarshal(out, &mod)
 		if err != nil {
-			smErr = fmt.Errorf("go mod download %s@%s: %w: %s %s", promOperatorModule, promOperatorVersion, err, mod.Error, strings.TrimSpace(stderr.String()))
+			promOperatorErr = fmt.Errorf("go mod download %s@%s: %w: %s %s", promOperatorModule, promOperatorVersion, err, mod.Error, strings.TrimSpace(stderr.String()))
 			return
 		}
 		if mod.Dir == "" {
-			smErr = fmt.Errorf("go mod download %s@%s: no folder: %s", promOperatorModule, promOperatorVersion, mod.Error)
+			promOperatorErr = fmt.Errorf("go mod download %s@%s: no folder: %s", promOperatorModule, promOperatorVersion, mod.Error)
+			return
+		}
+		promOperatorDir = mod.Dir
+	})
+	return promOperatorDir, promOperatorErr
+}
+
+// install applies the CRD (server-side: it is too large for kubectl's
+// last-applied annotation) and waits until it is established.
+func (c *promOperatorCRD) install() error {
+	c.once.Do(func() {
+		dir, err := promOperatorModuleDir()
+		if err != nil {
+			c.err = err
 			return
 		}
 		ctx := context.Background()
-		// Server-side: the CRD is too large for kubectl's last-applied annotation.
-		if out, err := env.Kubectl(ctx, "", "apply", "--server-side", "-f", filepath.Join(mod.Dir, serviceMonitorCRD)); err != nil {
-			smErr = fmt.Errorf("apply the ServiceMonitor CRD: %w\n%s", err, out)
+		if out, err := env.Kubectl(ctx, "", "apply", "--server-side", "-f", filepath.Join(dir, c.file)); err != nil {
+			c.err = fmt.Errorf("apply the %s CRD: %w\n%s", c.kind, err, out)
 			return
 		}
-		if out, err := env.Kubectl(ctx, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"); err != nil {
-			smErr = fmt.Errorf("wait for the ServiceMonitor CRD: %w\n%s", err, out)
+		if out, err := env.Kubectl(ctx, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/"+c.name); err != nil {
+			c.err = fmt.Errorf("wait for the %s CRD: %w\n%s", c.kind, err, out)
 		}
 	})
-	return smErr
+	return c.err
 }
 
 // apply applies a manifest with kubectl (strict field validation on the

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	texttemplate "text/template"
 	"time"
@@ -892,43 +891,10 @@ func TestObservabilitySchemaRejectsBadValues(t *testing.T) {
 	}
 }
 
-var (
-	prOnce sync.Once
-	prErr  error
-)
-
 // installPrometheusRuleCRD installs the PrometheusRule CRD from the same
 // pinned Prometheus operator module as the ServiceMonitor's.
 func installPrometheusRuleCRD() error {
-	prOnce.Do(func() {
-		tmp, err := os.MkdirTemp("", "wsgate-chart-gomod-")
-		if err != nil {
-			prErr = err
-			return
-		}
-		defer os.RemoveAll(tmp)
-		cmd := exec.Command("go", "mod", "download", "-json", promOperatorModule+"@"+promOperatorVersion)
-		cmd.Dir = tmp // outside the repository: its go.mod stays as it is
-		cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		var mod struct{ Dir, Error string }
-		_ = json.Unmarshal(out, &mod)
-		if err != nil || mod.Dir == "" {
-			prErr = fmt.Errorf("go mod download %s@%s: %w: %s %s", promOperatorModule, promOperatorVersion, err, mod.Error, strings.TrimSpace(stderr.String()))
-			return
-		}
-		ctx := context.Background()
-		if out, err := env.Kubectl(ctx, "", "apply", "--server-side", "-f", filepath.Join(mod.Dir, prometheusRuleCRD)); err != nil {
-			prErr = fmt.Errorf("apply the PrometheusRule CRD: %w\n%s", err, out)
-			return
-		}
-		if out, err := env.Kubectl(ctx, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/prometheusrules.monitoring.coreos.com"); err != nil {
-			prErr = fmt.Errorf("wait for the PrometheusRule CRD: %w\n%s", err, out)
-		}
-	})
-	return prErr
+	return prometheusRules.install()
 }
 
 // The dashboard's ConfigMap and the PrometheusRule pass the real API
