@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,12 +59,18 @@ type evLoop struct {
 	tasks []func()
 	woken bool
 
+	id int // index in evLoops
+
 	// Loop-owned state (only the loop's goroutine touches it).
 	ends []*evEnd // by slot
-	free []int32  // free slots
-	gen  uint32   // generation of the next registration
-	buf  []byte   // read buffer
-	now  int64    // time of the current batch, unix nanoseconds
+	// lns are the listening sockets the loop accepts on (by -2-data);
+	// handshakes are the connections accepted that have no tunnel yet.
+	lns        []*evListener
+	handshakes map[*evTunnel]struct{}
+	free       []int32 // free slots
+	gen        uint32  // generation of the next registration
+	buf        []byte  // read buffer
+	now        int64   // time of the current batch, unix nanoseconds
 }
 
 // wakeSlot is the epoll data of the loop's eventfd.
@@ -84,11 +91,12 @@ var (
 func startEvLoops() []*evLoop {
 	evLoopsOnce.Do(func() {
 		n := max(runtime.GOMAXPROCS(0), 1)
-		for range n {
+		for i := range n {
 			l, err := newEvLoop()
 			if err != nil {
 				return
 			}
+			l.id = i
 			evLoops = append(evLoops, l)
 			go l.run()
 		}
@@ -120,6 +128,7 @@ func newEvLoop() (*evLoop, error) {
 	return &evLoop{
 		epfd: epfd, wakefd: wfd, epf: os.NewFile(uintptr(epfd), "wsgate-tunnels"),
 		events: make([]unix.EpollEvent, 256), buf: make([]byte, evReadSize),
+		handshakes: map[*evTunnel]struct{}{},
 	}, nil
 }
 
@@ -166,7 +175,15 @@ func (l *evLoop) run() {
 // collect waits up to msec (-1: no limit) for events, handles them and
 // runs the posted tasks. It returns the number of events.
 func (l *evLoop) collect(msec int) int {
-	n, err := unix.EpollWait(l.epfd, l.events, msec)
+	var (
+		n   int
+		err error
+	)
+	if msec == 0 {
+		n, err = sysEpollPoll(l.epfd, l.events)
+	} else {
+		n, err = unix.EpollWait(l.epfd, l.events, msec)
+	}
 	if err != nil {
 		if errors.Is(err, unix.EINTR) {
 			return 0
@@ -182,7 +199,13 @@ func (l *evLoop) collect(msec int) int {
 		ev := &l.events[i]
 		if ev.Fd == wakeSlot {
 			var b [8]byte
-			_, _ = unix.Read(l.wakefd, b[:])
+			_, _ = sysRead(l.wakefd, b[:])
+			continue
+		}
+		if ev.Fd < wakeSlot {
+			if ln := l.lns[-2-ev.Fd]; ln != nil {
+				l.accept(ln)
+			}
 			continue
 		}
 		e := l.ends[ev.Fd]
@@ -212,7 +235,7 @@ func (l *evLoop) register(e *evEnd) error {
 		Fd:     slot,
 		Pad:    int32(e.gen),
 	}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
+	if err := sysEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
 		l.free = append(l.free, slot)
 		return err
 	}
@@ -283,9 +306,15 @@ type evTunnel struct {
 	grace *time.Timer // bounds a close
 	// closing is the close request the loop acts on.
 	closing *closeRequest
+	// hs is set while the loop carries the handshake that precedes the
+	// tunnel (a connection from a listener the loops serve).
+	hs      *evHandshake
 	started bool
 	ended   bool
 	onDone  func()
+	// doneOnLoop: onDone is cheap (no access log line to write) and runs
+	// on the loop instead of a goroutine of its own.
+	doneOnLoop bool
 }
 
 // outPool holds the buffers of bytes a peer could not take yet.
@@ -295,7 +324,7 @@ var outPool = sync.Pool{New: func() any { b := make([]byte, 0, evReadSize+256); 
 // loop and returns true; onDone runs (on the loop) once it has ended. It
 // returns false, changing nothing, when the connections cannot be
 // carried there: the tunnel then runs on goroutines.
-func startEvented(t *tunnel, onDone func()) bool {
+func startEvented(t *tunnel, onDone func(), doneOnLoop bool) bool {
 	loops := startEvLoops()
 	if len(loops) == 0 {
 		return false
@@ -324,7 +353,7 @@ func startEvented(t *tunnel, onDone func()) bool {
 	_ = t.pod.Close()
 
 	l := loops[evNext.Add(1)%uint32(len(loops))]
-	et := &evTunnel{t: t, loop: l, onDone: onDone}
+	et := &evTunnel{t: t, loop: l, onDone: onDone, doneOnLoop: doneOnLoop}
 	et.end[0] = evEnd{fd: cfd, slot: -1, side: 0, t: et, tls: tc}
 	et.end[1] = evEnd{fd: pfd, slot: -1, side: 1, t: et}
 	et.dir[0].fl = &t.c2p
@@ -415,15 +444,17 @@ type loopIO struct {
 
 func (a *loopIO) read(p []byte) (int, error) {
 	for {
-		n, err := unix.Read(a.et.end[a.side].fd, p)
-		switch {
-		case err == unix.EINTR:
+		n, e := sysRead(a.et.end[a.side].fd, p)
+		switch e {
+		case 0:
+		case unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
+		case unix.EAGAIN:
 			return 0, errWouldBlock
-		case err != nil:
-			return 0, err
-		case n == 0:
+		default:
+			return 0, e
+		}
+		if n == 0 {
 			return 0, io.EOF
 		}
 		return n, nil
@@ -457,7 +488,12 @@ func dupFD(c net.Conn) (int, bool) {
 	if !ok {
 		return -1, false
 	}
-	rc, err := tc.SyscallConn()
+	return dupSocket(tc)
+}
+
+// dupSocket duplicates the descriptor of a socket in Go's poller.
+func dupSocket(c syscall.Conn) (int, bool) {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, false
 	}
@@ -473,12 +509,21 @@ func dupFD(c net.Conn) (int, bool) {
 
 // start runs on the loop: it forwards the bytes read ahead during the
 // handshake, registers both sockets and arms the timers.
-func (et *evTunnel) start() {
+func (et *evTunnel) start() { et.begin(nil) }
+
+// begin starts the tunnel on its loop: head (the 101 answer, when the
+// loop made the handshake) goes to the client first, then the bytes read
+// ahead during the handshake; the sockets not yet in the loop's set are
+// registered, and the timers armed.
+func (et *evTunnel) begin(head []byte) {
 	t := et.t
 	l := et.loop
 	et.started = true
 	t.begin()
 	l.now = time.Now().UnixNano()
+	if len(head) > 0 && !et.sendRaw(1, head) {
+		return
+	}
 	for i, pending := range [2][]byte{t.clientPending, t.podPending} {
 		if len(pending) > 0 {
 			d := &et.dir[i]
@@ -491,6 +536,9 @@ func (et *evTunnel) start() {
 	}
 	t.clientPending, t.podPending = nil, nil
 	for i := range et.end {
+		if et.end[i].slot >= 0 {
+			continue
+		}
 		if err := l.register(&et.end[i]); err != nil {
 			et.fail()
 			return
@@ -506,7 +554,13 @@ func (et *evTunnel) start() {
 		// Records that arrived with the handshake may sit decoded in the
 		// TLS connection, with no event to come for them.
 		et.dir[0].readable = true
-		et.pump(0)
+	}
+	// Sockets that the loop's handshake left unread have no edge to
+	// come.
+	for i := range et.dir {
+		if et.dir[i].readable && !et.ended {
+			et.pump(i)
+		}
 	}
 }
 
@@ -541,6 +595,10 @@ func (et *evTunnel) checkTimers() {
 
 // handle acts on the epoll events of one socket.
 func (et *evTunnel) handle(side int, events uint32) {
+	if et.hs != nil {
+		et.hs.handle(et, side, events)
+		return
+	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		d := &et.dir[side]
 		d.readable = true
@@ -570,7 +628,10 @@ func (et *evTunnel) pump(i int) {
 		if tc != nil {
 			n, err = tc.Read(l.buf)
 		} else {
-			n, err = unix.Read(src, l.buf)
+			var e syscall.Errno
+			if n, e = sysRead(src, l.buf); e != 0 {
+				err = e
+			}
 		}
 		if err != nil {
 			switch {
@@ -667,15 +728,15 @@ func (et *evTunnel) sendRaw(i int, p []byte) bool {
 func writeAll(fd int, p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
-		n, err := unix.Write(fd, p[written:])
-		switch {
-		case err == unix.EINTR:
-		case err == unix.EAGAIN:
-			return written, nil
-		case err != nil:
-			return written, err
-		default:
+		n, e := sysWrite(fd, p[written:])
+		switch e {
+		case 0:
 			written += n
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return written, nil
+		default:
+			return written, e
 		}
 	}
 	return written, nil
@@ -700,7 +761,7 @@ func (et *evTunnel) flush(i int) {
 	d.release()
 	if d.shutAfter {
 		d.shutAfter = false
-		_ = unix.Shutdown(dst, unix.SHUT_WR)
+		_ = sysShutdownWrite(dst)
 	}
 	if et.maybeEnd() {
 		return
@@ -723,7 +784,7 @@ func (et *evTunnel) shutdownDst(i int) {
 		d.shutAfter = true
 		return
 	}
-	_ = unix.Shutdown(et.end[1-i].fd, unix.SHUT_WR)
+	_ = sysShutdownWrite(et.end[1-i].fd)
 }
 
 // sourceEnded handles the end of stream of direction i's source.
@@ -825,7 +886,7 @@ func (et *evTunnel) close() {
 	for i := range et.end {
 		e := &et.end[i]
 		et.loop.unregister(e)
-		_ = unix.Close(e.fd)
+		_ = sysClose(e.fd)
 	}
 	for i := range et.dir {
 		et.dir[i].release()
@@ -839,6 +900,10 @@ func (et *evTunnel) close() {
 	}
 	t.end()
 	if et.onDone != nil {
+		if et.doneOnLoop {
+			et.onDone()
+			return
+		}
 		// Off the loop: the access log may write to a slow pipe, and
 		// the loop carries other tunnels.
 		go et.onDone()

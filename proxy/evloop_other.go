@@ -13,4 +13,12 @@ func (*evTunnel) requestClose(*closeRequest) {}
 func wrapForLoop(l net.Listener) net.Listener { return l }
 
 // startEvented returns false: tunnels run on goroutines.
-func startEvented(*tunnel, func()) bool { return false }
+func startEvented(*tunnel, func(), bool) bool { return false }
+
+// evListener is a listener on the event loops, on Linux only.
+type evListener struct{}
+
+// serveOnLoops returns false: net/http serves every listener.
+func (*Server) serveOnLoops(net.Listener) (bool, error) { return false, nil }
+
+func (*Server) stopLoopListeners() {}

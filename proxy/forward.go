@@ -243,7 +243,7 @@ func (p *podReader) release() {
 // outside 100-599 is an error (and would make the relay panic). The
 // caller releases the podReader, which holds what the pod sent after the
 // head, and lifts its budget to read a body.
-func readPodResponse(conn net.Conn, r *http.Request, maxBytes int) (*http.Response, *podReader, error) {
+func readPodResponse(conn io.Reader, r *http.Request, maxBytes int) (*http.Response, *podReader, error) {
 	p := podReaders.Get().(*podReader)
 	p.budget = budgetReader{r: conn, n: maxBytes}
 	p.Reset(&p.budget)

@@ -43,19 +43,28 @@ func startGateway(t *testing.T, opts Options, routes ...*routing.Route) *testGat
 	t.Helper()
 	g := &testGateway{tables: routing.NewPublisher()}
 	g.publish(routes...)
-	dial := opts.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	opts.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+	// Every address is counted and checked before any connect: through
+	// the default dialer's hook (which the event loops stand in for), or
+	// around the test's own dialer.
+	hook := func(address string) error {
 		g.dials.Add(1)
 		g.dialMu.Lock()
 		g.dialed = append(g.dialed, address)
 		g.dialMu.Unlock()
 		if a, err := netip.ParseAddrPort(address); err != nil || !a.Addr().IsLoopback() {
-			return nil, fmt.Errorf("test dialer refuses non-loopback address %q", address)
+			return fmt.Errorf("test dialer refuses non-loopback address %q", address)
 		}
-		return dial(ctx, network, address)
+		return nil
+	}
+	if dial := opts.Dial; dial != nil {
+		opts.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			if err := hook(address); err != nil {
+				return nil, err
+			}
+			return dial(ctx, network, address)
+		}
+	} else {
+		opts.dialHook = hook
 	}
 	g.srv = New(g.tables, opts)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -85,6 +85,9 @@ type Options struct {
 	// event loop could carry it, and bufferedReads makes those read plain
 	// TCP as they read TLS (tests run every engine and read path).
 	goroutineTunnels, bufferedReads bool
+	// dialHook, when set, sees every address before the default dialer
+	// connects to it, and may refuse it (tests count dials with it).
+	dialHook func(address string) error
 }
 
 func (o *Options) setDefaults() {
@@ -105,7 +108,16 @@ func (o *Options) setDefaults() {
 		o.MaxTunnels = 9000
 	}
 	if o.Dial == nil {
-		o.Dial = (&net.Dialer{KeepAlive: -1}).DialContext
+		d := &net.Dialer{KeepAlive: -1}
+		hook := o.dialHook
+		o.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			if hook != nil {
+				if err := hook(address); err != nil {
+					return nil, err
+				}
+			}
+			return d.DialContext(ctx, network, address)
+		}
 	}
 	if o.RefusalLogRate <= 0 {
 		o.RefusalLogRate = 20
@@ -121,6 +133,14 @@ type Server struct {
 	http   *http.Server
 
 	refusals *sampler
+	// loopDial: pods are dialled with the default dialer, which the event
+	// loops can stand in for.
+	loopDial bool
+	// lns are the listeners the event loops serve; lnClosed is set once
+	// Shutdown stopped them.
+	lnMu     sync.Mutex
+	lns      []*evListener
+	lnClosed bool
 
 	draining atomic.Bool
 	stopOnce sync.Once
@@ -129,8 +149,9 @@ type Server struct {
 
 // New returns a Server that routes by tables.
 func New(tables Tables, opts Options) *Server {
+	loopDial := opts.Dial == nil
 	opts.setDefaults()
-	s := &Server{tables: tables, opts: opts, reg: newRegistry(), stop: make(chan struct{})}
+	s := &Server{tables: tables, opts: opts, reg: newRegistry(), stop: make(chan struct{}), loopDial: loopDial}
 	s.refusals = newSampler(opts.RefusalLogRate)
 	s.http = &http.Server{
 		Handler:           s,
@@ -149,8 +170,14 @@ func New(tables Tables, opts Options) *Server {
 	return s
 }
 
-// Serve accepts plain HTTP/1.1 connections on l until Shutdown.
+// Serve accepts plain HTTP/1.1 connections on l until Shutdown. A TCP
+// listener is served by the event loops (on Linux), which set TCP_NODELAY
+// and keepalive (15 s, as net.Listen does) on the listening socket for
+// the connections to inherit, and close l's own descriptor.
 func (s *Server) Serve(l net.Listener) error {
+	if ok, err := s.serveOnLoops(l); ok {
+		return err
+	}
 	err := s.http.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -177,6 +204,7 @@ func (s *Server) OpenTunnels() int { return s.reg.open() }
 // they have ended or ctx is done.
 func (s *Server) Shutdown(ctx context.Context, drain time.Duration) error {
 	s.draining.Store(true)
+	s.stopLoopListeners()
 	err := s.http.Shutdown(ctx)
 	s.stopOnce.Do(func() { close(s.stop) })
 
@@ -240,28 +268,36 @@ func (s *Server) revoke(tbl *routing.Table) {
 // address in the current table, dial the pod, forward the handshake and,
 // on a valid 101, carry the tunnel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if rf := s.check(r); rf != nil {
-		s.refuse(w, r, rf)
-		return
-	}
-	host, ok := normalizeHost(r.Host)
-	if !ok {
-		s.refuse(w, r, refuse(http.StatusBadRequest, "invalid Host"))
-		return
-	}
-	if sni, _ := normalizeHost(serverName(r)); sni != "" && sni != host {
-		s.refuse(w, r, refuse(http.StatusMisdirectedRequest, "the TLS server name and the Host header differ"))
-		return
-	}
-	tgt, rf := resolve(s.tables.Load(), host, r.RequestURI)
+	tgt, key, rf := s.admit(r)
 	if rf != nil {
 		s.refuse(w, r, rf)
 		return
 	}
+	s.forward(w, r, tgt, key)
+}
+
+// admit decides a handshake before any dial: it checks the request,
+// resolves its address in the current table, applies the route's origins
+// and reserves a slot for the pod. On success the slot for key is
+// reserved, and whoever goes on releases it.
+func (s *Server) admit(r *http.Request) (target, backendKey, *refusal) {
+	if rf := s.check(r); rf != nil {
+		return target{}, backendKey{}, rf
+	}
+	host, ok := normalizeHost(r.Host)
+	if !ok {
+		return target{}, backendKey{}, refuse(http.StatusBadRequest, "invalid Host")
+	}
+	if sni, _ := normalizeHost(serverName(r)); sni != "" && sni != host {
+		return target{}, backendKey{}, refuse(http.StatusMisdirectedRequest, "the TLS server name and the Host header differ")
+	}
+	tgt, rf := resolve(s.tables.Load(), host, r.RequestURI)
+	if rf != nil {
+		return target{}, backendKey{}, rf
+	}
 	if rf := checkOrigin(r, tgt.route); rf != nil {
 		rf.route = tgt.route
-		s.refuse(w, r, rf)
-		return
+		return target{}, backendKey{}, rf
 	}
 	key := backendKey{route: tgt.route.Key, backend: tgt.backend}
 	if ok, global := s.reg.reserve(key, s.opts.MaxTunnels, tgt.route.MaxConnectionsPerPod); !ok {
@@ -272,10 +308,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rf := refuse(http.StatusServiceUnavailable, msg)
 		rf.header = http.Header{"Retry-After": {strconv.Itoa(int(s.opts.RetryAfter.Round(time.Second) / time.Second))}}
 		rf.route = tgt.route
-		s.refuse(w, r, rf)
-		return
+		return target{}, backendKey{}, rf
 	}
-	s.forward(w, r, tgt, key)
+	return tgt, key, nil
 }
 
 // check refuses requests before any lookup: the gateway draining or
@@ -299,6 +334,56 @@ func (s *Server) check(r *http.Request) *refusal {
 // forward dials the pod, relays the handshake and runs the tunnel. The
 // slot for key is reserved and is released here.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key backendKey) {
+	hsTimeout := s.handshakeTimeout(tgt.route)
+	// One context, for the dial only: the rest of the handshake is bound
+	// by deadlines on the connections.
+	now := time.Now()
+	deadline := now.Add(hsTimeout)
+	dialCtx, dialCancel := context.WithDeadline(r.Context(), now.Add(min(hsTimeout, s.opts.DialTimeout)))
+	pod, err := s.opts.Dial(dialCtx, "tcp", tgt.backend.Addr.String())
+	dialCancel()
+	if err != nil {
+		s.reg.release(key)
+		s.refuseDial(w, r, tgt, err)
+		return
+	}
+	_ = pod.SetDeadline(deadline)
+	if _, err := pod.Write(podRequest(r, tgt.uri)); err != nil {
+		_ = pod.Close()
+		s.reg.release(key)
+		s.refusePodWrite(w, r, tgt, err)
+		return
+	}
+	s.forwardAnswer(w, r, tgt, key, pod, pod, deadline)
+}
+
+// handshakeTimeout bounds dialling a pod of route and its 101 answer.
+func (s *Server) handshakeTimeout(route *routing.Route) time.Duration {
+	if d := route.Timeouts.Handshake; d > 0 {
+		return d
+	}
+	return s.opts.HandshakeTimeout
+}
+
+// refuseDial answers a handshake whose pod could not be dialled.
+func (s *Server) refuseDial(w http.ResponseWriter, r *http.Request, tgt target, err error) {
+	rf := refuse(dialStatus(err), "the pod did not accept the connection")
+	rf.route = tgt.route
+	s.refuse(w, r, rf)
+}
+
+// refusePodWrite answers a handshake whose request the pod did not take.
+func (s *Server) refusePodWrite(w http.ResponseWriter, r *http.Request, tgt target, err error) {
+	rf := refuse(dialStatus(err), "the pod closed the connection")
+	rf.route = tgt.route
+	s.refuse(w, r, rf)
+}
+
+// forwardAnswer reads the pod's answer to the forwarded handshake from
+// answer (pod's bytes, possibly preceded by some read already) within
+// deadline, and relays it or, on a valid 101, opens the tunnel. The slot
+// for key is reserved and pod is open; both are released here.
+func (s *Server) forwardAnswer(w http.ResponseWriter, r *http.Request, tgt target, key backendKey, pod net.Conn, answer io.Reader, deadline time.Time) {
 	fail := func(rf *refusal) {
 		rf.route = tgt.route
 		s.refuse(w, r, rf)
@@ -309,21 +394,6 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 			s.reg.release(key)
 		}
 	}()
-	hsTimeout := tgt.route.Timeouts.Handshake
-	if hsTimeout <= 0 {
-		hsTimeout = s.opts.HandshakeTimeout
-	}
-	// One context, for the dial only: the rest of the handshake is bound
-	// by deadlines on the connections.
-	now := time.Now()
-	deadline := now.Add(hsTimeout)
-	dialCtx, dialCancel := context.WithDeadline(r.Context(), now.Add(min(hsTimeout, s.opts.DialTimeout)))
-	pod, err := s.opts.Dial(dialCtx, "tcp", tgt.backend.Addr.String())
-	dialCancel()
-	if err != nil {
-		fail(refuse(dialStatus(err), "the pod did not accept the connection"))
-		return
-	}
 	podOK := false
 	defer func() {
 		if !podOK {
@@ -331,11 +401,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 		}
 	}()
 	_ = pod.SetDeadline(deadline)
-	if _, err := pod.Write(podRequest(r, tgt.uri)); err != nil {
-		fail(refuse(dialStatus(err), "the pod closed the connection"))
-		return
-	}
-	resp, br, err := readPodResponse(pod, r, s.opts.MaxHeaderBytes)
+	resp, br, err := readPodResponse(answer, r, s.opts.MaxHeaderBytes)
 	if err != nil {
 		if !time.Now().Before(deadline) {
 			// Cut off mid-answer by the handshake timeout: the pod was
@@ -375,13 +441,31 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	}
 	_ = client.SetWriteDeadline(time.Time{})
 
+	t := s.newTunnel(r, tgt, key, client, pod)
+	t.clientPending = append([]byte(nil), clientPending...)
+	t.podPending = append([]byte(nil), podPending...)
+	podOK = true
+	registered = s.openTunnel(t)
+	// Plain TCP tunnels move to an event loop; others (TLS) run on
+	// goroutines of their own, so that this handler returns and net/http
+	// frees the connection's buffers and stack either way.
+	if !registered {
+		go t.run()
+		return
+	}
+	if s.opts.goroutineTunnels || !startEvented(t, func() { s.tunnelDone(t) }, s.quietTunnels()) {
+		go s.serveTunnel(t)
+	}
+}
+
+// newTunnel prepares the tunnel of an accepted handshake: its timeouts,
+// metrics and what its access log line and revocation need.
+func (s *Server) newTunnel(r *http.Request, tgt target, key backendKey, client, pod net.Conn) *tunnel {
 	idle := tgt.route.Timeouts.Idle
 	if idle == 0 {
 		idle = s.opts.IdleTimeout
 	}
 	t := newTunnel(client, pod, max(idle, 0), tgt.route.Timeouts.MaxLifetime)
-	t.clientPending = append([]byte(nil), clientPending...)
-	t.podPending = append([]byte(nil), podPending...)
 	t.drainOnRevoke = tgt.route.DrainOnRevoke
 	t.bufferedReads = s.opts.bufferedReads
 	t.setMetrics(s.opts.Metrics.forTunnel(tgt.route))
@@ -391,25 +475,26 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	t.info = &tunnelInfo{key: key, route: tgt.route, backend: tgt.backend, client: r.RemoteAddr, host: r.Host}
 	t.info.origin, t.info.hasOrigin = requestOrigin(r)
 	s.opts.Metrics.handshake(tgt.route, http.StatusSwitchingProtocols)
-	podOK = true
-	if !s.reg.add(key, t) {
+	return t
+}
+
+// openTunnel registers a new tunnel under its reserved slot and reports
+// whether it did; a tunnel that comes too late (Shutdown closed the ones
+// it knew of) or whose pod or origin the current table no longer allows
+// is asked to close. Either way, its engine still has to run it to its
+// end.
+func (s *Server) openTunnel(t *tunnel) bool {
+	if !s.reg.add(t.info.key, t) {
 		// Shutdown already closed the tunnels it knew of.
 		t.Close(CloseGoingAway, "gateway shutting down", ClosedShutdown)
-		go t.run()
-		return
+		return false
 	}
-	registered = true
 	// The table may have changed while the pod answered: a revocation
 	// that the watcher ran before add would be missed.
-	if reason := s.reg.stillAllowed(s.tables.Load(), key, t); reason != "" && !t.drainOnRevoke {
+	if reason := s.reg.stillAllowed(s.tables.Load(), t.info.key, t); reason != "" && !t.drainOnRevoke {
 		t.Close(ClosePolicyViolation, reason, ClosedRevoked)
 	}
-	// Plain TCP tunnels move to an event loop; others (TLS) run on
-	// goroutines of their own, so that this handler returns and net/http
-	// frees the connection's buffers and stack either way.
-	if s.opts.goroutineTunnels || !startEvented(t, func() { s.tunnelDone(t) }) {
-		go s.serveTunnel(t)
-	}
+	return true
 }
 
 // tunnelInfo is what a tunnel's access log line and registry entry need.
@@ -431,6 +516,10 @@ func (s *Server) serveTunnel(t *tunnel) {
 	s.tunnelDone(t)
 }
 
+// quietTunnels reports whether ending a tunnel writes no access log
+// line: recording it is then cheap enough for an event loop to do.
+func (s *Server) quietTunnels() bool { return s.opts.AccessLog.GetSink() == nil }
+
 // tunnelDone unregisters an ended tunnel and records it.
 func (s *Server) tunnelDone(t *tunnel) {
 	s.reg.remove(t.info.key, t)
@@ -445,6 +534,10 @@ func (s *Server) tunnelEnded(t *tunnel) {
 		m.duration.Observe(dur.Seconds())
 	}
 	s.opts.Metrics.closed(reason, code)
+	if s.quietTunnels() {
+		// The line's values would be boxed for nothing.
+		return
+	}
 	in := t.info
 	s.opts.AccessLog.Info("tunnel closed",
 		"namespace", in.route.Key.Namespace, "route", in.route.Key.Name, "pod", in.backend.Pod,

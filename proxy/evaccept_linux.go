@@ -1,0 +1,766 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Plain TCP listeners on the event loops.
+//
+// Serve hands a TCP listener to the loops: every loop watches the
+// listening socket (EPOLLEXCLUSIVE: one loop wakes per arrival) and
+// accepts, reads the request head, decides the handshake with the code
+// net/http's path uses (http.ReadRequest, net/http's server rules on the
+// parsed head, admit), connects to the pod without blocking, sends the
+// request and, on a valid 101 answer, writes the 101 to the client and
+// carries the tunnel on the same loop: no goroutine and no descriptor in
+// Go's poller at any point.
+//
+// Only that path runs on the loop. Everything else (a refusal, an answer
+// that is not a valid 101, a pod that fails or is slow, a dialer other
+// than the default) is handed to a goroutine with the connections, where
+// the code shared with net/http's path finishes the handshake.
+
+// evListener is a listening socket served by the loops.
+type evListener struct {
+	srv *Server
+	fd  int
+	// slot is the listener's place in each loop's listeners (by loop id),
+	// -1 while it is not in that loop's epoll set; delay is each loop's
+	// backoff after accept failed for lack of descriptors or memory.
+	// Each loop touches its own entries only.
+	slot  []int32
+	delay []time.Duration
+	// left counts the loops that still watch the socket; the last one to
+	// let go closes it.
+	left   atomic.Int32
+	failed chan error
+}
+
+// Keepalive of accepted client connections, as net.Listen sets it: the
+// listening socket carries the options, and Linux copies them into every
+// connection it accepts.
+const (
+	keepAliveIdle     = 15
+	keepAliveInterval = 15
+	keepAliveCount    = 9
+)
+
+// serveOnLoops serves l on the event loops until Shutdown; ok is false,
+// with nothing changed, when l cannot be served there (not TCP, no loops,
+// the tests' goroutine engine). On success l's own descriptor is closed:
+// the socket lives on in the loops.
+func (s *Server) serveOnLoops(l net.Listener) (ok bool, err error) {
+	tl, isTCP := l.(*net.TCPListener)
+	if !isTCP || s.opts.goroutineTunnels {
+		return false, nil
+	}
+	loops := startEvLoops()
+	if len(loops) == 0 {
+		return false, nil
+	}
+	fd, dup := dupSocket(tl)
+	if !dup {
+		return false, nil
+	}
+	for _, o := range [...][3]int{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+	} {
+		if unix.SetsockoptInt(fd, o[0], o[1], o[2]) != nil {
+			_ = unix.Close(fd)
+			return false, nil
+		}
+	}
+	ln := &evListener{
+		srv: s, fd: fd, slot: make([]int32, len(loops)), delay: make([]time.Duration, len(loops)),
+		failed: make(chan error, 1),
+	}
+	for i := range ln.slot {
+		ln.slot[i] = -1
+	}
+	ln.left.Store(int32(len(loops)))
+	s.lnMu.Lock()
+	if s.lnClosed {
+		s.lnMu.Unlock()
+		_ = unix.Close(fd)
+		return true, nil
+	}
+	s.lns = append(s.lns, ln)
+	s.lnMu.Unlock()
+	// Go's descriptor leaves its poller, which would otherwise wake for
+	// every connection too.
+	_ = l.Close()
+	for _, lp := range loops {
+		lp.post(func() { lp.watch(ln) })
+	}
+	select {
+	case <-s.stop:
+		return true, nil
+	case err := <-ln.failed:
+		ln.stop()
+		return true, err
+	}
+}
+
+// stopLoopListeners stops accepting on the loops, and closes the
+// connections whose request head has not arrived.
+func (s *Server) stopLoopListeners() {
+	s.lnMu.Lock()
+	s.lnClosed = true
+	lns := s.lns
+	s.lns = nil
+	s.lnMu.Unlock()
+	if len(lns) == 0 {
+		return
+	}
+	for _, ln := range lns {
+		ln.stop()
+	}
+	for _, lp := range startEvLoops() {
+		lp.post(func() {
+			for et := range lp.handshakes {
+				if hs := et.hs; hs != nil && hs.s == s && hs.state == hsHead {
+					hs.abort(et)
+				}
+			}
+		})
+	}
+}
+
+// stop takes the socket out of every loop and closes it.
+func (ln *evListener) stop() {
+	for _, lp := range startEvLoops() {
+		lp.post(func() {
+			if ln.slot[lp.id] == -2 {
+				return // stopped already
+			}
+			lp.unwatch(ln)
+			ln.slot[lp.id] = -2
+			if ln.left.Add(-1) == 0 {
+				_ = unix.Close(ln.fd)
+			}
+		})
+	}
+}
+
+// watch adds a listening socket to the loop's epoll set.
+func (l *evLoop) watch(ln *evListener) {
+	if ln.slot[l.id] != -1 {
+		return
+	}
+	idx := -1
+	for i, x := range l.lns {
+		if x == nil {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		idx = len(l.lns)
+		l.lns = append(l.lns, nil)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(-2 - idx)}
+	if err := sysEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
+		select {
+		case ln.failed <- err:
+		default:
+		}
+		return
+	}
+	l.lns[idx] = ln
+	ln.slot[l.id] = int32(idx)
+}
+
+// unwatch takes a listening socket out of the loop's epoll set.
+func (l *evLoop) unwatch(ln *evListener) {
+	idx := ln.slot[l.id]
+	if idx < 0 {
+		return
+	}
+	_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
+	l.lns[idx] = nil
+	ln.slot[l.id] = -1
+}
+
+// maxAcceptBatch bounds the connections a loop accepts per wake-up, so
+// that a flood of them does not starve the tunnels it carries.
+const maxAcceptBatch = 64
+
+// accept takes the connections waiting on a listening socket.
+func (l *evLoop) accept(ln *evListener) {
+	for range maxAcceptBatch {
+		fd, peer, err := accept4(ln.fd)
+		switch err {
+		case 0:
+			ln.delay[l.id] = 0
+			ln.srv.startHandshake(l, fd, peer)
+			continue
+		case unix.EAGAIN:
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			// As net/http does: back off, 5 ms doubling up to 1 s. The
+			// socket leaves this loop's set meanwhile, or it would wake
+			// the loop at once again.
+			d := max(ln.delay[l.id]*2, 5*time.Millisecond)
+			d = min(d, time.Second)
+			ln.delay[l.id] = d
+			ln.srv.opts.Log.V(1).Info("accept failed; retrying", "err", err.Error(), "in", d.String())
+			l.unwatch(ln)
+			time.AfterFunc(d, func() {
+				l.post(func() {
+					if ln.slot[l.id] == -1 {
+						l.watch(ln)
+					}
+				})
+			})
+		default:
+			select {
+			case ln.failed <- os.NewSyscallError("accept4", err):
+			default:
+			}
+		}
+		return
+	}
+}
+
+// Handshake states on a loop.
+const (
+	hsHead    = iota // reading the client's request head
+	hsConnect        // connecting to the pod
+	hsAnswer         // the request goes to the pod; reading its answer
+)
+
+// evHandshake is a client connection on a loop before its tunnel opens.
+type evHandshake struct {
+	s      *Server
+	state  int
+	remote string
+	// head holds a head that took more than one read: the client's, then
+	// the pod's answer.
+	head  []byte
+	timer *time.Timer
+	due   int64 // when the current phase times out, unix nanoseconds
+
+	r        *http.Request
+	tgt      target
+	key      backendKey
+	reserved bool
+	deadline time.Time // of the whole handshake with the pod
+	// clientPending are the bytes the client sent after its head; out
+	// is what of the request the pod has not taken yet.
+	clientPending []byte
+	out           []byte
+	// readable and drain, by side, as evDir keeps them for the tunnel.
+	readable, drain [2]bool
+}
+
+// startHandshake takes an accepted connection onto the loop.
+func (s *Server) startHandshake(l *evLoop, fd int, peer netip.AddrPort) {
+	et := &evTunnel{loop: l}
+	hs := &evHandshake{s: s, remote: peer.String()}
+	et.hs = hs
+	et.end[0] = evEnd{fd: fd, slot: -1, side: 0, t: et}
+	et.end[1] = evEnd{fd: -1, slot: -1, side: 1, t: et}
+	if err := l.register(&et.end[0]); err != nil {
+		_ = sysClose(fd)
+		return
+	}
+	l.handshakes[et] = struct{}{}
+	hs.due = time.Now().Add(s.opts.ReadHeaderTimeout).UnixNano()
+	hs.timer = time.AfterFunc(s.opts.ReadHeaderTimeout, func() { l.post(func() { hs.expire(et) }) })
+}
+
+// handle acts on the epoll events of one of the handshake's sockets.
+func (hs *evHandshake) handle(et *evTunnel, side int, events uint32) {
+	in := events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	if in {
+		hs.readable[side] = true
+		if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			hs.drain[side] = true
+		}
+	}
+	if side == 0 {
+		if hs.state == hsHead && in {
+			hs.readHead(et)
+		}
+		// Later, what the client sends waits for the tunnel.
+		return
+	}
+	switch hs.state {
+	case hsConnect:
+		if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			hs.connected(et)
+		}
+	case hsAnswer:
+		if len(hs.out) > 0 && events&unix.EPOLLOUT != 0 {
+			hs.writeRequest(et)
+		}
+		if et.hs == hs && in {
+			hs.readAnswer(et)
+		}
+	}
+}
+
+// headLimit is how much request head the gateway reads before answering
+// 431, as net/http's server counts it.
+func (s *Server) headLimit() int { return s.opts.MaxHeaderBytes + 4096 }
+
+// readHead reads the client's request head until it is complete.
+func (hs *evHandshake) readHead(et *evTunnel) {
+	l := et.loop
+	limit := hs.s.headLimit()
+	for hs.readable[0] {
+		n, e := sysRead(et.end[0].fd, l.buf)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			hs.readable[0] = false
+			return
+		case e != 0 || n == 0:
+			// Gone before its head was complete: no answer, as net/http.
+			hs.abort(et)
+			return
+		}
+		if n < len(l.buf) && !hs.drain[0] {
+			hs.readable[0] = false
+		}
+		from := max(len(hs.head)-2, 0)
+		head := l.buf[:n]
+		if len(hs.head) > 0 {
+			hs.head = append(hs.head, head...)
+			head = hs.head
+		}
+		end := headEnd(head, from)
+		if end < 0 {
+			if len(head) >= limit {
+				hs.refuseHead(et, headError(http.StatusRequestHeaderFieldsTooLarge, ""), true)
+				return
+			}
+			if len(hs.head) == 0 {
+				hs.head = append(make([]byte, 0, 2*n), head...)
+			}
+			continue
+		}
+		if end > limit {
+			hs.refuseHead(et, headError(http.StatusRequestHeaderFieldsTooLarge, ""), true)
+			return
+		}
+		hs.gotHead(et, head[:end], head[end:])
+		return
+	}
+}
+
+// headEnd returns the length of the head in b (up to and including the
+// empty line that ends it, CRLF or a bare LF as net/textproto reads
+// lines), or -1 while it is incomplete. The search starts at from.
+func headEnd(b []byte, from int) int {
+	for i := from; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		k := i + j + 1
+		switch {
+		case k < len(b) && b[k] == '\n':
+			return k + 1
+		case k+1 < len(b) && b[k] == '\r' && b[k+1] == '\n':
+			return k + 2
+		}
+		i = k
+	}
+}
+
+// headReader reads a head that is already in memory.
+type headReader struct {
+	src bytes.Reader
+	br  *bufio.Reader
+}
+
+var headReaders = sync.Pool{New: func() any {
+	h := &headReader{}
+	h.br = bufio.NewReaderSize(&h.src, 4096)
+	return h
+}}
+
+// parseHead runs parse over a complete head in memory.
+func parseHead[T any](head []byte, parse func(*bufio.Reader) (T, error)) (T, error) {
+	h := headReaders.Get().(*headReader)
+	h.src.Reset(head)
+	h.br.Reset(&h.src)
+	v, err := parse(h.br)
+	h.src.Reset(nil)
+	h.br.Reset(&h.src)
+	headReaders.Put(h)
+	return v, err
+}
+
+// parseRequestHead parses a complete request head as net/http's server
+// does, or returns its answer.
+func parseRequestHead(head []byte) (*http.Request, []byte) {
+	r, err := parseHead(head, http.ReadRequest)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "unsupported transfer encoding") {
+			const h = "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+			return nil, []byte(h + "Unsupported transfer encoding")
+		}
+		return nil, headError(http.StatusBadRequest, "")
+	}
+	// A body is refused (checkHandshake), never read: the head's reader
+	// goes back to its pool.
+	r.Body = http.NoBody
+	if r.Method == "PRI" && r.RequestURI == "*" && r.ProtoMajor == 2 && r.ProtoMinor == 0 {
+		// HTTP/2's preface: net/http hands it to the handler, which
+		// refuses it for its method.
+		return r, nil
+	}
+	return r, checkRequestHead(r)
+}
+
+// gotHead decides the handshake once the client's head is in.
+func (hs *evHandshake) gotHead(et *evTunnel, head, pending []byte) {
+	s := hs.s
+	r, answer := parseRequestHead(head)
+	if answer != nil {
+		hs.refuseHead(et, answer, false)
+		return
+	}
+	r.RemoteAddr = hs.remote
+	hs.head = nil
+	tgt, key, rf := s.admit(r)
+	if rf != nil {
+		hs.handOff(et, func(client, _ net.Conn) {
+			_ = client.SetWriteDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+			w := newConnResponse(client, nil)
+			s.refuse(w, r, rf)
+			w.finish()
+		})
+		return
+	}
+	hs.r, hs.tgt, hs.key, hs.reserved = r, tgt, key, true
+	if len(pending) > 0 {
+		hs.clientPending = append([]byte(nil), pending...)
+	}
+	if !s.loopDial {
+		pending := hs.clientPending
+		hs.handOff(et, func(client, _ net.Conn) {
+			w := newConnResponse(client, pending)
+			s.forward(w, r, tgt, key)
+			w.finish()
+		})
+		return
+	}
+	hs.connect(et)
+}
+
+// refuseHead answers a request head that cannot be taken and closes the
+// connection; linger waits for the client's end of stream first (up to
+// half a second, as net/http does after a 431) so that what the client
+// still sends does not reset the connection before it reads the answer.
+func (hs *evHandshake) refuseHead(et *evTunnel, answer []byte, linger bool) {
+	hs.handOff(et, func(client, _ net.Conn) {
+		_ = client.SetWriteDeadline(time.Now().Add(hs.s.opts.ReadHeaderTimeout))
+		_, _ = client.Write(answer)
+		if linger {
+			closeWrite(client)
+			time.Sleep(500 * time.Millisecond)
+		}
+		_ = client.Close()
+	})
+}
+
+// connect starts a non-blocking connect to the pod.
+func (hs *evHandshake) connect(et *evTunnel) {
+	s := hs.s
+	addr := hs.tgt.backend.Addr
+	if s.opts.dialHook != nil {
+		if err := s.opts.dialHook(addr.String()); err != nil {
+			hs.dialFailed(et, err)
+			return
+		}
+	}
+	fd, err := sysSocket(addr)
+	if err != nil {
+		hs.dialFailed(et, os.NewSyscallError("socket", err))
+		return
+	}
+	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if e := sysConnect(fd, addr); e != 0 && e != unix.EINPROGRESS {
+		_ = sysClose(fd)
+		hs.dialFailed(et, os.NewSyscallError("connect", e))
+		return
+	}
+	et.end[1].fd = fd
+	if err := et.loop.register(&et.end[1]); err != nil {
+		_ = sysClose(fd)
+		et.end[1].fd = -1
+		hs.dialFailed(et, os.NewSyscallError("epoll_ctl", err))
+		return
+	}
+	hsTimeout := s.handshakeTimeout(hs.tgt.route)
+	now := time.Now()
+	hs.deadline = now.Add(hsTimeout)
+	hs.state = hsConnect
+	hs.setDue(now.Add(min(hsTimeout, s.opts.DialTimeout)))
+}
+
+// setDue moves the current phase's timeout.
+func (hs *evHandshake) setDue(at time.Time) {
+	hs.due = at.UnixNano()
+	hs.timer.Reset(time.Until(at))
+}
+
+// expire runs when the handshake's timer fires.
+func (hs *evHandshake) expire(et *evTunnel) {
+	if et.hs != hs {
+		return
+	}
+	if now := time.Now().UnixNano(); now < hs.due {
+		hs.timer.Reset(time.Duration(hs.due - now))
+		return
+	}
+	switch hs.state {
+	case hsHead:
+		// As net/http: a client too slow with its head gets no answer.
+		hs.abort(et)
+	case hsConnect:
+		hs.dialFailed(et, context.DeadlineExceeded)
+	case hsAnswer:
+		hs.answerElsewhere(et)
+	}
+}
+
+// dialFailed answers 502, or 504 for a timeout, for a pod that could not
+// be connected.
+func (hs *evHandshake) dialFailed(et *evTunnel, err error) {
+	s, r, tgt, key := hs.s, hs.r, hs.tgt, hs.key
+	hs.handOff(et, func(client, pod net.Conn) {
+		if pod != nil {
+			_ = pod.Close()
+		}
+		s.reg.release(key)
+		_ = client.SetWriteDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+		w := newConnResponse(client, nil)
+		s.refuseDial(w, r, tgt, err)
+		w.finish()
+	})
+}
+
+// connected runs when the connect to the pod has completed or failed.
+func (hs *evHandshake) connected(et *evTunnel) {
+	soErr, err := sysGetsockoptInt(et.end[1].fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && soErr != 0 {
+		err = syscall.Errno(soErr)
+	}
+	if err != nil {
+		hs.dialFailed(et, os.NewSyscallError("connect", err))
+		return
+	}
+	hs.state = hsAnswer
+	hs.setDue(hs.deadline)
+	hs.out = podRequest(hs.r, hs.tgt.uri)
+	hs.writeRequest(et)
+}
+
+// writeRequest sends the pod what it can take of the request.
+func (hs *evHandshake) writeRequest(et *evTunnel) {
+	n, err := writeAll(et.end[1].fd, hs.out)
+	if err != nil {
+		s, r, tgt, key := hs.s, hs.r, hs.tgt, hs.key
+		hs.handOff(et, func(client, pod net.Conn) {
+			if pod != nil {
+				_ = pod.Close()
+			}
+			s.reg.release(key)
+			w := newConnResponse(client, nil)
+			s.refusePodWrite(w, r, tgt, os.NewSyscallError("write", err))
+			w.finish()
+		})
+		return
+	}
+	hs.out = hs.out[n:]
+}
+
+// readAnswer reads the pod's answer until its head is complete.
+func (hs *evHandshake) readAnswer(et *evTunnel) {
+	l := et.loop
+	budget := hs.s.opts.MaxHeaderBytes
+	for hs.readable[1] {
+		room := budget - len(hs.head)
+		if room <= 0 {
+			hs.answerElsewhere(et)
+			return
+		}
+		n, e := sysRead(et.end[1].fd, l.buf[:min(room, len(l.buf))])
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			hs.readable[1] = false
+			return
+		case e != 0 || n == 0:
+			// The pod failed or ended its answer early: handed over with
+			// what it sent; the shared path reads the end of stream or
+			// error again and answers for it.
+			hs.answerElsewhere(et)
+			return
+		}
+		if n < min(room, len(l.buf)) && !hs.drain[1] {
+			hs.readable[1] = false
+		}
+		from := max(len(hs.head)-2, 0)
+		answer := l.buf[:n]
+		if len(hs.head) > 0 {
+			hs.head = append(hs.head, answer...)
+			answer = hs.head
+		}
+		if end := headEnd(answer, from); end >= 0 {
+			hs.gotAnswer(et, answer, end)
+			return
+		}
+		if len(hs.head) == 0 {
+			hs.head = append(make([]byte, 0, 2*n), answer...)
+		}
+	}
+}
+
+// gotAnswer opens the tunnel when the pod's answer is a valid 101; it
+// hands any other answer over.
+func (hs *evHandshake) gotAnswer(et *evTunnel, answer []byte, end int) {
+	s, r := hs.s, hs.r
+	resp, err := parseHead(answer[:end], func(br *bufio.Reader) (*http.Response, error) { return http.ReadResponse(br, r) })
+	if err == nil {
+		// A 1xx answer has no body; any other is read again elsewhere.
+		_ = resp.Body.Close()
+	}
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || checkUpgradeResponse(resp, r) != nil {
+		if len(hs.head) == 0 {
+			hs.head = append([]byte(nil), answer...)
+		}
+		hs.answerElsewhere(et)
+		return
+	}
+	var podPending []byte
+	if end < len(answer) {
+		podPending = append([]byte(nil), answer[end:]...)
+	}
+	l := et.loop
+	hs.timer.Stop()
+	delete(l.handshakes, et)
+	et.hs = nil
+
+	t := s.newTunnel(r, hs.tgt, hs.key, nil, nil)
+	t.clientPending, t.podPending = hs.clientPending, podPending
+	t.ev.Store(et)
+	et.t = t
+	et.dir[0].fl = &t.c2p
+	et.dir[1].fl = &t.p2c
+	for i := range et.dir {
+		et.dir[i].readable, et.dir[i].drain = hs.readable[i], hs.drain[i]
+	}
+	if s.openTunnel(t) {
+		et.onDone, et.doneOnLoop = func() { s.tunnelDone(t) }, s.quietTunnels()
+	} else {
+		s.reg.release(hs.key)
+	}
+	et.begin(upgradeHeader(resp))
+}
+
+// answerElsewhere hands the pod's answer (what was read of it, then the
+// rest) to the shared path, which relays it or answers for it.
+func (hs *evHandshake) answerElsewhere(et *evTunnel) {
+	s, r, tgt, key, deadline := hs.s, hs.r, hs.tgt, hs.key, hs.deadline
+	read, pending := hs.head, hs.clientPending
+	hs.handOff(et, func(client, pod net.Conn) {
+		if pod == nil {
+			s.reg.release(key)
+			_ = client.Close()
+			return
+		}
+		w := newConnResponse(client, pending)
+		s.forwardAnswer(w, r, tgt, key, pod, io.MultiReader(bytes.NewReader(read), pod), deadline)
+		w.finish()
+	})
+}
+
+// handOff takes the handshake's sockets off the loop and finishes it with
+// f on a goroutine of its own; pod is nil before a connect. Once f runs,
+// it owns the slot reserved for the pod, if any; when the client's
+// connection cannot be taken over, the slot is released here.
+func (hs *evHandshake) handOff(et *evTunnel, f func(client, pod net.Conn)) {
+	l := et.loop
+	hs.timer.Stop()
+	delete(l.handshakes, et)
+	et.hs = nil
+	client := takeConn(l, &et.end[0])
+	pod := takeConn(l, &et.end[1])
+	if client == nil {
+		if pod != nil {
+			_ = pod.Close()
+		}
+		if hs.reserved {
+			hs.s.reg.release(hs.key)
+		}
+		return
+	}
+	go f(client, pod)
+}
+
+// takeConn moves a socket from the loop into a net.Conn in Go's poller.
+func takeConn(l *evLoop, e *evEnd) net.Conn {
+	if e.fd < 0 {
+		return nil
+	}
+	if e.slot >= 0 {
+		// The descriptor is duplicated below: closing this one would
+		// leave the socket in the loop's set.
+		_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+		l.unregister(e)
+	}
+	f := os.NewFile(uintptr(e.fd), "")
+	e.fd = -1
+	c, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// abort closes the handshake's sockets without an answer.
+func (hs *evHandshake) abort(et *evTunnel) {
+	l := et.loop
+	hs.timer.Stop()
+	delete(l.handshakes, et)
+	et.hs = nil
+	for i := range et.end {
+		if e := &et.end[i]; e.fd >= 0 {
+			l.unregister(e)
+			_ = sysClose(e.fd)
+			e.fd = -1
+		}
+	}
+	if hs.reserved {
+		hs.s.reg.release(hs.key)
+	}
+}

@@ -1,0 +1,156 @@
+//go:build linux
+
+package proxy
+
+import (
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The system calls of an event loop, made raw. None of them can wait:
+// the sockets are non-blocking and epoll_wait is asked not to wait. A raw
+// call keeps the loop's processor, as Go's own poller keeps it for its
+// epoll calls; through syscall.Syscall, the runtime would count the
+// processor as blocked, and its monitor would hand it to another thread
+// when a call (a connect, a close) happened to last past its tick, at
+// the cost of thread switches for the loop and everything else.
+
+// errno turns a raw call's error number into an error; comparisons with
+// unix.EAGAIN and the like hold.
+func errno(e syscall.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+func sysRead(fd int, p []byte) (int, syscall.Errno) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+func sysWrite(fd int, p []byte) (int, syscall.Errno) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+func sysClose(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	return errno(e)
+}
+
+func sysShutdownWrite(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	return errno(e)
+}
+
+func sysEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return errno(e)
+}
+
+// sysEpollPoll collects the events that are ready, without waiting.
+func sysEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func sysGetsockoptInt(fd, level, opt int) (int, error) {
+	var v int32
+	l := uint32(unsafe.Sizeof(v))
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0)
+	return int(v), errno(e)
+}
+
+func sysSetsockoptInt(fd, level, opt, value int) error {
+	v := int32(value)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), unsafe.Sizeof(v), 0)
+	return errno(e)
+}
+
+// sysSocket opens a non-blocking TCP socket for addr's family.
+func sysSocket(addr netip.AddrPort) (int, error) {
+	family := unix.AF_INET6
+	if addr.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// sysConnect starts connecting fd to addr; a non-blocking socket answers
+// EINPROGRESS.
+func sysConnect(fd int, addr netip.AddrPort) syscall.Errno {
+	var (
+		p    unsafe.Pointer
+		size uintptr
+		sa4  unix.RawSockaddrInet4
+		sa6  unix.RawSockaddrInet6
+	)
+	if a := addr.Addr(); a.Is4() {
+		sa4.Family = unix.AF_INET
+		sa4.Port = networkPort(addr.Port())
+		sa4.Addr = a.As4()
+		p, size = unsafe.Pointer(&sa4), unsafe.Sizeof(sa4)
+	} else {
+		sa6.Family = unix.AF_INET6
+		sa6.Port = networkPort(addr.Port())
+		sa6.Addr = a.As16()
+		p, size = unsafe.Pointer(&sa6), unsafe.Sizeof(sa6)
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), size)
+	return e
+}
+
+// accept4 accepts a connection, non-blocking, and returns the peer's
+// address with it (unix.Accept4 also asks the listening socket for its
+// protocol on every call).
+func accept4(lfd int) (int, netip.AddrPort, syscall.Errno) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	fd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)),
+		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	var peer netip.AddrPort
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		peer = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), networkPort(sa.Port))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		peer = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), networkPort(sa.Port))
+	}
+	return int(fd), peer, 0
+}
+
+// networkPort swaps a port between host and network byte order (the same
+// operation both ways).
+func networkPort(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
