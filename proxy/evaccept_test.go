@@ -1,0 +1,343 @@
+//go:build linux
+
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The event loops serve plain listeners themselves: these tests hold that
+// path to net/http's answers, and check what it is for.
+
+// proxyGoroutines counts the goroutines running code of the proxy itself
+// (not of its tests).
+func proxyGoroutines(t *testing.T) int {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&buf, 2); err != nil {
+		t.Fatal(err)
+	}
+	frame := regexp.MustCompile(`/proxy/[a-z_]+\.go:`)
+	n := 0
+	for _, g := range strings.Split(buf.String(), "\n\n") {
+		for _, m := range frame.FindAllString(g, -1) {
+			if !strings.HasSuffix(m, "_test.go:") {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+func TestLoopHandshakesAndTunnelsHoldNoGoroutine(t *testing.T) {
+	const tunnels = 200
+	for _, tc := range []struct {
+		name     string
+		opts     Options
+		min, max int // goroutines of the proxy per tunnel, ×tunnels
+	}{
+		{"event loops", Options{}, 0, 0},
+		// The control: net/http and the goroutine engine hold two or
+		// three per tunnel, which the count must see.
+		{"net/http and goroutines", Options{goroutineTunnels: true}, 2, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHostileFixture(t, tc.opts)
+			warm := exchange(t, f.g.addr, wsHead("/rooms/127.0.0.2"))
+			if warm.resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %q, want 101", warm.resp.Status)
+			}
+			waitTunnels(t, f.g, 1)
+			base := proxyGoroutines(t)
+			for range tunnels {
+				a := exchange(t, f.g.addr, wsHead("/rooms/127.0.0.2"))
+				if a.resp.StatusCode != http.StatusSwitchingProtocols {
+					t.Fatalf("status %q, want 101", a.resp.Status)
+				}
+			}
+			waitTunnels(t, f.g, tunnels+1)
+			got := proxyGoroutines(t) - base
+			t.Logf("%d tunnels: %d more goroutines in the proxy", tunnels, got)
+			if got < tc.min*tunnels || got > tc.max*tunnels+2 {
+				t.Errorf("%d more goroutines for %d tunnels, want %d to %d per tunnel", got, tunnels, tc.min, tc.max)
+			}
+			if n, evented := tunnelCounts(f.g); tc.max == 0 && evented != n {
+				t.Errorf("%d of %d tunnels on the event loops, want all", evented, n)
+			}
+		})
+	}
+}
+
+// waitTunnels waits until g has n open tunnels.
+func waitTunnels(t *testing.T, g *testGateway, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _ := tunnelCounts(g)
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tunnels open, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// writeInPieces writes s a few bytes at a time, pausing between writes so
+// that each arrives on its own.
+func writeInPieces(c net.Conn, s string, piece int) error {
+	for s != "" {
+		n := min(piece, len(s))
+		if _, err := io.WriteString(c, s[:n]); err != nil {
+			return err
+		}
+		s = s[n:]
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+func TestHeadsAndAnswersInPieces(t *testing.T) {
+	fromPod := "\x81\x02hi"
+	for _, tc := range []struct {
+		name string
+		head string
+		// piece: bytes per write of the client's head and the pod's 101.
+		piece int
+	}{
+		{"byte by byte", wsHead("/rooms/127.0.0.2"), 1},
+		{"CRLF CRLF split", wsHead("/rooms/127.0.0.2"), 3},
+		{"bare LF line ends", strings.ReplaceAll(wsHead("/rooms/127.0.0.2"), "\r\n", "\n"), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHostileFixture(t, Options{})
+			f.podA.setScript(func(pc *podConn) {
+				if !pc.readHead() {
+					return
+				}
+				_, req, _, _ := pc.recorded()
+				out := strings.ReplaceAll(ok101, "{accept}", acceptKey(req.Header.Get("Sec-WebSocket-Key")))
+				if writeInPieces(pc.c, out+fromPod, tc.piece) != nil {
+					return
+				}
+				pc.drain()
+			})
+			before := f.podA.accepted()
+			c, err := net.Dial("tcp", f.g.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := writeInPieces(c, tc.head, tc.piece); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close() // a 101 has none: the connection goes on
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %q, want 101", resp.Status)
+			}
+			got := make([]byte, len(fromPod))
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != fromPod {
+				t.Fatalf("the client got %q (%v), want the pod's frame %q", got, err, fromPod)
+			}
+			frame := maskedFrame(1, "ping")
+			if _, err := c.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+			pc := f.podA.conn(before)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				if _, _, after, _ := pc.recorded(); bytes.Equal(after, frame) {
+					break
+				} else if len(after) > len(frame) || time.Now().After(deadline) {
+					t.Fatalf("the pod got %q, want the client's frame %q", after, frame)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			_ = c.Close()
+			pc.wait(t)
+		})
+	}
+}
+
+// TestLoopAnswersHeadsAsNetHTTP sends the same heads to a gateway served
+// by the loops and to one served by net/http: the answers' statuses (and
+// whether the gateway dialled) must agree, heads at the size limit
+// included.
+func TestLoopAnswersHeadsAsNetHTTP(t *testing.T) {
+	loop := newHostileFixture(t, Options{})
+	std := newHostileFixture(t, Options{goroutineTunnels: true})
+	limit := loop.g.srv.headLimit()
+	pad := func(total int) string {
+		base := wsHead("/rooms/127.0.0.2", "X-Pad: ")
+		return wsHead("/rooms/127.0.0.2", "X-Pad: "+strings.Repeat("a", total-len(base)))
+	}
+	heads := map[string]string{
+		"valid":                       wsHead("/rooms/127.0.0.2"),
+		"bare LF":                     strings.ReplaceAll(wsHead("/rooms/127.0.0.2"), "\r\n", "\n"),
+		"leading CRLF":                "\r\n" + wsHead("/rooms/127.0.0.2"),
+		"HTTP/1.0":                    wsRequest("GET /rooms/127.0.0.2 HTTP/1.0"),
+		"HTTP/0.9":                    wsRequest("GET /rooms/127.0.0.2 HTTP/0.9"),
+		"HTTP/2.0 preface":            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+		"HTTP/3.0":                    wsRequest("GET /rooms/127.0.0.2 HTTP/3.0"),
+		"no Host":                     wsHead("/rooms/127.0.0.2", "-Host"),
+		"empty Host":                  wsHead("/rooms/127.0.0.2", "Host: "),
+		"two Hosts":                   wsHead("/rooms/127.0.0.2", "+Host: ws.example.com"),
+		"Host with a space":           wsHead("/rooms/127.0.0.2", "Host: ws example.com"),
+		"Host with a slash":           wsHead("/rooms/127.0.0.2", "Host: ws.example.com/x"),
+		"space before colon":          wsHead("/rooms/127.0.0.2", "X-A : b"),
+		"name with a bracket":         wsHead("/rooms/127.0.0.2", "X-[a]: b"),
+		"value with NUL":              wsHead("/rooms/127.0.0.2", "X-A: b\x00c"),
+		"value with DEL":              wsHead("/rooms/127.0.0.2", "X-A: b\x7fc"),
+		"folded line":                 wsHead("/rooms/127.0.0.2", "X-A: b\r\n c"),
+		"line without colon":          wsHead("/rooms/127.0.0.2", "X-A b"),
+		"Expect 100-continue":         wsHead("/rooms/127.0.0.2", "Expect: 100-continue"),
+		"Expect other":                wsHead("/rooms/127.0.0.2", "Expect: fly"),
+		"chunked body":                wsHead("/rooms/127.0.0.2", "Transfer-Encoding: chunked") + "0\r\n\r\n",
+		"gzip transfer coding":        wsHead("/rooms/127.0.0.2", "Transfer-Encoding: gzip"),
+		"length and chunked":          wsHead("/rooms/127.0.0.2", "Content-Length: 3", "Transfer-Encoding: chunked") + "0\r\n\r\n",
+		"two lengths":                 wsHead("/rooms/127.0.0.2", "Content-Length: 3", "+Content-Length: 4") + "abc",
+		"body":                        wsHead("/rooms/127.0.0.2", "Content-Length: 3") + "abc",
+		"absolute form":               wsRequest("GET http://ws.example.com/rooms/127.0.0.2 HTTP/1.1"),
+		"asterisk form":               wsRequest("GET * HTTP/1.1"),
+		"lower-case method":           wsRequest("get /rooms/127.0.0.2 HTTP/1.1"),
+		"no version":                  wsRequest("GET /rooms/127.0.0.2"),
+		"two spaces":                  wsRequest("GET  /rooms/127.0.0.2 HTTP/1.1"),
+		"garbage line":                "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+		"head one below the limit":    pad(limit - 1),
+		"head at the limit":           pad(limit),
+		"head one beyond the limit":   pad(limit + 1),
+		"head far beyond the limit":   pad(4 * limit),
+		"not a websocket":             wsHead("/rooms/127.0.0.2", "-Upgrade", "-Connection"),
+		"unknown address":             wsHead("/rooms/127.0.0.9"),
+		"the canary":                  wsHead("/rooms/" + loop.canaryHost),
+		"POST":                        wsRequest("POST /rooms/127.0.0.2 HTTP/1.1"),
+		"pipelined second request":    wsHead("/rooms/127.0.0.9") + wsHead("/rooms/127.0.0.2"),
+		"request-target with a query": wsHead("/rooms/127.0.0.2/x?y=1&z=%20"),
+	}
+	for name, head := range heads {
+		t.Run(name, func(t *testing.T) {
+			answer := func(f *hostileFixture) (int, bool) {
+				s := f.snap()
+				c, err := net.Dial("tcp", f.g.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, _ = io.WriteString(c, head)
+				resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
+				status := 0
+				if err == nil {
+					status = resp.StatusCode
+					_ = resp.Body.Close()
+				} else if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					var ne net.Error
+					if !errors.As(err, &ne) {
+						t.Logf("reading the answer: %v", err)
+					}
+				}
+				dialled := f.g.dials.Load() > s.dials
+				if status == http.StatusSwitchingProtocols {
+					_ = c.Close()
+					waitNoTunnels(t, f.g)
+				}
+				return status, dialled
+			}
+			gotStatus, gotDial := answer(loop)
+			wantStatus, wantDial := answer(std)
+			t.Logf("event loops: %d, dialled %v", gotStatus, gotDial)
+			if gotStatus != wantStatus || gotDial != wantDial {
+				t.Errorf("event loops: status %d, dialled %v; net/http: status %d, dialled %v", gotStatus, gotDial, wantStatus, wantDial)
+			}
+		})
+	}
+}
+
+func TestShutdownStopsTheLoopListener(t *testing.T) {
+	f := newHostileFixture(t, Options{})
+	srv := New(f.g.tables, Options{dialHook: func(string) error { return nil }})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+
+	// One tunnel, to be sure the loops serve the listener; then a client
+	// that has sent half a head.
+	tun := exchange(t, addr, wsHead("/rooms/127.0.0.2"))
+	if tun.resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %q, want 101", tun.resp.Status)
+	}
+	half, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	if _, err := io.WriteString(half, "GET /rooms/127.0.0.2 HTTP/1.1\r\nHost: ws"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx, 0); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve returned %v after Shutdown, want nil", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Serve did not return after Shutdown")
+	}
+	// The half-sent head is cut without an answer, long before the read
+	// header timeout (10 s).
+	_ = half.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := half.Read(make([]byte, 64)); n != 0 || err == nil {
+		t.Errorf("the client with half a head read %d bytes (%v), want the connection closed", n, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("closed %v after Shutdown", d)
+	}
+	// The tunnel got its Close frame 1001, and the listener is gone.
+	_ = tun.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	frame := make([]byte, 4)
+	if _, err := io.ReadFull(tun.br, frame); err != nil || frame[0] != 0x88 || frame[2] != 0x03 || frame[3] != 0xe9 {
+		t.Errorf("the tunnel's client read % x (%v), want a Close frame 1001", frame, err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		_ = c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener still accepts connections after Shutdown")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
