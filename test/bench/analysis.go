@@ -100,8 +100,9 @@ func (r *report) limits(b *strings.Builder) {
 	w("**Round trips.** At %s messages a second the proxies need little CPU (wsgate used %s%% of a core, nginx %s%%, HAProxy %s%%). ",
 		rate, r.val("latcpu", "wsgate", 0), r.val("latcpu", "nginx", 0), r.val("latcpu", "haproxy", 0))
 	w("The added round trip is two more loopback hops and one wake-up of the proxy in each direction; the p99 is set by scheduling, with the clients, the pods, the proxy and the rest of the machine on %s cores, and is the noisiest figure of the table. ", nproc())
-	w("Per message, wsgate spends ×%s nginx's CPU. Like nginx, it carries plain TCP tunnels on event loops (one per core, each an epoll instance): one `read` and one `write` per message, %s of its time under the loops, %s of it collecting events; the Go scheduler (waking a loop's goroutine from Go's poller) takes %s.\n\n",
+	w("Per message, wsgate spends ×%s nginx's CPU. Like nginx, it carries plain TCP tunnels on event loops (one per core, each an epoll instance): one `read` and one `write` per message, %s of its time under the loops, %s of it collecting events; the Go scheduler (waking a loop's goroutine from Go's poller) takes %s. ",
 		r.ratio("latcpu", "wsgate", "nginx"), r.stage("round trips", "carrying tunnels (event loops)"), r.stage("round trips", "of which collecting events (epoll_wait)"), r.stage("round trips", "goroutine scheduling"))
+	w("A loop's system calls are raw: none of them can block, and made through the runtime's system-call path they let its monitor hand the loop's processor to another thread whenever one outlasted its 20 µs tick, at the cost of thread switches.\n\n")
 
 	w("**Bulk throughput.** The load generator and the pods, on the same cores, bound the throughput more than the proxies do (direct, with one hop less, moves ×%s wsgate's bytes); CPU per GB is the figure that tells the proxies apart. ",
 		r.ratio("bulk", "direct", "wsgate"))
@@ -117,10 +118,11 @@ func (r *report) limits(b *strings.Builder) {
 	w("Its profile: %s of its time in system calls (`accept`, `socket`, `connect`, `read`, `write`, `shutdown`, `close`, `epoll`), %s under the Go scheduler, %s in allocation and %s in garbage collection. ",
 		r.kind("new connections, plain", kindSyscall), r.stage("new connections, plain", "goroutine scheduling"),
 		r.stage("new connections, plain", "allocation"), r.stage("new connections, plain", "garbage collection"))
-	w("Per connection it runs net/http's connection goroutine and request parsing (%s), dials the pod with Go's `net.Dialer` (%s), parses the pod's 101 (%s), then moves both sockets out of Go's poller into an event loop (%s: a `dup`, a `close` and an `epoll_ctl` each), where the echo and the teardown run (%s); a websocket's TCP half-close is relayed (the client's FIN goes on to the pod with `shutdown`, and the tunnel ends at the pod's), where nginx closes both sides at the first end of stream.\n\n",
-		r.stage("new connections, plain", "reading the client's request (net/http)"), r.stage("new connections, plain", "dialling the pod"),
-		r.stage("new connections, plain", "reading the pod's 101"), r.stage("new connections, plain", "moving the tunnel to an event loop"),
-		r.stage("new connections, plain", "carrying tunnels (event loops)"))
+	w("Per connection, the loop that accepts it (%s) reads the request head and parses it with net/http's parser and server rules (%s), connects to the pod without blocking (%s: `socket`, `connect`, `epoll_ctl`), sends the request (%s) and reads the 101 (%s), then answers the client and carries the echo and the teardown on the same loop, with no goroutine and no descriptor in Go's poller at any point; %s of its time is under the loops' handshake code in all. ",
+		r.stage("new connections, plain", "accepting connections"), r.stage("new connections, plain", "parsing the client's request head"),
+		r.stage("new connections, plain", "dialling the pod"), r.stage("new connections, plain", "sending the request to the pod"),
+		r.stage("new connections, plain", "reading the pod's 101"), r.stage("new connections, plain", "of which handshakes"))
+	w("It makes the system calls nginx makes, but one: a websocket's TCP half-close is relayed (the client's FIN goes on to the pod with `shutdown`, and the tunnel ends at the pod's), where nginx closes both sides at the first end of stream. What is left is Go's own work per connection: net/http's parser and the `http.Request`, `http.Response` and header maps it builds, a timer for the handshake (and one for the tunnel's idle timeout, where there is one), the allocations and the garbage collection they cost.\n\n")
 
 	w("**New connections, TLS.** The handshake's cryptography dominates: an X25519 key exchange and an ECDSA P-256 signature on the proxy per connection, and the same exchange and a signature check on the client, on the same cores. ")
 	w("wsgate's profile: %s of its time in cryptography (Go's crypto/tls), %s in system calls. The gap in CPU per connection shrinks to ×%s nginx's (×%s in the plain row); nginx and HAProxy use Debian's OpenSSL.\n\n",
