@@ -241,6 +241,14 @@ func (l *evLoop) accept(ln *evListener) {
 		}
 		return
 	}
+	// More may be waiting. The listening socket stays ready in the loop's
+	// epoll set, but that wakes nobody (the loop waits for new events in
+	// Go's poller): a task wakes the loop to go on.
+	l.post(func() {
+		if ln.slot[l.id] >= 0 {
+			l.accept(ln)
+		}
+	})
 }
 
 // Handshake states on a loop.

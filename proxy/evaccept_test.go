@@ -341,3 +341,50 @@ func TestShutdownStopsTheLoopListener(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestAcceptBacklogBeyondOneBatch queues more connections than the loops
+// accept per wake-up before the gateway serves its listener; only the
+// later ones send a head, so nothing but the loops' own accepting can
+// reach them.
+func TestAcceptBacklogBeyondOneBatch(t *testing.T) {
+	f := newHostileFixture(t, Options{})
+	srv := New(f.g.tables, Options{dialHook: func(string) error { return nil }})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	const queued = 8 * maxAcceptBatch
+	conns := make([]net.Conn, queued)
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx, 0)
+	})
+	// The first batches, one per loop, take the silent ones.
+	time.Sleep(100 * time.Millisecond)
+	late := conns[queued/2:]
+	for _, c := range late {
+		if _, err := io.WriteString(c, wsHead("/rooms/127.0.0.2")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range late {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("queued connection %d of %d: %v", queued/2+i, queued, err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("queued connection %d: status %q, want 101", queued/2+i, resp.Status)
+		}
+	}
+}
