@@ -95,11 +95,12 @@ bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes
 	go test -run '^$$' -bench BenchmarkBuild -benchmem ./builder/
 
 .PHONY: bench
-bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections on loopback (about 7 minutes; installs nginx and haproxy from Debian when missing); writes docs/benchmarks.md.
+bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections on loopback (installs nginx and haproxy from Debian when missing), then the control plane on the local API server (about 12 minutes in all); writes docs/benchmarks.md.
 	go run ./test/bench
+	go run ./test/bench/controlplane
 
 .PHONY: bench-controlplane
-bench-controlplane: ## Measure the control plane on the local API server: memory per cached pod and rebuild time at 10,000 pods, pod Ready -> first upgrade while 1,000 pods churn (about 5 minutes).
+bench-controlplane: ## Measure the control plane on the local API server: memory per cached pod and rebuild time at 10,000 pods, pod Ready -> first upgrade while 1,000 pods churn (about 5 minutes); rewrites the control plane's part of docs/benchmarks.md only.
 	go run ./test/bench/controlplane
 
 .PHONY: bench-smoke

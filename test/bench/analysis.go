@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wsgate/wsgate/test/bench/internal/benchdoc"
 )
 
 // reading lists, per row, wsgate against nginx in words.
@@ -93,7 +95,7 @@ func (r *report) stage(row, what string) string {
 func (r *report) limits(b *strings.Builder) {
 	c := r.cfg
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
-	rate := thousands(float64(time.Second/c.latencyInterval) * float64(c.latencyConns))
+	rate := benchdoc.Thousands(float64(time.Second/c.latencyInterval) * float64(c.latencyConns))
 	w("## What limits each figure\n\n")
 	w("Question marks stand for figures this run did not produce.\n\n")
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wsgate/wsgate/test/bench/internal/benchdoc"
 )
 
 type fact struct{ name, value string }
@@ -289,7 +290,7 @@ func (r *report) metricDefs() []metricDef {
 	c := r.cfg
 	rate := float64(time.Second/c.latencyInterval) * float64(c.latencyConns)
 	return []metricDef{
-		{key: "lat50", label: fmt.Sprintf("Round trip p50, 32 B messages, %s msg/s over %s connections", thousands(rate), thousands(float64(c.latencyConns))), unit: "µs"},
+		{key: "lat50", label: fmt.Sprintf("Round trip p50, 32 B messages, %s msg/s over %s connections", benchdoc.Thousands(rate), benchdoc.Thousands(float64(c.latencyConns))), unit: "µs"},
 		{key: "lat99", label: "Round trip p99 (same)", unit: "µs"},
 		{key: "add50", label: "Added round trip p50 (minus direct)", unit: "µs", noDirect: true},
 		{key: "add99", label: "Added round trip p99 (minus direct)", unit: "µs", noDirect: true},
@@ -300,22 +301,11 @@ func (r *report) metricDefs() []metricDef {
 		{key: "ratecpu", label: "CPU per new connection, plain (direct: the pods)", unit: "µs"},
 		{key: "ratetls", label: fmt.Sprintf("New connections, TLS, %d at a time", c.rateConcurrency), unit: "conn/s", higherBetter: true},
 		{key: "ratetlscpu", label: "CPU per new connection, TLS (direct: the pods)", unit: "µs"},
-		{key: "idle", label: fmt.Sprintf("Memory per idle tunnel (RSS growth, %s tunnels)", thousands(float64(c.idleTunnels))), unit: "KiB", noDirect: true, prec: 1},
-		{key: "idlerss", label: fmt.Sprintf("RSS with %s idle tunnels", thousands(float64(c.idleTunnels))), unit: "MiB", noDirect: true},
-		{key: "idletls", label: fmt.Sprintf("Memory per idle tunnel, TLS (RSS growth, %s tunnels)", thousands(float64(c.idleTunnels))), unit: "KiB", noDirect: true, prec: 1},
-		{key: "idletlsrss", label: fmt.Sprintf("RSS with %s idle TLS tunnels", thousands(float64(c.idleTunnels))), unit: "MiB", noDirect: true},
+		{key: "idle", label: fmt.Sprintf("Memory per idle tunnel (RSS growth, %s tunnels)", benchdoc.Thousands(float64(c.idleTunnels))), unit: "KiB", noDirect: true, prec: 1},
+		{key: "idlerss", label: fmt.Sprintf("RSS with %s idle tunnels", benchdoc.Thousands(float64(c.idleTunnels))), unit: "MiB", noDirect: true},
+		{key: "idletls", label: fmt.Sprintf("Memory per idle tunnel, TLS (RSS growth, %s tunnels)", benchdoc.Thousands(float64(c.idleTunnels))), unit: "KiB", noDirect: true, prec: 1},
+		{key: "idletlsrss", label: fmt.Sprintf("RSS with %s idle TLS tunnels", benchdoc.Thousands(float64(c.idleTunnels))), unit: "MiB", noDirect: true},
 	}
-}
-
-func thousands(v float64) string {
-	if v < 0 {
-		return "−" + thousands(-v)
-	}
-	s := strconv.FormatFloat(math.Round(v), 'f', 0, 64)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
 }
 
 // derive computes the added round trips.
@@ -342,7 +332,7 @@ func (r *report) derive() {
 
 func formatValue(v float64, prec int) string {
 	if prec == 0 {
-		return thousands(v)
+		return benchdoc.Thousands(v)
 	}
 	return strconv.FormatFloat(v, 'f', prec, 64)
 }
@@ -500,7 +490,7 @@ func (r *report) markdown() string {
 		n := float64(c.idleTunnels)
 		w("### %s: what the memory is\n\n", strings.ToUpper(h.row[:1])+h.row[1:])
 		w("Taken in the wsgate child (after a GC) with its %s idle tunnels open: %d goroutines (%.1f per tunnel); goroutine stacks %.1f MiB (%.1f KiB per tunnel; new goroutines start with %.0f KiB); heap objects %.1f MiB (%.1f KiB per tunnel); all the Go runtime's memory %.1f MiB. ",
-			thousands(n), h.figures["/sched/goroutines:goroutines"], float64(h.figures["/sched/goroutines:goroutines"])/n,
+			benchdoc.Thousands(n), h.figures["/sched/goroutines:goroutines"], float64(h.figures["/sched/goroutines:goroutines"])/n,
 			mib(h.figures["/memory/classes/heap/stacks:bytes"]), kib(h.figures["/memory/classes/heap/stacks:bytes"])/n,
 			kib(h.figures["/gc/stack/starting-size:bytes"]),
 			mib(h.figures["/memory/classes/heap/objects:bytes"]), kib(h.figures["/memory/classes/heap/objects:bytes"])/n,

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/wsgate/wsgate/test/bench/internal/benchdoc"
 )
 
 // cell is one measured value, or why there is none.
@@ -286,6 +288,12 @@ func runBench(ctx context.Context, cfg *config) error {
 	} else {
 		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 			return err
+		}
+		// The control plane's part, written by its own benchmark, stays.
+		if old, err := os.ReadFile(cfg.out); err == nil {
+			if part := benchdoc.ControlPlane(string(old)); part != "" {
+				md = benchdoc.WithControlPlane(md, part)
+			}
 		}
 		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
 			return err

@@ -37,6 +37,7 @@ import (
 	"github.com/wsgate/wsgate/internal/testenv"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
+	"github.com/wsgate/wsgate/test/bench/internal/benchdoc"
 )
 
 func main() {
@@ -44,12 +45,64 @@ func main() {
 	routes := flag.Int("routes", 1000, "routes the pods are spread over")
 	churn := flag.Int("churn", 1000, "pods whose readiness flips during the Ready-to-upgrade row")
 	samples := flag.Int("samples", 100, "pods measured from Ready to first upgrade")
+	out := flag.String("out", "docs/benchmarks.md", "the document whose control-plane part the results replace (the rest is kept); - for none")
 	flag.Parse()
 	ctrl.SetLogger(logr.Discard())
-	if err := run(*pods, *routes, *churn, *samples); err != nil {
+	start := time.Now()
+	res := &results{pods: *pods, routes: *routes}
+	if err := run(res, *churn, *samples); err != nil {
 		fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
 		os.Exit(1)
 	}
+	if *out == "-" {
+		return
+	}
+	doc, err := os.ReadFile(*out)
+	if err != nil && !os.IsNotExist(err) {
+		fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
+		os.Exit(1)
+	}
+	part := res.markdown(start, time.Since(start))
+	if err := os.WriteFile(*out, []byte(benchdoc.WithControlPlane(string(doc), part)), 0o644); err != nil {
+		fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("wrote the control plane's part of %s\n", *out)
+}
+
+// results are the figures of one run.
+type results struct {
+	pods, routes          int
+	created               time.Duration
+	heapBefore, heapAfter uint64
+	builds                uint64
+	buildP50, buildP99    time.Duration
+	churn, changes        int
+	ready                 []time.Duration // sorted
+}
+
+// markdown is the control plane's part of docs/benchmarks.md.
+func (r *results) markdown(at time.Time, took time.Duration) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	perPod := float64(r.heapAfter-r.heapBefore) / float64(r.pods)
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	w("%s\n## Control plane\n\n", benchdoc.Begin)
+	w("Written by `make bench` (`go run ./test/bench/controlplane`) on %s UTC, in %s, against a local API server (kube-apiserver and etcd built from source): %s pods over %s routes, created in %s. ",
+		at.UTC().Format("2006-01-02 15:04"), took.Round(time.Second), benchdoc.Thousands(float64(r.pods)), benchdoc.Thousands(float64(r.routes)), r.created.Round(time.Second))
+	w("The controller runs in the benchmark's process, with the cache options of `cmd/wsgate`.\n\n")
+	w("| Figure | Value | Goal |\n| --- | ---: | --- |\n")
+	w("| Controller heap per cached pod (heap in use after a GC, %d → %d MiB) | %.0f B (%.2f KiB) | ≤ 1.5 KiB |\n", r.heapBefore>>20, r.heapAfter>>20, perPod, perPod/1024)
+	w("| Routing table rebuild at this size, p50 / p99 (%d builds; histogram bucket bounds) | %s / %s | |\n", r.builds, ms(r.buildP50), ms(r.buildP99))
+	if n := len(r.ready); n > 0 {
+		w("| Pod Ready → first accepted upgrade, p50 / p99 / max (%d pods, while %s other pods flip readiness: %s status writes) | %s / %s / %s | p99 ≤ 1 s |\n",
+			n, benchdoc.Thousands(float64(r.churn)), benchdoc.Thousands(float64(r.changes)), ms(r.ready[n/2]), ms(r.ready[n*99/100]), ms(r.ready[n-1]))
+	}
+	w("\n**What limits them.** A cached pod is the compact record the pod informer's transform keeps (identity, labels with shared keys, addresses and named ports, or why it is skipped) plus the informer's store and index entries. ")
+	w("A rebuild walks every route's selector over the pods of its namespace and publishes a new table; under churn the builds queue behind one another, each waiting a short holdoff to take in a burst of changes. ")
+	w("From Ready to the first upgrade, a pod waits for its status write to reach the API server, the watch to deliver it, the holdoff, a rebuild and the publication; the client then needs one handshake.\n")
+	w("%s\n", benchdoc.End)
+	return b.String()
 }
 
 func heapInUse() uint64 {
@@ -60,7 +113,8 @@ func heapInUse() uint64 {
 	return m.HeapInuse
 }
 
-func run(nPods, nRoutes, nChurn, nSamples int) error {
+func run(res *results, nChurn, nSamples int) error {
+	nPods, nRoutes := res.pods, res.routes
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	env, err := testenv.Start()
@@ -124,13 +178,15 @@ func run(nPods, nRoutes, nChurn, nSamples int) error {
 	}
 	time.Sleep(2 * time.Second) // let the cache settle
 	after := heapInUse()
+	res.created, res.heapBefore, res.heapAfter = created, before, after
 	fmt.Printf("control plane on the local API server, %d pods over %d routes (created in %s)\n\n", nPods, nRoutes, created.Round(time.Second))
 	fmt.Printf("controller heap per cached pod: %.0f B (%.2f KiB); heap %d -> %d MiB\n",
 		float64(after-before)/float64(nPods), float64(after-before)/float64(nPods)/1024, before>>20, after>>20)
 	p50, p99, count := histogram(reg, "wsgate_table_build_duration_seconds")
+	res.builds, res.buildP50, res.buildP99 = count, p50, p99
 	fmt.Printf("table rebuilds at this size: %d builds, p50 %s, p99 %s (bucket upper bounds)\n", count, p50, p99)
 
-	return readyToUpgrade(ctx, c, tables, ns, nChurn, nSamples)
+	return readyToUpgrade(ctx, c, tables, ns, nChurn, nSamples, res)
 }
 
 // createPods creates pods with IPs outside loopback-reachable use (they
@@ -199,7 +255,7 @@ func setReady(ctx context.Context, c client.Client, p *corev1.Pod, ip string, re
 
 // readyToUpgrade measures pod Ready -> first websocket handshake accepted
 // through the gateway, while churn pods of another route flip readiness.
-func readyToUpgrade(ctx context.Context, c client.Client, tables *routing.Publisher, ns string, nChurn, nSamples int) error {
+func readyToUpgrade(ctx context.Context, c client.Client, tables *routing.Publisher, ns string, nChurn, nSamples int, res *results) error {
 	echo, err := echopod.Start("127.0.0.41:0")
 	if err != nil {
 		return err
@@ -295,6 +351,7 @@ func readyToUpgrade(ctx context.Context, c client.Client, tables *routing.Publis
 	close(stop)
 	churned.Wait()
 	slices.Sort(lat)
+	res.churn, res.changes, res.ready = nChurn, changes, lat
 	fmt.Printf("pod Ready -> first accepted upgrade, %d pods, while %d other pods flip readiness (%d status writes): p50 %s, p99 %s, max %s\n",
 		len(lat), nChurn, changes, lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 	return nil

@@ -1,0 +1,27 @@
+package benchdoc
+
+import "testing"
+
+func TestWithControlPlane(t *testing.T) {
+	part := Begin + "\n## Control plane\n\nfigures\n" + End
+	newer := Begin + "\n## Control plane\n\nnewer figures\n" + End
+	for _, tc := range []struct{ name, doc, part, want string }{
+		{"appended to a document without one", "# Benchmarks\n\nrows\n", part, "# Benchmarks\n\nrows\n\n" + part + "\n"},
+		{"appended without a final newline", "# Benchmarks", part, "# Benchmarks\n\n" + part + "\n"},
+		{"an empty document", "", part, part + "\n"},
+		{"replaced in place", "# B\n\n" + part + "\n\ntail\n", newer, "# B\n\n" + newer + "\n\ntail\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := WithControlPlane(tc.doc, tc.part)
+			if got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+			if ControlPlane(got) != tc.part {
+				t.Errorf("ControlPlane of the result is %q, want %q", ControlPlane(got), tc.part)
+			}
+		})
+	}
+	if got := ControlPlane("# B\n" + Begin + "\nno end"); got != "" {
+		t.Errorf("a part without its end: got %q, want none", got)
+	}
+}
