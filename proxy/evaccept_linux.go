@@ -335,48 +335,66 @@ func (s *Server) headLimit() int { return s.opts.MaxHeaderBytes + 4096 }
 
 // readHead reads the client's request head until it is complete.
 func (hs *evHandshake) readHead(et *evTunnel) {
+	switch data, end, r := hs.readHeadFrom(et, 0, hs.s.headLimit()); r {
+	case headComplete:
+		hs.gotHead(et, data[:end], data[end:])
+	case headTooLarge:
+		hs.refuseHead(et, headError(http.StatusRequestHeaderFieldsTooLarge, ""), true)
+	case headFailed:
+		// Gone before its head was complete: no answer, as net/http.
+		hs.abort(et)
+	}
+}
+
+// headRead is what readHeadFrom found.
+type headRead int
+
+const (
+	headWaiting  headRead = iota // the socket is drained, the head incomplete
+	headComplete                 // the head is in
+	headTooLarge                 // the limit is read, and the head is incomplete
+	headFailed                   // the peer ended its stream or failed first
+)
+
+// readHeadFrom reads a head from the socket on side, at most limit bytes
+// in all. With headComplete, data[:end] is the head and data[end:] what
+// followed it; data is the loop's buffer, or hs.head for a head that took
+// more than one read.
+func (hs *evHandshake) readHeadFrom(et *evTunnel, side, limit int) (data []byte, end int, r headRead) {
 	l := et.loop
-	limit := hs.s.headLimit()
-	for hs.readable[0] {
-		n, e := sysRead(et.end[0].fd, l.buf)
+	for hs.readable[side] {
+		room := limit - len(hs.head)
+		if room <= 0 {
+			return nil, 0, headTooLarge
+		}
+		want := min(room, len(l.buf))
+		n, e := sysRead(et.end[side].fd, l.buf[:want])
 		switch {
 		case e == unix.EINTR:
 			continue
 		case e == unix.EAGAIN:
-			hs.readable[0] = false
-			return
+			hs.readable[side] = false
+			return nil, 0, headWaiting
 		case e != 0 || n == 0:
-			// Gone before its head was complete: no answer, as net/http.
-			hs.abort(et)
-			return
+			return nil, 0, headFailed
 		}
-		if n < len(l.buf) && !hs.drain[0] {
-			hs.readable[0] = false
+		if n < want && !hs.drain[side] {
+			hs.readable[side] = false
 		}
 		from := max(len(hs.head)-2, 0)
-		head := l.buf[:n]
+		data = l.buf[:n]
 		if len(hs.head) > 0 {
-			hs.head = append(hs.head, head...)
-			head = hs.head
+			hs.head = append(hs.head, data...)
+			data = hs.head
 		}
-		end := headEnd(head, from)
-		if end < 0 {
-			if len(head) >= limit {
-				hs.refuseHead(et, headError(http.StatusRequestHeaderFieldsTooLarge, ""), true)
-				return
-			}
-			if len(hs.head) == 0 {
-				hs.head = append(make([]byte, 0, 2*n), head...)
-			}
-			continue
+		if end := headEnd(data, from); end >= 0 {
+			return data, end, headComplete
 		}
-		if end > limit {
-			hs.refuseHead(et, headError(http.StatusRequestHeaderFieldsTooLarge, ""), true)
-			return
+		if len(hs.head) == 0 {
+			hs.head = append(make([]byte, 0, 2*n), data...)
 		}
-		hs.gotHead(et, head[:end], head[end:])
-		return
 	}
+	return nil, 0, headWaiting
 }
 
 // headEnd returns the length of the head in b (up to and including the
@@ -611,44 +629,14 @@ func (hs *evHandshake) writeRequest(et *evTunnel) {
 
 // readAnswer reads the pod's answer until its head is complete.
 func (hs *evHandshake) readAnswer(et *evTunnel) {
-	l := et.loop
-	budget := hs.s.opts.MaxHeaderBytes
-	for hs.readable[1] {
-		room := budget - len(hs.head)
-		if room <= 0 {
-			hs.answerElsewhere(et)
-			return
-		}
-		n, e := sysRead(et.end[1].fd, l.buf[:min(room, len(l.buf))])
-		switch {
-		case e == unix.EINTR:
-			continue
-		case e == unix.EAGAIN:
-			hs.readable[1] = false
-			return
-		case e != 0 || n == 0:
-			// The pod failed or ended its answer early: handed over with
-			// what it sent; the shared path reads the end of stream or
-			// error again and answers for it.
-			hs.answerElsewhere(et)
-			return
-		}
-		if n < min(room, len(l.buf)) && !hs.drain[1] {
-			hs.readable[1] = false
-		}
-		from := max(len(hs.head)-2, 0)
-		answer := l.buf[:n]
-		if len(hs.head) > 0 {
-			hs.head = append(hs.head, answer...)
-			answer = hs.head
-		}
-		if end := headEnd(answer, from); end >= 0 {
-			hs.gotAnswer(et, answer, end)
-			return
-		}
-		if len(hs.head) == 0 {
-			hs.head = append(make([]byte, 0, 2*n), answer...)
-		}
+	switch data, end, r := hs.readHeadFrom(et, 1, hs.s.opts.MaxHeaderBytes); r {
+	case headComplete:
+		hs.gotAnswer(et, data, end)
+	case headTooLarge, headFailed:
+		// Handed over with what the pod sent: the shared path reads the
+		// rest (the end of stream, the error, the bytes beyond the
+		// limit) again and answers for it.
+		hs.answerElsewhere(et)
 	}
 }
 

@@ -272,13 +272,21 @@ func TestLoopAnswersHeadsAsNetHTTP(t *testing.T) {
 	}
 }
 
-func TestShutdownStopsTheLoopListener(t *testing.T) {
-	f := newHostileFixture(t, Options{})
-	srv := New(f.g.tables, Options{dialHook: func(string) error { return nil }})
+// newLoopListener returns a server over tables with a listener that it
+// does not serve yet.
+func newLoopListener(t *testing.T, tables Tables) (*Server, net.Listener) {
+	t.Helper()
+	srv := New(tables, Options{dialHook: func(string) error { return nil }})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, l
+}
+
+func TestShutdownStopsTheLoopListener(t *testing.T) {
+	f := newHostileFixture(t, Options{})
+	srv, l := newLoopListener(t, f.g.tables)
 	addr := l.Addr().String()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -348,14 +356,11 @@ func TestShutdownStopsTheLoopListener(t *testing.T) {
 // reach them.
 func TestAcceptBacklogBeyondOneBatch(t *testing.T) {
 	f := newHostileFixture(t, Options{})
-	srv := New(f.g.tables, Options{dialHook: func(string) error { return nil }})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, l := newLoopListener(t, f.g.tables)
 	addr := l.Addr().String()
 	const queued = 8 * maxAcceptBatch
 	conns := make([]net.Conn, queued)
+	var err error
 	for i := range conns {
 		if conns[i], err = net.Dial("tcp", addr); err != nil {
 			t.Fatal(err)
