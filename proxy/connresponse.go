@@ -154,18 +154,17 @@ func headError(status int, text string) []byte {
 
 // checkRequestHead applies the rules net/http's server applies to a
 // request head after parsing it (it answers 505, 400 and 417 for them),
-// so that a head read by the gateway itself is held to the same rules. It
-// returns the answer for a head that breaks one, or nil.
-func checkRequestHead(r *http.Request) []byte {
+// so that a head read by the gateway itself is held to the same rules;
+// hosts are the head's Host field values (http.ReadRequest takes them out
+// of r.Header). It returns the answer for a head that breaks one, or nil.
+func checkRequestHead(r *http.Request, hosts []string) []byte {
 	if r.ProtoMajor != 1 && (r.ProtoMajor != 2 || r.ProtoMinor != 0 || r.Method != "PRI" || r.RequestURI != "*") {
 		return headError(http.StatusHTTPVersionNotSupported, "unsupported protocol version")
 	}
-	// http.ReadRequest moved the Host header into r.Host (and refused
-	// more than one).
-	if r.ProtoAtLeast(1, 1) && r.Host == "" && r.Method != "CONNECT" {
+	if r.ProtoAtLeast(1, 1) && len(hosts) == 0 && r.Method != "CONNECT" {
 		return headError(http.StatusBadRequest, "missing required Host header")
 	}
-	if !httpguts.ValidHostHeader(r.Host) {
+	if len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]) {
 		return headError(http.StatusBadRequest, "malformed Host header")
 	}
 	for k, vv := range r.Header {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"os"
 	"strings"
 	"sync"
@@ -460,7 +461,24 @@ func parseRequestHead(head []byte) (*http.Request, []byte) {
 		// refuses it for its method.
 		return r, nil
 	}
-	return r, checkRequestHead(r)
+	// http.ReadRequest took the Host field into r.Host, unless the
+	// request-target named a host too or the field was empty: then the
+	// field's own values are read again, as net/http's server sees them.
+	hosts := []string{r.Host}
+	if r.Host == "" || r.URL.Host != "" {
+		hosts = hostFields(head)
+	}
+	return r, checkRequestHead(r, hosts)
+}
+
+// hostFields returns the values of a parsed head's Host fields.
+func hostFields(head []byte) []string {
+	_, fields, _ := bytes.Cut(head, []byte("\n"))
+	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(fields))).ReadMIMEHeader()
+	if err != nil {
+		return nil
+	}
+	return h["Host"]
 }
 
 // gotHead decides the handshake once the client's head is in.
