@@ -126,6 +126,9 @@ func TestRBAC(t *testing.T) {
 		{verb: "get", group: "coordination.k8s.io", resource: "leases", namespace: ns, name: "wsgate.wsgate.io"},
 		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: ns},
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: ns, name: "wsgate.wsgate.io"},
+		// The Lease's "became leader" Events (core/v1, beside the Lease).
+		{verb: "create", resource: "events", namespace: ns},
+		{verb: "patch", resource: "events", namespace: ns},
 		{verb: "create", group: "cert-manager.io", resource: "certificates", namespace: other},
 		{verb: "update", group: "cert-manager.io", resource: "certificates", namespace: other, name: "c"},
 		{verb: "delete", group: "cert-manager.io", resource: "certificates", namespace: other, name: "c"},
@@ -172,6 +175,7 @@ func TestRBAC(t *testing.T) {
 		{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: other},
 		{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: other, name: "wsgate.wsgate.io"},
 		{verb: "list", group: "coordination.k8s.io", resource: "leases"},
+		{verb: "create", resource: "events", namespace: other},
 		// WsRoutes: status only, never the spec.
 		{verb: "create", group: "wsgate.io", resource: "wsroutes", namespace: other},
 		{verb: "update", group: "wsgate.io", resource: "wsroutes", namespace: other, name: "r"},
