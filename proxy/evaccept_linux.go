@@ -596,7 +596,10 @@ func (hs *evHandshake) expire(et *evTunnel) {
 
 // dialFailed answers 502, or 504 for a timeout, for a pod that could not
 // be connected.
-func (hs *evHandshake) dialFailed(et *evTunnel, err error) {
+func (hs *evHandshake) dialFailed(et *evTunnel, err error) { hs.podFailed(et, err, podDialFailed) }
+
+// podFailed answers for a pod that failed before answering, with msg.
+func (hs *evHandshake) podFailed(et *evTunnel, err error, msg string) {
 	s, r, tgt, key := hs.s, hs.r, hs.tgt, hs.key
 	hs.handOff(et, func(client, pod net.Conn) {
 		if pod != nil {
@@ -605,7 +608,7 @@ func (hs *evHandshake) dialFailed(et *evTunnel, err error) {
 		s.reg.release(key)
 		_ = client.SetWriteDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
 		w := newConnResponse(client, nil)
-		s.refuseDial(w, r, tgt, err)
+		s.refusePod(w, r, tgt, err, msg)
 		w.finish()
 	})
 }
@@ -630,16 +633,7 @@ func (hs *evHandshake) connected(et *evTunnel) {
 func (hs *evHandshake) writeRequest(et *evTunnel) {
 	n, err := writeAll(et.end[1].fd, hs.out)
 	if err != nil {
-		s, r, tgt, key := hs.s, hs.r, hs.tgt, hs.key
-		hs.handOff(et, func(client, pod net.Conn) {
-			if pod != nil {
-				_ = pod.Close()
-			}
-			s.reg.release(key)
-			w := newConnResponse(client, nil)
-			s.refusePodWrite(w, r, tgt, os.NewSyscallError("write", err))
-			w.finish()
-		})
+		hs.podFailed(et, os.NewSyscallError("write", err), podWriteFailed)
 		return
 	}
 	hs.out = hs.out[n:]

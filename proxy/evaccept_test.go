@@ -80,22 +80,6 @@ func TestLoopHandshakesAndTunnelsHoldNoGoroutine(t *testing.T) {
 	}
 }
 
-// waitTunnels waits until g has n open tunnels.
-func waitTunnels(t *testing.T, g *testGateway, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, _ := tunnelCounts(g)
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tunnels open, want %d", got, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // writeInPieces writes s a few bytes at a time, pausing between writes so
 // that each arrives on its own.
 func writeInPieces(c net.Conn, s string, piece int) error {

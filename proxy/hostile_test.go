@@ -364,10 +364,16 @@ func maskedFrame(opcode byte, payload string) []byte {
 // waitNoTunnels waits until the gateway has no tunnel or handshake open.
 func waitNoTunnels(t *testing.T, g *testGateway) {
 	t.Helper()
+	waitTunnels(t, g, 0)
+}
+
+// waitTunnels waits until g has n tunnels and handshakes open.
+func waitTunnels(t *testing.T, g *testGateway, n int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for g.srv.OpenTunnels() > 0 {
+	for g.srv.OpenTunnels() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d tunnels still open", g.srv.OpenTunnels())
+			t.Fatalf("%d tunnels open, want %d", g.srv.OpenTunnels(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

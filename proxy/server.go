@@ -344,14 +344,14 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, tgt target, key
 	dialCancel()
 	if err != nil {
 		s.reg.release(key)
-		s.refuseDial(w, r, tgt, err)
+		s.refusePod(w, r, tgt, err, podDialFailed)
 		return
 	}
 	_ = pod.SetDeadline(deadline)
 	if _, err := pod.Write(podRequest(r, tgt.uri)); err != nil {
 		_ = pod.Close()
 		s.reg.release(key)
-		s.refusePodWrite(w, r, tgt, err)
+		s.refusePod(w, r, tgt, err, podWriteFailed)
 		return
 	}
 	s.forwardAnswer(w, r, tgt, key, pod, pod, deadline)
@@ -365,16 +365,16 @@ func (s *Server) handshakeTimeout(route *routing.Route) time.Duration {
 	return s.opts.HandshakeTimeout
 }
 
-// refuseDial answers a handshake whose pod could not be dialled.
-func (s *Server) refuseDial(w http.ResponseWriter, r *http.Request, tgt target, err error) {
-	rf := refuse(dialStatus(err), "the pod did not accept the connection")
-	rf.route = tgt.route
-	s.refuse(w, r, rf)
-}
+// What a client is told when its pod failed before answering.
+const (
+	podDialFailed  = "the pod did not accept the connection"
+	podWriteFailed = "the pod closed the connection"
+)
 
-// refusePodWrite answers a handshake whose request the pod did not take.
-func (s *Server) refusePodWrite(w http.ResponseWriter, r *http.Request, tgt target, err error) {
-	rf := refuse(dialStatus(err), "the pod closed the connection")
+// refusePod answers a handshake whose pod failed before answering (502,
+// or 504 for a timeout), with msg.
+func (s *Server) refusePod(w http.ResponseWriter, r *http.Request, tgt target, err error, msg string) {
+	rf := refuse(dialStatus(err), msg)
 	rf.route = tgt.route
 	s.refuse(w, r, rf)
 }
