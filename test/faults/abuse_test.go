@@ -68,7 +68,7 @@ type abuse struct {
 // goroutines and file descriptors return to their baseline.
 func TestAbusiveClientsNeitherLeakNorSlowDownOthers(t *testing.T) {
 	a := setUpAbuse(t)
-	base := currentUsage()
+	base := steadyUsage(5 * time.Second)
 	a.prober = startProber(a.g.wsClient, a.g.probeAddr, []string{a.goodPath}, 20*time.Millisecond)
 	defer a.prober.stop()
 	time.Sleep(2 * time.Second)

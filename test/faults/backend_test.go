@@ -73,7 +73,7 @@ func TestFailingPodsGiveAClearAnswerAndLeakNothing(t *testing.T) {
 			// Warm up the client side (the HTTP transport's goroutines)
 			// before the baseline.
 			_ = g.status(podPath(prefix, "127.0.6.254", "/"), nil)
-			base := currentUsage()
+			base := steadyUsage(5 * time.Second)
 			f.client(t, g, path)
 			// The gateway ends its side of every tunnel on its own...
 			tunnelsEnded := waitNoTunnels(g, 2*faultIdle+2*closeGrace+2*time.Second)

@@ -357,6 +357,23 @@ func currentUsage() usage {
 	return u
 }
 
+// steadyUsage is the baseline of a leak check: this process's usage once
+// its goroutine and fd counts have held still for steadyFor (the
+// control plane's informers, watches and event broadcasters start and
+// reconnect on their own), or the last measure after timeout.
+func steadyUsage(timeout time.Duration) usage {
+	const steadyFor = 500 * time.Millisecond
+	deadline := time.Now().Add(timeout)
+	last, since := currentUsage(), time.Now()
+	for time.Now().Before(deadline) && time.Since(since) < steadyFor {
+		time.Sleep(pollEvery)
+		if u := currentUsage(); u != last {
+			last, since = u, time.Now()
+		}
+	}
+	return last
+}
+
 func (u usage) String() string { return fmt.Sprintf("%d goroutines, %d fds", u.goroutines, u.fds) }
 
 // Slack of the leak checks: the API client's connections and the
