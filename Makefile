@@ -67,12 +67,17 @@ envtest: ## Build (or reuse) the local control plane binaries and print their fo
 .PHONY: test
 test: verify vet lint ## Run every check and test, as CI does (envtest suites, a short fuzz run and a benchmark smoke run included).
 	$(MAKE) fuzz
+	$(MAKE) race
 	$(MAKE) bench-smoke
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: unit
 unit: ## Run the tests only (no generation, vet or lint).
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: race
+race: ## Run the data plane's and the table builder's tests under the race detector.
+	go test -race -count=1 ./proxy/... ./routing/... ./builder/...
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz test (func FuzzXxx) for FUZZTIME (default 10s).

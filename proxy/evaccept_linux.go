@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -222,8 +223,7 @@ func (l *evLoop) accept(ln *evListener) {
 			// As net/http does: back off, 5 ms doubling up to 1 s. The
 			// socket leaves this loop's set meanwhile, or it would wake
 			// the loop at once again.
-			d := max(ln.delay[l.id]*2, 5*time.Millisecond)
-			d = min(d, time.Second)
+			d := descriptorBackoff(ln.delay[l.id])
 			ln.delay[l.id] = d
 			ln.srv.opts.Log.V(1).Info("accept failed; retrying", "err", err.Error(), "in", d.String())
 			l.unwatch(ln)
@@ -275,6 +275,9 @@ type evHandshake struct {
 	key      backendKey
 	reserved bool
 	deadline time.Time // of the whole handshake with the pod
+	dialDue  time.Time // of the connect
+	// fdWait is the last wait for a descriptor for the pod's socket.
+	fdWait time.Duration
 	// clientPending are the bytes the client sent after its head; out
 	// is what of the request the pod has not taken yet.
 	clientPending []byte
@@ -430,7 +433,8 @@ var headReaders = sync.Pool{New: func() any {
 	return h
 }}
 
-// parseHead runs parse over a complete head in memory.
+// parseHead runs parse over a complete head in memory. The reader goes
+// back to a pool: what parse returns must not read from it later.
 func parseHead[T any](head []byte, parse func(*bufio.Reader) (T, error)) (T, error) {
 	h := headReaders.Get().(*headReader)
 	h.src.Reset(head)
@@ -445,7 +449,15 @@ func parseHead[T any](head []byte, parse func(*bufio.Reader) (T, error)) (T, err
 // parseRequestHead parses a complete request head as net/http's server
 // does, or returns its answer.
 func parseRequestHead(head []byte) (*http.Request, []byte) {
-	r, err := parseHead(head, http.ReadRequest)
+	r, err := parseHead(head, func(br *bufio.Reader) (*http.Request, error) {
+		r, err := http.ReadRequest(br)
+		if err == nil {
+			// A body is refused (checkHandshake), never read; it reads
+			// from br, which goes back to its pool.
+			r.Body = http.NoBody
+		}
+		return r, err
+	})
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "unsupported transfer encoding") {
 			const h = "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
@@ -453,9 +465,6 @@ func parseRequestHead(head []byte) (*http.Request, []byte) {
 		}
 		return nil, headError(http.StatusBadRequest, "")
 	}
-	// A body is refused (checkHandshake), never read: the head's reader
-	// goes back to its pool.
-	r.Body = http.NoBody
 	if r.Method == "PRI" && r.RequestURI == "*" && r.ProtoMajor == 2 && r.ProtoMinor == 0 {
 		// HTTP/2's preface: net/http hands it to the handler, which
 		// refuses it for its method.
@@ -533,18 +542,35 @@ func (hs *evHandshake) refuseHead(et *evTunnel, answer []byte, linger bool) {
 	})
 }
 
-// connect starts a non-blocking connect to the pod.
+// connect starts a non-blocking connect to the pod. Without a descriptor
+// for its socket, it tries again after a while, until the dial is due.
 func (hs *evHandshake) connect(et *evTunnel) {
 	s := hs.s
 	addr := hs.tgt.backend.Addr
-	if s.opts.dialHook != nil {
-		if err := s.opts.dialHook(addr.String()); err != nil {
-			hs.dialFailed(et, err)
-			return
+	now := time.Now()
+	if hs.deadline.IsZero() {
+		hsTimeout := s.handshakeTimeout(hs.tgt.route)
+		hs.deadline = now.Add(hsTimeout)
+		hs.dialDue = now.Add(min(hsTimeout, s.opts.DialTimeout))
+		if s.opts.dialHook != nil {
+			if err := s.opts.dialHook(addr.String()); err != nil {
+				hs.dialFailed(et, err)
+				return
+			}
 		}
 	}
 	fd, err := sysSocket(addr)
 	if err != nil {
+		if outOfDescriptors(err) && now.Before(hs.dialDue) {
+			hs.fdWait = descriptorBackoff(hs.fdWait)
+			hs.state = hsConnect
+			at := now.Add(hs.fdWait)
+			if at.After(hs.dialDue) {
+				at = hs.dialDue
+			}
+			hs.setDue(at)
+			return
+		}
 		hs.dialFailed(et, os.NewSyscallError("socket", err))
 		return
 	}
@@ -561,11 +587,8 @@ func (hs *evHandshake) connect(et *evTunnel) {
 		hs.dialFailed(et, os.NewSyscallError("epoll_ctl", err))
 		return
 	}
-	hsTimeout := s.handshakeTimeout(hs.tgt.route)
-	now := time.Now()
-	hs.deadline = now.Add(hsTimeout)
 	hs.state = hsConnect
-	hs.setDue(now.Add(min(hsTimeout, s.opts.DialTimeout)))
+	hs.setDue(hs.dialDue)
 }
 
 // setDue moves the current phase's timeout.
@@ -588,6 +611,11 @@ func (hs *evHandshake) expire(et *evTunnel) {
 		// As net/http: a client too slow with its head gets no answer.
 		hs.abort(et)
 	case hsConnect:
+		if et.end[1].fd < 0 {
+			// Waiting for a descriptor for the pod's socket.
+			hs.connect(et)
+			return
+		}
 		hs.dialFailed(et, context.DeadlineExceeded)
 	case hsAnswer:
 		hs.answerElsewhere(et)
@@ -656,11 +684,16 @@ func (hs *evHandshake) readAnswer(et *evTunnel) {
 // hands any other answer over.
 func (hs *evHandshake) gotAnswer(et *evTunnel, answer []byte, end int) {
 	s, r := hs.s, hs.r
-	resp, err := parseHead(answer[:end], func(br *bufio.Reader) (*http.Response, error) { return http.ReadResponse(br, r) })
-	if err == nil {
-		// A 1xx answer has no body; any other is read again elsewhere.
-		_ = resp.Body.Close()
-	}
+	resp, err := parseHead(answer[:end], func(br *bufio.Reader) (*http.Response, error) {
+		resp, err := http.ReadResponse(br, r)
+		if err == nil {
+			// A 1xx answer has no body; any other is read again
+			// elsewhere. The body reads from br: it is closed before br
+			// goes back to its pool.
+			_ = resp.Body.Close()
+		}
+		return resp, err
+	})
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || checkUpgradeResponse(resp, r) != nil {
 		if len(hs.head) == 0 {
 			hs.head = append([]byte(nil), answer...)
@@ -713,31 +746,69 @@ func (hs *evHandshake) answerElsewhere(et *evTunnel) {
 
 // handOff takes the handshake's sockets off the loop and finishes it with
 // f on a goroutine of its own; pod is nil before a connect. Once f runs,
-// it owns the slot reserved for the pod, if any; when the client's
-// connection cannot be taken over, the slot is released here.
+// it owns the slot reserved for the pod, if any. When a socket cannot be
+// taken over for lack of descriptors (each move takes one, for a moment),
+// the client is answered 503 from here and the slot released.
 func (hs *evHandshake) handOff(et *evTunnel, f func(client, pod net.Conn)) {
 	l := et.loop
 	hs.timer.Stop()
 	delete(l.handshakes, et)
 	et.hs = nil
-	client := takeConn(l, &et.end[0])
-	pod := takeConn(l, &et.end[1])
-	if client == nil {
-		if pod != nil {
-			_ = pod.Close()
-		}
-		if hs.reserved {
-			hs.s.reg.release(hs.key)
-		}
+	pod, err := takeConn(l, &et.end[1])
+	var client net.Conn
+	if err == nil {
+		client, err = takeConn(l, &et.end[0])
+	}
+	if err == nil {
+		go f(client, pod)
 		return
 	}
-	go f(client, pod)
+	if pod != nil {
+		_ = pod.Close()
+	}
+	if e := &et.end[1]; e.fd >= 0 {
+		_ = sysClose(e.fd)
+		e.fd = -1
+	}
+	if e := &et.end[0]; e.fd >= 0 {
+		if e.slot >= 0 {
+			_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+			l.unregister(e)
+		}
+		hs.refuseRaw(e.fd, err)
+		_ = sysClose(e.fd)
+		e.fd = -1
+	}
+	if hs.reserved {
+		hs.s.reg.release(hs.key)
+	}
 }
 
-// takeConn moves a socket from the loop into a net.Conn in Go's poller.
-func takeConn(l *evLoop, e *evEnd) net.Conn {
+// refuseRaw answers 503 on a client's socket that stays on the loop: one
+// write, which a new connection's empty send buffer takes whole.
+func (hs *evHandshake) refuseRaw(fd int, err error) {
+	s := hs.s
+	msg := msgOutOfDescriptors
+	if !outOfDescriptors(err) {
+		msg = "the gateway could not take the connection"
+	}
+	retry := s.retryAfter().Get("Retry-After")
+	answer := fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"+
+		"Content-Length: %d\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: %s\r\n"+
+		"X-Content-Type-Options: nosniff\r\n\r\n%s\n", len(msg)+1, retry, msg)
+	_, _ = sysWrite(fd, answer)
+	if hs.r != nil {
+		s.opts.Metrics.handshake(hs.tgt.route, http.StatusServiceUnavailable)
+		s.logRefusal(hs.r, hs.tgt.route, http.StatusServiceUnavailable, msg)
+	}
+}
+
+// takeConn moves a socket from the loop into a net.Conn in Go's poller;
+// (nil, nil) when there is none. When that fails, the socket is out of the
+// loop's set but stays open, for the caller to close.
+func takeConn(l *evLoop, e *evEnd) (net.Conn, error) {
 	if e.fd < 0 {
-		return nil
+		return nil, nil
 	}
 	if e.slot >= 0 {
 		// The descriptor is duplicated below: closing this one would
@@ -745,14 +816,18 @@ func takeConn(l *evLoop, e *evEnd) net.Conn {
 		_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
 		l.unregister(e)
 	}
-	f := os.NewFile(uintptr(e.fd), "")
+	// net.FileConn duplicates the descriptor it is given: duplicating it
+	// first keeps the socket if there is no descriptor to spare.
+	nfd, err := unix.FcntlInt(uintptr(e.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	_ = sysClose(e.fd)
 	e.fd = -1
+	f := os.NewFile(uintptr(nfd), "")
 	c, err := net.FileConn(f)
 	_ = f.Close()
-	if err != nil {
-		return nil
-	}
-	return c
+	return c, err
 }
 
 // abort closes the handshake's sockets without an answer.

@@ -5,6 +5,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,26 +24,147 @@ import (
 	"github.com/wsgate/wsgate/routing"
 )
 
-// fdChildEnv carries the echo pod's address to the gateway child process
-// of TestDescriptorLimitPausesAcceptingOnly.
-const fdChildEnv = "WSGATE_TEST_FD_CHILD_POD"
+// The gateway child process of TestDescriptorLimit takes its echo pod's
+// address, its descriptor limit and its engine from the environment.
+const (
+	fdChildEnv       = "WSGATE_TEST_FD_CHILD_POD"
+	fdChildLimitEnv  = "WSGATE_TEST_FD_CHILD_LIMIT"
+	fdChildEngineEnv = "WSGATE_TEST_FD_CHILD_ENGINE"
+)
 
 // fdChildLimit is the child's descriptor limit: room for the runtime, the
 // loops and a dozen tunnels.
 const fdChildLimit = 48
 
-// TestDescriptorLimitPausesAcceptingOnly runs a gateway in a child process
-// with a low descriptor limit, fills it with tunnels and checks that at the
-// limit the loops neither spin nor fail: accepting pauses, open tunnels
-// carry on, and new connections are served again once descriptors free up.
-func TestDescriptorLimitPausesAcceptingOnly(t *testing.T) {
+// fdChildDialTimeout is the child's dial timeout: how long a client
+// accepted with the last descriptor waits for one for its pod.
+const fdChildDialTimeout = 4 * time.Second
+
+// TestDescriptorLimit runs gateways in child processes with a low
+// descriptor limit, fills them with tunnels and checks that at the limit
+// they neither spin nor fail: accepting pauses, open tunnels carry on, a
+// client accepted with the last descriptor waits for another for its pod
+// and is answered 503 with Retry-After when none frees up in time, and
+// clients are served again once descriptors free up. Each engine runs at
+// two limits one apart, so that the descriptors left beside the tunnels
+// are even in one (accepting pauses) and odd in the other (the last one
+// is taken by a client).
+func TestDescriptorLimit(t *testing.T) {
 	if pod := os.Getenv(fdChildEnv); pod != "" {
 		runFDChild(t, pod)
 		return
 	}
 	pod := echoPod(t, "127.0.0.2")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDescriptorLimitPausesAcceptingOnly$", "-test.v")
-	cmd.Env = append(os.Environ(), fdChildEnv+"="+pod.Addr)
+	for _, engine := range []string{"loops", "nethttp"} {
+		t.Run(engine, func(t *testing.T) {
+			t.Parallel()
+			var answered [2]bool
+			t.Run("limit", func(t *testing.T) {
+				for i, limit := range []int{fdChildLimit, fdChildLimit + 1} {
+					t.Run(strconv.Itoa(limit), func(t *testing.T) {
+						t.Parallel()
+						answered[i] = fillToLimit(t, pod.Addr, engine, limit)
+					})
+				}
+			})
+			if !answered[0] && !answered[1] {
+				t.Error("at neither limit was the client that found the last descriptor answered 503")
+			}
+		})
+	}
+}
+
+// fillToLimit starts a gateway child with engine and limit, fills it with
+// tunnels and checks it at its limit; it reports whether the client that
+// found it full was answered 503 (rather than left waiting).
+func fillToLimit(t *testing.T, pod, engine string, limit int) (answered503 bool) {
+	addr := startFDChild(t, pod, engine, limit)
+
+	// Open tunnels until the child runs out of descriptors. The client
+	// that finds it full waits in the listen backlog, or is accepted with
+	// the last descriptor and is answered 503 once the dial timeout has
+	// passed without a descriptor for its pod.
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			_ = c.Close()
+		}
+	}()
+	for len(open) < limit {
+		c, status, err := probeTunnel(addr, fdChildDialTimeout+time.Second)
+		if err == nil && status == http.StatusSwitchingProtocols {
+			open = append(open, c)
+			continue
+		}
+		var ne net.Error
+		switch {
+		case err == nil && status == http.StatusServiceUnavailable:
+			answered503 = true
+		case errors.As(err, &ne) && ne.Timeout():
+		default:
+			t.Fatalf("at the limit: status %d, error %v; want 503, or no answer while waiting", status, err)
+		}
+		break
+	}
+	if len(open) == 0 || len(open) >= limit/2 {
+		t.Fatalf("%d tunnels opened before the limit, want some and fewer than %d", len(open), limit/2)
+	}
+	t.Logf("%d tunnels at a limit of %d descriptors; the next client answered 503: %v", len(open), limit, answered503)
+
+	// At the limit, with clients waiting: the gateway must not spin.
+	waiting := make([]net.Conn, 0, 3)
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, handshake("/127.0.0.2/"))
+		waiting = append(waiting, c)
+	}
+	pid := childPID(t, addr)
+	cpu0 := processCPU(t, pid)
+	time.Sleep(time.Second)
+	if used := processCPU(t, pid) - cpu0; used > 300*time.Millisecond {
+		t.Errorf("the gateway used %v of CPU in 1s at the descriptor limit, want it idle", used)
+	}
+	// The open tunnels carry on.
+	for i, c := range open[:3] {
+		if err := echoOnce(c, fmt.Sprintf("still here %d", i)); err != nil {
+			t.Errorf("tunnel %d at the limit: %v", i, err)
+		}
+	}
+	// Freed descriptors, within the dial timeout of a waiting client that
+	// holds the last one: the waiting clients and new ones are served.
+	for _, c := range open[:8] {
+		_ = c.Close()
+	}
+	open = open[8:]
+	for i, c := range waiting {
+		_ = c.SetDeadline(time.Now().Add(fdChildDialTimeout))
+		status, _, err := readAnswer(c)
+		if err != nil || status != http.StatusSwitchingProtocols {
+			t.Errorf("waiting client %d: status %d, error %v; want 101", i, status, err)
+		}
+	}
+	c, status, err := probeTunnel(addr, 5*time.Second)
+	if err != nil || status != http.StatusSwitchingProtocols {
+		t.Fatalf("after descriptors were freed: status %d, error %v; want 101", status, err)
+	}
+	open = append(open, c)
+	return answered503
+}
+
+// fdChildren maps a gateway child's address to its process id.
+var fdChildren sync.Map
+
+// startFDChild starts a gateway child process and returns its address;
+// the child stops at the end of the test.
+func startFDChild(t *testing.T, pod, engine string, limit int) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDescriptorLimit$", "-test.v")
+	cmd.Env = append(os.Environ(), fdChildEnv+"="+pod, fdChildEngineEnv+"="+engine,
+		fdChildLimitEnv+"="+strconv.Itoa(limit))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -80,92 +203,50 @@ func TestDescriptorLimitPausesAcceptingOnly(t *testing.T) {
 		t.Fatal("the gateway child did not start")
 	}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-
-	// Open tunnels until the child runs out of descriptors.
-	var open []net.Conn
-	defer func() {
-		for _, c := range open {
-			_ = c.Close()
-		}
-	}()
-	for len(open) < fdChildLimit {
-		c, ok := tryTunnel(t, addr, time.Second)
-		if !ok {
-			break
-		}
-		open = append(open, c)
-	}
-	if len(open) == 0 || len(open) >= fdChildLimit/2 {
-		t.Fatalf("%d tunnels opened before the limit, want some and fewer than %d", len(open), fdChildLimit/2)
-	}
-	t.Logf("%d tunnels at a limit of %d descriptors", len(open), fdChildLimit)
-
-	// At the limit, with clients waiting: the loops must not spin.
-	waiting := make([]net.Conn, 0, 3)
-	for range 3 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_, _ = io.WriteString(c, handshake("/127.0.0.2/"))
-		waiting = append(waiting, c)
-	}
-	cpu0 := processCPU(t, cmd.Process.Pid)
-	time.Sleep(time.Second)
-	if used := processCPU(t, cmd.Process.Pid) - cpu0; used > 300*time.Millisecond {
-		t.Errorf("the gateway used %v of CPU in 1s at the descriptor limit, want it idle", used)
-	}
-	// The open tunnels carry on.
-	for i, c := range open[:3] {
-		if err := echoOnce(c, fmt.Sprintf("still here %d", i)); err != nil {
-			t.Errorf("tunnel %d at the limit: %v", i, err)
-		}
-	}
-	// Freed descriptors: the waiting clients and new ones are served.
-	for _, c := range open[:8] {
-		_ = c.Close()
-	}
-	open = open[8:]
-	for i, c := range waiting {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
-		if err != nil {
-			t.Errorf("waiting client %d: %v", i, err)
-			continue
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Errorf("waiting client %d: status %q, want 101", i, resp.Status)
-		}
-	}
-	c, ok := tryTunnel(t, addr, 5*time.Second)
-	if !ok {
-		t.Fatal("no tunnel after descriptors were freed")
-	}
-	open = append(open, c)
+	fdChildren.Store(addr, cmd.Process.Pid)
+	t.Cleanup(func() { fdChildren.Delete(addr) })
+	return addr
 }
 
-// runFDChild is the gateway of TestDescriptorLimitPausesAcceptingOnly: it
-// serves pod under /<ip>/ with a low descriptor limit until its standard
-// input closes.
+// childPID is the process id of the gateway child at addr.
+func childPID(t *testing.T, addr string) int {
+	t.Helper()
+	pid, ok := fdChildren.Load(addr)
+	if !ok {
+		t.Fatalf("no gateway child at %s", addr)
+	}
+	return pid.(int)
+}
+
+// runFDChild is the gateway of TestDescriptorLimit: it serves pod under
+// /<ip>/ with a low descriptor limit until its standard input closes. The
+// "nethttp" engine hides the listener's type, so that net/http's server
+// accepts and reads the heads, as it does for TLS.
 func runFDChild(t *testing.T, pod string) {
 	ap := netip.MustParseAddrPort(pod)
+	limit, err := strconv.Atoi(os.Getenv(fdChildLimitEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tables := routing.NewPublisher()
 	tables.Publish(routing.New(1, time.Now(), []*routing.Route{{
 		Key: routing.RouteKey{Namespace: "ns", Name: "r"}, PathPrefix: "/", BackendPath: "/",
 		Backends: []routing.Backend{{Pod: "p", Addr: ap}},
 	}}))
-	srv := New(tables, Options{})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv := New(tables, Options{DialTimeout: fdChildDialTimeout, RetryAfter: 2 * time.Second})
+	var l net.Listener
+	l, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if os.Getenv(fdChildEngineEnv) == "nethttp" {
+		l = struct{ net.Listener }{l}
 	}
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	lim.Cur = fdChildLimit
+	lim.Cur = uint64(limit)
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
@@ -179,31 +260,50 @@ func runFDChild(t *testing.T, pod string) {
 	}
 }
 
-// tryTunnel opens a tunnel through addr, or reports false when the
-// gateway did not answer 101 within d.
-func tryTunnel(t *testing.T, addr string, d time.Duration) (net.Conn, bool) {
-	t.Helper()
+// probeTunnel sends a handshake to addr and reads the answer within d:
+// the connection, open, with a 101; closed otherwise. A 503 must carry
+// Retry-After.
+func probeTunnel(addr string, d time.Duration) (net.Conn, int, error) {
 	c, err := net.DialTimeout("tcp", addr, d)
 	if err != nil {
-		return nil, false
+		return nil, 0, err
 	}
 	_ = c.SetDeadline(time.Now().Add(d))
 	if _, err := io.WriteString(c, handshake("/127.0.0.2/")); err != nil {
 		_ = c.Close()
-		return nil, false
+		return nil, 0, err
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
-	if err != nil {
+	status, _, err := readAnswer(c)
+	if err != nil || status != http.StatusSwitchingProtocols {
 		_ = c.Close()
-		return nil, false
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		_ = c.Close()
-		return nil, false
+		return nil, status, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	return c, true
+	return c, status, nil
+}
+
+// readAnswer reads a handshake's answer from c. A 503 must say why and
+// carry Retry-After.
+func readAnswer(c net.Conn) (int, string, error) {
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return resp.StatusCode, "", nil
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, "", err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		if resp.Header.Get("Retry-After") != "2" || !strings.Contains(string(body), "file descriptors") {
+			return resp.StatusCode, string(body), fmt.Errorf("503 with Retry-After %q and %q, want 2 s and the reason",
+				resp.Header.Get("Retry-After"), body)
+		}
+	}
+	return resp.StatusCode, string(body), nil
 }
 
 // echoOnce sends a text message on a raw tunnel to an echo pod and reads

@@ -116,7 +116,9 @@ func (o *Options) setDefaults() {
 					return nil, err
 				}
 			}
-			return d.DialContext(ctx, network, address)
+			return dialForDescriptor(ctx, func(ctx context.Context) (net.Conn, error) {
+				return d.DialContext(ctx, network, address)
+			})
 		}
 	}
 	if o.RefusalLogRate <= 0 {
@@ -306,11 +308,16 @@ func (s *Server) admit(r *http.Request) (target, backendKey, *refusal) {
 			msg = "the gateway is at its connection limit"
 		}
 		rf := refuse(http.StatusServiceUnavailable, msg)
-		rf.header = http.Header{"Retry-After": {strconv.Itoa(int(s.opts.RetryAfter.Round(time.Second) / time.Second))}}
+		rf.header = s.retryAfter()
 		rf.route = tgt.route
 		return target{}, backendKey{}, rf
 	}
 	return tgt, key, nil
+}
+
+// retryAfter is the header of a 503 for a lack of capacity.
+func (s *Server) retryAfter() http.Header {
+	return http.Header{"Retry-After": {strconv.Itoa(int(s.opts.RetryAfter.Round(time.Second) / time.Second))}}
 }
 
 // check refuses requests before any lookup: the gateway draining or
@@ -372,9 +379,14 @@ const (
 )
 
 // refusePod answers a handshake whose pod failed before answering (502,
-// or 504 for a timeout), with msg.
+// or 504 for a timeout), with msg; or 503 when the gateway had no
+// descriptor for the pod's socket.
 func (s *Server) refusePod(w http.ResponseWriter, r *http.Request, tgt target, err error, msg string) {
 	rf := refuse(dialStatus(err), msg)
+	if outOfDescriptors(err) {
+		rf = refuse(http.StatusServiceUnavailable, msgOutOfDescriptors)
+		rf.header = s.retryAfter()
+	}
 	rf.route = tgt.route
 	s.refuse(w, r, rf)
 }
