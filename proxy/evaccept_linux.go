@@ -684,6 +684,7 @@ func (hs *evHandshake) readAnswer(et *evTunnel) {
 // hands any other answer over.
 func (hs *evHandshake) gotAnswer(et *evTunnel, answer []byte, end int) {
 	s, r := hs.s, hs.r
+	//nolint:bodyclose // the body is closed in the parse function, before its reader goes back to the pool.
 	resp, err := parseHead(answer[:end], func(br *bufio.Reader) (*http.Response, error) {
 		resp, err := http.ReadResponse(br, r)
 		if err == nil {
