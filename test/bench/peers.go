@@ -200,11 +200,7 @@ func nginxPeer(bin string) *peer {
 		}
 		// Workers run as an unprivileged user: they must reach the folder.
 		_ = os.Chmod(dir, 0o755)
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		tlsPort, err := freePort()
+		port, tlsPort, err := peerPorts()
 		if err != nil {
 			return nil, err
 		}
@@ -220,14 +216,9 @@ func nginxPeer(bin string) *peer {
 		if err != nil {
 			return nil, err
 		}
-		plain, secure := "127.0.0.1:"+strconv.Itoa(port), "127.0.0.1:"+strconv.Itoa(tlsPort)
-		alive := func() bool { return !x.exited() }
-		for _, a := range []string{plain, secure} {
-			if err := waitListening(ctx, a, alive); err != nil {
-				x.stop()
-				b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-				return nil, fmt.Errorf("nginx: %w: %s %s", err, x.logTail(), strings.TrimSpace(string(b)))
-			}
+		if err := waitPeer(ctx, x, port, tlsPort); err != nil {
+			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			return nil, fmt.Errorf("nginx: %w %s", err, strings.TrimSpace(string(b)))
 		}
 		var workers []int
 		for range 100 {
@@ -240,17 +231,7 @@ func nginxPeer(bin string) *peer {
 			x.stop()
 			return nil, fmt.Errorf("nginx started %d workers, not %d", len(workers), workerCount())
 		}
-		pids := append([]int{x.pid()}, workers...)
-		return &instance{
-			dial: func(pod int, useTLS bool) (string, string) {
-				if useTLS {
-					return secure, "/" + podIP(pod) + "/"
-				}
-				return plain, "/" + podIP(pod) + "/"
-			},
-			pids: func() []int { return pids },
-			stop: x.stop,
-		}, nil
+		return peerInstance(x, port, tlsPort, append([]int{x.pid()}, workers...)), nil
 	}
 	return p
 }
@@ -296,11 +277,7 @@ func haproxyPeer(bin string) *peer {
 		if err != nil {
 			return nil, err
 		}
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		tlsPort, err := freePort()
+		port, tlsPort, err := peerPorts()
 		if err != nil {
 			return nil, err
 		}
@@ -326,26 +303,51 @@ func haproxyPeer(bin string) *peer {
 		if err != nil {
 			return nil, err
 		}
-		plain, secure := "127.0.0.1:"+strconv.Itoa(port), "127.0.0.1:"+strconv.Itoa(tlsPort)
-		alive := func() bool { return !x.exited() }
-		for _, a := range []string{plain, secure} {
-			if err := waitListening(ctx, a, alive); err != nil {
-				x.stop()
-				return nil, fmt.Errorf("haproxy: %w: %s", err, x.logTail())
-			}
+		if err := waitPeer(ctx, x, port, tlsPort); err != nil {
+			return nil, fmt.Errorf("haproxy: %w", err)
 		}
-		return &instance{
-			dial: func(pod int, useTLS bool) (string, string) {
-				if useTLS {
-					return secure, "/" + podIP(pod) + "/"
-				}
-				return plain, "/" + podIP(pod) + "/"
-			},
-			pids: func() []int { return []int{x.pid()} },
-			stop: x.stop,
-		}, nil
+		return peerInstance(x, port, tlsPort, []int{x.pid()}), nil
 	}
 	return p
+}
+
+// peerPorts picks the ports of an external peer's plain and TLS
+// listeners.
+func peerPorts() (port, tlsPort int, err error) {
+	if port, err = freePort(); err != nil {
+		return 0, 0, err
+	}
+	tlsPort, err = freePort()
+	return port, tlsPort, err
+}
+
+// waitPeer waits until an external peer listens on both ports of
+// 127.0.0.1, and stops it if it does not.
+func waitPeer(ctx context.Context, x *external, port, tlsPort int) error {
+	alive := func() bool { return !x.exited() }
+	for _, p := range []int{port, tlsPort} {
+		if err := waitListening(ctx, "127.0.0.1:"+strconv.Itoa(p), alive); err != nil {
+			x.stop()
+			return fmt.Errorf("%w: %s", err, x.logTail())
+		}
+	}
+	return nil
+}
+
+// peerInstance is an external peer that serves /<pod ip>/ on both ports
+// of 127.0.0.1 with processes pids.
+func peerInstance(x *external, port, tlsPort int, pids []int) *instance {
+	plain, secure := "127.0.0.1:"+strconv.Itoa(port), "127.0.0.1:"+strconv.Itoa(tlsPort)
+	return &instance{
+		dial: func(pod int, useTLS bool) (string, string) {
+			if useTLS {
+				return secure, "/" + podIP(pod) + "/"
+			}
+			return plain, "/" + podIP(pod) + "/"
+		},
+		pids: func() []int { return pids },
+		stop: x.stop,
+	}
 }
 
 // expand replaces each {{key}} in s.
