@@ -126,11 +126,19 @@ func run() error {
 			return fmt.Errorf("--default-host %q: %s", defaultHost, strings.Join(errs, "; "))
 		}
 	}
+	if proxyOpts.MaxTunnels <= 0 {
+		return fmt.Errorf("--max-tunnels must be positive")
+	}
 	if maxHoldoff < holdoff {
 		return fmt.Errorf("--rebuild-max-holdoff (%s) must not be shorter than --rebuild-holdoff (%s)", maxHoldoff, holdoff)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("wsgate")
+	if limit, ok := descriptorLimit(); ok {
+		if advice := descriptorAdvice(limit, proxyOpts.MaxTunnels); advice != "" {
+			log.Info(advice)
+		}
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
