@@ -41,6 +41,23 @@ func proxyGoroutines(t *testing.T) int {
 	return n
 }
 
+// steadyProxyGoroutines is proxyGoroutines once it has held still for
+// 300 ms (at most 5 s): goroutines of earlier tests, such as one that
+// lingers after a 431, end first.
+func steadyProxyGoroutines(t *testing.T) int {
+	t.Helper()
+	n, since := proxyGoroutines(t), time.Now()
+	for limit := time.Now().Add(5 * time.Second); time.Now().Before(limit); {
+		time.Sleep(50 * time.Millisecond)
+		if m := proxyGoroutines(t); m != n {
+			n, since = m, time.Now()
+		} else if time.Since(since) >= 300*time.Millisecond {
+			break
+		}
+	}
+	return n
+}
+
 func TestLoopHandshakesAndTunnelsHoldNoGoroutine(t *testing.T) {
 	const tunnels = 200
 	for _, tc := range []struct {
@@ -60,7 +77,7 @@ func TestLoopHandshakesAndTunnelsHoldNoGoroutine(t *testing.T) {
 				t.Fatalf("status %q, want 101", warm.resp.Status)
 			}
 			waitTunnels(t, f.g, 1)
-			base := proxyGoroutines(t)
+			base := steadyProxyGoroutines(t)
 			for range tunnels {
 				a := exchange(t, f.g.addr, wsHead("/rooms/127.0.0.2"))
 				if a.resp.StatusCode != http.StatusSwitchingProtocols {
