@@ -772,10 +772,7 @@ func (hs *evHandshake) handOff(et *evTunnel, f func(client, pod net.Conn)) {
 		e.fd = -1
 	}
 	if e := &et.end[0]; e.fd >= 0 {
-		if e.slot >= 0 {
-			_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
-			l.unregister(e)
-		}
+		l.detach(e)
 		hs.refuseRaw(e.fd, err)
 		_ = sysClose(e.fd)
 		e.fd = -1
@@ -811,12 +808,9 @@ func takeConn(l *evLoop, e *evEnd) (net.Conn, error) {
 	if e.fd < 0 {
 		return nil, nil
 	}
-	if e.slot >= 0 {
-		// The descriptor is duplicated below: closing this one would
-		// leave the socket in the loop's set.
-		_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
-		l.unregister(e)
-	}
+	// The descriptor is duplicated below: closing this one would leave
+	// the socket in the loop's set.
+	l.detach(e)
 	// net.FileConn duplicates the descriptor it is given: duplicating it
 	// first keeps the socket if there is no descriptor to spare.
 	nfd, err := unix.FcntlInt(uintptr(e.fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -829,6 +823,15 @@ func takeConn(l *evLoop, e *evEnd) (net.Conn, error) {
 	c, err := net.FileConn(f)
 	_ = f.Close()
 	return c, err
+}
+
+// detach takes a socket out of the loop's epoll set and its slots, and
+// leaves its descriptor open.
+func (l *evLoop) detach(e *evEnd) {
+	if e.slot >= 0 {
+		_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+		l.unregister(e)
+	}
 }
 
 // abort closes the handshake's sockets without an answer.

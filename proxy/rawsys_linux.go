@@ -27,24 +27,17 @@ func errno(e syscall.Errno) error {
 	return e
 }
 
-func sysRead(fd int, p []byte) (int, syscall.Errno) {
-	var ptr unsafe.Pointer
-	if len(p) > 0 {
-		ptr = unsafe.Pointer(&p[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), 0
-}
+func sysRead(fd int, p []byte) (int, syscall.Errno) { return sysIO(unix.SYS_READ, fd, p) }
 
-func sysWrite(fd int, p []byte) (int, syscall.Errno) {
+func sysWrite(fd int, p []byte) (int, syscall.Errno) { return sysIO(unix.SYS_WRITE, fd, p) }
+
+// sysIO makes a read or write call (trap) on fd with p.
+func sysIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(ptr), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
 	}

@@ -382,10 +382,12 @@ const (
 // or 504 for a timeout), with msg; or 503 when the gateway had no
 // descriptor for the pod's socket.
 func (s *Server) refusePod(w http.ResponseWriter, r *http.Request, tgt target, err error, msg string) {
-	rf := refuse(dialStatus(err), msg)
+	var rf *refusal
 	if outOfDescriptors(err) {
 		rf = refuse(http.StatusServiceUnavailable, msgOutOfDescriptors)
 		rf.header = s.retryAfter()
+	} else {
+		rf = refuse(dialStatus(err), msg)
 	}
 	rf.route = tgt.route
 	s.refuse(w, r, rf)
