@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -82,7 +81,7 @@ func TestDescriptorLimit(t *testing.T) {
 // whether the client that found it full was answered 503 (rather than
 // left waiting).
 func fillToLimit(t *testing.T, pod, engine string, extra int) (answered503 bool) {
-	addr, limit := startFDChild(t, pod, engine, extra)
+	addr, limit, pid := startFDChild(t, pod, engine, extra)
 
 	// Open tunnels until the child runs out of descriptors. The client
 	// that finds it full waits in the listen backlog, or is accepted with
@@ -127,7 +126,6 @@ func fillToLimit(t *testing.T, pod, engine string, extra int) (answered503 bool)
 		_, _ = io.WriteString(c, handshake("/127.0.0.2/"))
 		waiting = append(waiting, c)
 	}
-	pid := childPID(t, addr)
 	cpu0 := processCPU(t, pid)
 	time.Sleep(time.Second)
 	if used := processCPU(t, pid) - cpu0; used > 300*time.Millisecond {
@@ -160,12 +158,10 @@ func fillToLimit(t *testing.T, pod, engine string, extra int) (answered503 bool)
 	return answered503
 }
 
-// fdChildren maps a gateway child's address to its process id.
-var fdChildren sync.Map
-
-// startFDChild starts a gateway child process and returns its address
-// and descriptor limit; the child stops at the end of the test.
-func startFDChild(t *testing.T, pod, engine string, extra int) (string, int) {
+// startFDChild starts a gateway child process and returns its address,
+// descriptor limit and process id; the child stops at the end of the
+// test.
+func startFDChild(t *testing.T, pod, engine string, extra int) (addr string, limit, pid int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestDescriptorLimit$", "-test.v")
 	cmd.Env = append(os.Environ(), fdChildEnv+"="+pod, fdChildEngineEnv+"="+engine,
@@ -197,7 +193,6 @@ func startFDChild(t *testing.T, pod, engine string, extra int) (string, int) {
 		}
 	})
 	lines := bufio.NewScanner(stdout)
-	addr, limit := "", 0
 	for lines.Scan() {
 		if _, err := fmt.Sscanf(lines.Text(), "listening %s limit %d", &addr, &limit); err == nil {
 			break
@@ -207,19 +202,7 @@ func startFDChild(t *testing.T, pod, engine string, extra int) (string, int) {
 		t.Fatal("the gateway child did not start")
 	}
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	fdChildren.Store(addr, cmd.Process.Pid)
-	t.Cleanup(func() { fdChildren.Delete(addr) })
-	return addr, limit
-}
-
-// childPID is the process id of the gateway child at addr.
-func childPID(t *testing.T, addr string) int {
-	t.Helper()
-	pid, ok := fdChildren.Load(addr)
-	if !ok {
-		t.Fatalf("no gateway child at %s", addr)
-	}
-	return pid.(int)
+	return addr, limit, cmd.Process.Pid
 }
 
 // runFDChild is the gateway of TestDescriptorLimit: it serves pod under
