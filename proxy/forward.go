@@ -19,9 +19,15 @@ import (
 
 // podRequest writes the handshake request for the pod: the client's
 // headers without hop-by-hop ones (and without Forwarded, which the client
-// could forge), then X-Forwarded-For/-Proto/-Host, which the gateway
-// overwrites rather than appends to, as the edge of the cluster. The
-// fields come out as http.Header.Write writes them, sorted by name.
+// could forge, nor any field whose name has an underscore), then
+// X-Forwarded-For/-Proto/-Host, which the gateway overwrites rather than
+// appends to, as the edge of the cluster. The fields come out as
+// http.Header.Write writes them, sorted by name.
+//
+// Names with an underscore are dropped as nginx drops them by default
+// (underscores_in_headers off): CGI-style frameworks map "-" and "_" to
+// the same variable, so X_Forwarded_For would reach the pod as
+// HTTP_X_FORWARDED_FOR next to the gateway's own X-Forwarded-For.
 func podRequest(r *http.Request, uri string) []byte {
 	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -39,7 +45,7 @@ func podRequest(r *http.Request, uri string) []byte {
 	buf = append(buf, " HTTP/1.1\r\nHost: "...)
 	buf = append(buf, r.Host...)
 	buf = append(buf, "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"...)
-	buf = appendHeader(buf, r.Header, podRequestDropped, set[:])
+	buf = appendHeader(buf, r.Header, podRequestDropped, true, set[:])
 	return append(buf, "\r\n"...)
 }
 
@@ -54,15 +60,19 @@ type field struct{ name, value string }
 // appendHeader appends h's fields in wire format, as http.Header.Write
 // writes them (sorted by name, each value with CR and LF turned into
 // spaces and trimmed, names that are not valid tokens left out), without
-// the hop-by-hop fields, the fields that Connection names, and the names
-// in drop; the fields in set are written instead, in their sorted place.
-// Every name in set must be in drop.
-func appendHeader(buf []byte, h http.Header, drop []string, set []field) []byte {
+// the hop-by-hop fields, the fields that Connection names, the names in
+// drop and, with dropUnderscored, every name that has an underscore; the
+// fields in set are written instead, in their sorted place. Every name in
+// set must be in drop.
+func appendHeader(buf []byte, h http.Header, drop []string, dropUnderscored bool, set []field) []byte {
 	var namedBuf [8]string
 	named := connectionNames(namedBuf[:0], h["Connection"])
 	var keysBuf [32]string
 	keys := keysBuf[:0]
 	for k := range h {
+		if dropUnderscored && strings.IndexByte(k, '_') >= 0 {
+			continue
+		}
 		if !slices.Contains(hopByHop, k) && !slices.Contains(drop, k) && !slices.Contains(named, k) {
 			keys = append(keys, k)
 		}
@@ -168,7 +178,7 @@ func upgradeHeader(resp *http.Response) []byte {
 	const head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 	buf := make([]byte, 0, len(head)+headerSize(resp.Header, nil)+2)
 	buf = append(buf, head...)
-	buf = appendHeader(buf, resp.Header, nil, nil)
+	buf = appendHeader(buf, resp.Header, nil, false, nil)
 	return append(buf, "\r\n"...)
 }
 

@@ -168,6 +168,7 @@ func FuzzCheckHandshake(f *testing.F) {
 		wsHead("/rooms/::1/", "Origin: http://ws.example.com", "Sec-WebSocket-Protocol: chat, b"),
 		wsHead("/rooms/127.0.0.2", "Connection: Upgrade, X-Secret, Host, Sec-WebSocket-Key", "+X-Secret: s", "+Keep-Alive: 5", "+Te: trailers"),
 		wsHead("/rooms/127.0.0.2", "+X-Forwarded-For: 6.6.6.6", "+Forwarded: for=6.6.6.6", "+Proxy-Authorization: x", "+Trailer: y"),
+		wsHead("/rooms/127.0.0.2", "+X_Forwarded_For: 6.6.6.6", "+x_real_IP: 6.6.6.6", "+Foo_Bar: f"),
 		wsHead("/rooms/127.0.0.2", "Upgrade: h2c"),
 		wsHead("/rooms/127.0.0.2", "Upgrade: websocket, h2c"),
 		wsHead("/rooms/127.0.0.2", "-Upgrade"),
@@ -343,6 +344,11 @@ func checkPodRequest(t *testing.T, r *http.Request, uri string) {
 	for _, name := range gone {
 		if name != "" && !gatewaySets[name] && len(pr.Header[name]) > 0 {
 			t.Fatalf("%s reached the pod: %q", name, out)
+		}
+	}
+	for name := range pr.Header {
+		if strings.Contains(name, "_") {
+			t.Fatalf("%s, a name with an underscore, reached the pod: %q", name, out)
 		}
 	}
 }

@@ -3,11 +3,16 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 )
 
 // podRequestWithHeader and upgradeHeaderWithHeader build the pod's
@@ -19,6 +24,11 @@ func podRequestWithHeader(r *http.Request, uri string) []byte {
 	removeHopByHop(h)
 	h.Del("Forwarded")
 	h.Del("X-Real-Ip")
+	for k := range h {
+		if strings.Contains(k, "_") {
+			delete(h, k)
+		}
+	}
 	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		clientIP = r.RemoteAddr
@@ -87,6 +97,10 @@ func TestHeadersAsHeaderWriteWritesThem(t *testing.T) {
 		{"Bad Name": {"x"}, "": {"empty"}, "x-lower": {"l"}, "X-Ünicode": {"u"}, "Colon:": {"c"}},
 		{"Connection": {"x-lower, Bad Name"}, "x-lower": {"l"}, "X-Lower": {"L"}, "Bad Name": {"b"}},
 		{"Connection": {"\u212aeep-Alive"}, "Keep-Alive": {"5"}, "K": {"k"}},
+		// Names with underscores: the pod's request drops them, the
+		// client's 101 keeps them.
+		{"X_Forwarded_For": {"6.6.6.6"}, "X_real_ip": {"6.6.6.6"}, "x_forwarded_host": {"evil"}, "Foo_Bar": {"f"}, "_": {"u"}, "X-Kept": {"k"}},
+		{"Connection": {"Foo_Bar"}, "Foo_Bar": {"f"}, "X_Forwarded_Proto": {"gopher"}},
 	} {
 		for _, addr := range []string{"192.0.2.1:1234", "[2001:db8::1]:443", "unix-socket"} {
 			checkSameHeaders(t, h, addr, false)
@@ -114,6 +128,65 @@ func FuzzHeaders(f *testing.F) {
 		if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(data)), nil); err == nil {
 			_ = resp.Body.Close()
 			checkSameHeaders(t, resp.Header, "192.0.2.1:1234", true)
+		}
+	})
+}
+
+// TestUnderscoredHeadersNeverReachThePod: a client's header whose name
+// has an underscore is dropped before the pod (CGI-style frameworks read
+// X_Forwarded_For and X-Forwarded-For as the same HTTP_X_FORWARDED_FOR),
+// whatever its case; the pod sees exactly the gateway's X-Forwarded-*
+// fields, and the client's other fields.
+func TestUnderscoredHeadersNeverReachThePod(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine) {
+		pod := echoPod(t, "127.0.0.2")
+		g := startGateway(t, e.opts, testRoute("echo", "/rooms", backendOf("p", pod)))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		forged := http.Header{
+			// Written as given: Go's client does not canonicalize keys.
+			"X_Forwarded_For":   {"6.6.6.6"},
+			"x_forwarded_for":   {"6.6.6.7"},
+			"X-Forwarded_For":   {"6.6.6.8"},
+			"X_Real_Ip":         {"6.6.6.9"},
+			"x_REAL_ip":         {"6.6.6.10"},
+			"X_Forwarded_Host":  {"evil-host.example"},
+			"X_FORWARDED_HOST":  {"evil-host2.example"},
+			"X_Forwarded_Proto": {"gopher"},
+			"x_forwarded_proto": {"gopher2"},
+			"Foo_Bar":           {"foo-secret"},
+			"foo_bar":           {"foo-secret2"},
+			"_":                 {"lone-underscore"},
+			"X-Forwarded-For":   {"6.6.6.11"},
+			"X-Kept":            {"kept"},
+		}
+		c := newWSClient(t, g, e).mustDial(t, "/rooms/127.0.0.2", &websocket.DialOptions{HTTPHeader: forged})
+		checkEngine(t, g, e)
+		seen, err := seenByPod(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, vals := range seen.Header {
+			if strings.Contains(name, "_") {
+				t.Errorf("the pod got %s: %q", name, vals)
+			}
+			for _, v := range vals {
+				if strings.Contains(v, "6.6.6.") || strings.Contains(v, "evil-host") || strings.Contains(v, "gopher") ||
+					strings.Contains(v, "foo-secret") || v == "lone-underscore" {
+					t.Errorf("a forged value reached the pod in %s: %q", name, v)
+				}
+			}
+		}
+		proto := "http"
+		if e.tls {
+			proto = "https"
+		}
+		for name, want := range map[string]string{
+			"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Host": "ws.example.com", "X-Forwarded-Proto": proto, "X-Kept": "kept",
+		} {
+			if got := seen.Header.Values(name); len(got) != 1 || got[0] != want {
+				t.Errorf("%s at the pod: %q, want exactly [%q]", name, got, want)
+			}
 		}
 	})
 }

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -226,4 +229,110 @@ func (g *testGateway) rawRequest(t *testing.T, head string) (status int, answer 
 func handshake(path string) string {
 	return "GET " + path + " HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+}
+
+// wsClient opens websockets through a test gateway as the clients of one
+// engine connect: on the gateway's plain listener, or over TLS (the
+// server name is the Host) on a TLS listener of its own.
+type wsClient struct {
+	g       *testGateway
+	tlsAddr string // "" for plain connections
+}
+
+// newWSClient returns e's client for g; a TLS engine's starts g's TLS
+// listener.
+func newWSClient(t *testing.T, g *testGateway, e engine) *wsClient {
+	t.Helper()
+	c := &wsClient{g: g}
+	if e.tls {
+		c.tlsAddr = serveTLS(t, g)
+	}
+	return c
+}
+
+// dial opens a websocket to path on ws.example.com, or on opts.Host.
+func (c *wsClient) dial(ctx context.Context, path string, opts *websocket.DialOptions) (*websocket.Conn, *http.Response, error) {
+	if c.tlsAddr == "" {
+		return c.g.dialWS(ctx, path, opts)
+	}
+	o := websocket.DialOptions{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.Host == "" {
+		o.Host = "ws.example.com"
+	}
+	serverName, _, err := net.SplitHostPort(o.Host)
+	if err != nil {
+		serverName = o.Host
+	}
+	o.HTTPClient = &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{
+			ServerName:         serverName,
+			InsecureSkipVerify: true, //nolint:gosec // a self-signed test certificate
+			NextProtos:         []string{"http/1.1"},
+		},
+	}}
+	return websocket.Dial(ctx, "wss://"+c.tlsAddr+path, &o)
+}
+
+// mustDial is dial that fails the test on error.
+func (c *wsClient) mustDial(t *testing.T, path string, opts *websocket.DialOptions) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, resp, err := c.dial(ctx, path, opts)
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (status %d)", path, err, status)
+	}
+	conn.SetReadLimit(64 << 20)
+	t.Cleanup(func() { _ = conn.CloseNow() })
+	return conn
+}
+
+// status is the gateway's answer to a handshake for path: 101 (the
+// websocket is closed at once) or the status of its refusal, with the
+// refusal's body and Retry-After.
+func (c *wsClient) status(t *testing.T, path string, opts *websocket.DialOptions) (status int, body, retryAfter string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, resp, err := c.dial(ctx, path, opts)
+	if err == nil {
+		_ = conn.CloseNow()
+		return http.StatusSwitchingProtocols, "", ""
+	}
+	if resp == nil {
+		t.Fatalf("dial %s: %v, and no answer", path, err)
+	}
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		_ = resp.Body.Close()
+		body = string(b)
+	}
+	return resp.StatusCode, body, resp.Header.Get("Retry-After")
+}
+
+// seenByPod asks an echo pod, through c, what handshake it got.
+func seenByPod(ctx context.Context, c *websocket.Conn) (echopod.Seen, error) {
+	var seen echopod.Seen
+	if err := c.Write(ctx, websocket.MessageText, []byte(echopod.InfoRequest)); err != nil {
+		return seen, fmt.Errorf("write: %w", err)
+	}
+	_, msg, err := c.Read(ctx)
+	if err != nil {
+		return seen, fmt.Errorf("read: %w", err)
+	}
+	if err := json.Unmarshal(msg, &seen); err != nil {
+		return seen, fmt.Errorf("the pod's report %q: %w", truncate(msg), err)
+	}
+	return seen, nil
 }
