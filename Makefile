@@ -138,7 +138,7 @@ CHART ?= charts/wsgate
 
 .PHONY: chart-sync
 chart-sync: ## Copy the generated CRD and RBAC into the chart (make manifests does it; test/chart checks it).
-	cp config/crd/bases/wsgate.io_wsroutes.yaml $(CHART)/crds/wsgate.io_wsroutes.yaml
+	cp config/crd/bases/wsgate.io_wsroutes.yaml config/crd/bases/wsgate.io_wsgrants.yaml $(CHART)/crds/
 	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml $(CHART)/files/rbac/
 
 .PHONY: helm

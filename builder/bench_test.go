@@ -20,10 +20,11 @@ const (
 // address their pods by the port name "ws", declared on a sidecar for
 // every third pod.
 func benchInput(scan bool) (in Input, wantBackends int) {
+	in.Grants = grantAll
 	for r := range benchRoutes {
 		ns := fmt.Sprintf("team-%d", r%benchNamespaces)
 		app := fmt.Sprintf("route-%d", r)
-		opts := []routeOpt{hosts("ws.example.com"), prefix("/" + app), matchLabels("app", app)}
+		opts := []routeOpt{hosts(ns + ".example.com"), prefix("/" + app), matchLabels("app", app)}
 		if scan {
 			opts[2] = selector(metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: app, Operator: metav1.LabelSelectorOpExists},

@@ -8,10 +8,15 @@
 //     become. A route that cannot be used (for example an empty selector)
 //     is Invalid: it claims nothing and gets no table entry.
 //  2. Valid routes are walked oldest first (creationTimestamp, then
-//     namespace and name). Each claims (host, pathPrefix) pairs; a route is
-//     accepted only if none of its claims is already held by an accepted
-//     route, otherwise it is in Conflict and named after the route that
-//     holds the claim.
+//     namespace and name). Each claims hostnames (the catch-all when it has
+//     none and there is no default host) and (host, pathPrefix) pairs. A
+//     route is accepted only if WsGrants give its namespace every name it
+//     claims and the ClusterIssuer it names (else HostnameNotAllowed or
+//     IssuerNotAllowed), no route of another namespace was accepted on one
+//     of its names first (else HostnameConflict: a name belongs to the
+//     namespace of its oldest accepted route), and no accepted route holds
+//     one of its (host, pathPrefix) pairs (else Conflict). Each refusal
+//     names what stands in the way.
 //  3. Each accepted route is matched against the pods of its own namespace
 //     through a label index, and its eligible pods become its backends.
 //
@@ -66,6 +71,10 @@ type Input struct {
 	// Secrets are the TLS Secrets that routes and the default certificate
 	// may name, already parsed.
 	Secrets map[types.NamespacedName]TLSSecret
+	// Grants are the cluster's WsGrants: a route is accepted only for
+	// names and ClusterIssuers they give its namespace. Nil entries are
+	// ignored.
+	Grants []*v1alpha1.WsGrant
 }
 
 // RouteStatus is what one build observed of one route.
@@ -78,7 +87,9 @@ type RouteStatus struct {
 	// Accepted is true when the route is valid and owns all its host and
 	// path prefix claims.
 	Accepted bool
-	// Reason is v1alpha1.ReasonAccepted, ReasonConflict or ReasonInvalid.
+	// Reason is v1alpha1.ReasonAccepted, ReasonInvalid,
+	// ReasonHostnameNotAllowed, ReasonIssuerNotAllowed,
+	// ReasonHostnameConflict or ReasonConflict.
 	Reason string
 	// Message is a human sentence; for a conflict it names the winner:
 	// `host "h" and pathPrefix "/p" are already claimed by WsRoute ns/name (older)`.
@@ -119,7 +130,7 @@ func Build(in Input, opts Options) *Result {
 	slices.SortFunc(cands, olderFirst)
 
 	res := &Result{Routes: make(map[routing.RouteKey]RouteStatus, len(cands))}
-	accepted := resolveClaims(cands, res.Routes)
+	accepted := resolveClaims(cands, compileGrants(in.Grants), res.Routes)
 
 	idx := newPodIndex(in.Pods, accepted)
 	routes := make([]*routing.Route, 0, len(accepted))
@@ -183,8 +194,9 @@ func olderFirst(a, b *candidate) int {
 
 // resolveClaims walks the candidates oldest first, records a status for
 // each, and returns the accepted ones in that order.
-func resolveClaims(cands []*candidate, statuses map[routing.RouteKey]RouteStatus) []*candidate {
+func resolveClaims(cands []*candidate, g grants, statuses map[routing.RouteKey]RouteStatus) []*candidate {
 	owners := make(map[claim]*candidate, len(cands))
+	hostOwners := make(map[string]*candidate, len(cands))
 	accepted := make([]*candidate, 0, len(cands))
 	for _, c := range cands {
 		if _, dup := statuses[c.key]; dup {
@@ -194,12 +206,20 @@ func resolveClaims(cands []*candidate, statuses map[routing.RouteKey]RouteStatus
 		if len(c.problems) > 0 {
 			st.Reason = v1alpha1.ReasonInvalid
 			st.Message = "the route cannot be used: " + strings.Join(c.problems, "; ")
+		} else if reason, msg := g.notGranted(c); reason != "" {
+			st.Reason, st.Message = reason, msg
+		} else if msg := hostConflictMessage(c, hostOwners); msg != "" {
+			st.Reason = v1alpha1.ReasonHostnameConflict
+			st.Message = msg
 		} else if msg := conflictMessage(c, owners); msg != "" {
 			st.Reason = v1alpha1.ReasonConflict
 			st.Message = msg
 		} else {
 			for _, cl := range c.claims {
 				owners[cl] = c
+				if _, owned := hostOwners[cl.host]; !owned {
+					hostOwners[cl.host] = c
+				}
 			}
 			st.Accepted = true
 			st.Reason = v1alpha1.ReasonAccepted
@@ -225,6 +245,21 @@ func conflictMessage(c *candidate, owners map[claim]*candidate) string {
 		}
 		return fmt.Sprintf("%s and pathPrefix %q are already claimed by WsRoute %s (%s)",
 			describeHost(cl.host), cl.prefix, winner.key, why)
+	}
+	return ""
+}
+
+// hostConflictMessage names the first of c's hosts that a route of
+// another namespace owns, or returns "" when c's namespace may use them
+// all. The owner is the oldest accepted route that claimed the host.
+func hostConflictMessage(c *candidate, hostOwners map[string]*candidate) string {
+	for _, cl := range c.claims {
+		owner, owned := hostOwners[cl.host]
+		if !owned || owner.key.Namespace == c.key.Namespace {
+			continue
+		}
+		return fmt.Sprintf("%s belongs to namespace %q, whose WsRoute %s claimed it first; a name belongs to one namespace at a time",
+			describeHost(cl.host), owner.key.Namespace, owner.key)
 	}
 	return ""
 }

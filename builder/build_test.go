@@ -34,7 +34,7 @@ func TestStatusEndpoints(t *testing.T) {
 		newPod("a", "skip-term-3", "10.0.1.6", lbls, terminating),
 		newPod("a", "unselected", "10.0.1.7", map[string]string{"app": "other"}, notReady),
 	)
-	res := Build(Input{
+	res := Build(Input{Grants: grantAll, 
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0, port(intstr.FromString("ws")))},
 		Pods:   compact(pods...),
 	}, Options{})
@@ -73,7 +73,7 @@ func TestSkipReasonsAreSorted(t *testing.T) {
 
 func TestRouteWhosePodsAreAllSkippedListsNone(t *testing.T) {
 	lbls := map[string]string{"app": "chat"}
-	res := Build(Input{
+	res := Build(Input{Grants: grantAll, 
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)},
 		Pods: compact(
 			newPod("a", "p1", "", lbls),
@@ -103,7 +103,7 @@ func TestDuplicateAddresses(t *testing.T) {
 			for i := range extra {
 				pods = append(pods, newPod("a", fmt.Sprintf("other-%02d", i), fmt.Sprintf("10.0.0.%d", i+1), lbls))
 			}
-			res := Build(Input{Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: compact(pods...)}, Options{})
+			res := Build(Input{Grants: grantAll, Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: compact(pods...)}, Options{})
 			ep := res.Routes[key("a", "chat")].Endpoints
 			want := v1alpha1.EndpointPod{Name: "dual", Addresses: []string{"192.168.1.10", "fd00::10"}, Port: 8080}
 			if int(ep.Count) != 1+extra || len(ep.Pods) == 0 || !reflect.DeepEqual(ep.Pods[0], want) || slices.Contains(podNames(ep), "node-a") || slices.Contains(podNames(ep), "node-b") {
@@ -129,7 +129,7 @@ func TestManyDualStackPods(t *testing.T) {
 		pods = append(pods, newPod("a", fmt.Sprintf("p%02d", i), "", lbls,
 			podIPs(fmt.Sprintf("10.0.0.%d", i+1), fmt.Sprintf("fd00::%x", i+1))))
 	}
-	res := Build(Input{Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: compact(pods...)}, Options{})
+	res := Build(Input{Grants: grantAll, Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)}, Pods: compact(pods...)}, Options{})
 	ep := res.Routes[key("a", "chat")].Endpoints
 	if ep.Count != 50 {
 		t.Fatalf("count = %d, want 50", ep.Count)
@@ -225,7 +225,7 @@ func TestDeterminism(t *testing.T) {
 	want := Build(in, opts)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 20 {
-		shuffled := Input{Routes: slices.Clone(in.Routes), Pods: slices.Clone(in.Pods)}
+		shuffled := Input{Grants: in.Grants, Routes: slices.Clone(in.Routes), Pods: slices.Clone(in.Pods)}
 		rng.Shuffle(len(shuffled.Routes), func(i, j int) { shuffled.Routes[i], shuffled.Routes[j] = shuffled.Routes[j], shuffled.Routes[i] })
 		rng.Shuffle(len(shuffled.Pods), func(i, j int) { shuffled.Pods[i], shuffled.Pods[j] = shuffled.Pods[j], shuffled.Pods[i] })
 		got := Build(shuffled, opts)
@@ -240,7 +240,7 @@ func TestDeterminism(t *testing.T) {
 
 func TestBuildDoesNotModifyItsInput(t *testing.T) {
 	in, pods := mixedInput()
-	before := Input{Pods: compact(pods...)}
+	before := Input{Grants: in.Grants, Pods: compact(pods...)}
 	for _, r := range in.Routes {
 		before.Routes = append(before.Routes, r.DeepCopy())
 	}
@@ -251,7 +251,7 @@ func TestBuildDoesNotModifyItsInput(t *testing.T) {
 }
 
 func TestEmptyAndNilInput(t *testing.T) {
-	res := Build(Input{Routes: []*v1alpha1.WsRoute{nil}, Pods: []*Pod{nil}}, Options{Generation: 1})
+	res := Build(Input{Grants: grantAll, Routes: []*v1alpha1.WsRoute{nil}, Pods: []*Pod{nil}}, Options{Generation: 1})
 	if res.Table == nil || len(res.Table.Routes()) != 0 || len(res.Routes) != 0 {
 		t.Errorf("nil entries: %d routes, %d statuses, want an empty table", len(res.Table.Routes()), len(res.Routes))
 	}
@@ -264,16 +264,24 @@ func TestEmptyAndNilInput(t *testing.T) {
 // reason, dual-stack pods, named ports and index and scan selectors.
 // in.Pods are the compacted pods.
 func mixedInput() (in Input, pods []*corev1.Pod) {
+	in.Grants = grantAll
 	for n, ns := range []string{"alpha", "beta", "gamma"} {
+		// A name belongs to one namespace: alpha's routes take the
+		// default host (or the catch-all), the others name a host of
+		// their own.
+		var own []routeOpt
+		if ns != "alpha" {
+			own = []routeOpt{hosts(ns + ".example.com")}
+		}
 		in.Routes = append(in.Routes,
-			newRoute(ns, "chat", n, hosts("chat.example.com"), prefix("/"+ns), matchLabels("app", "chat")),
-			newRoute(ns, "chat-dup", n+10, hosts("chat.example.com"), prefix("/"+ns), matchLabels("app", "chat")),
-			newRoute(ns, "named", n, hosts("*.rooms.example.com"), prefix("/"+ns), port(intstr.FromString("ws")),
+			newRoute(ns, "chat", n, hosts(ns+".chat.example.com"), prefix("/"+ns), matchLabels("app", "chat")),
+			newRoute(ns, "chat-dup", n+10, hosts(ns+".chat.example.com"), prefix("/"+ns), matchLabels("app", "chat")),
+			newRoute(ns, "named", n, hosts("*."+ns+".rooms.example.com"), prefix("/"+ns), port(intstr.FromString("ws")),
 				matchLabels("app", "chat", "tier", "web")),
-			newRoute(ns, "scan", n, prefix("/scan-"+ns), selector(metav1.LabelSelector{
+			newRoute(ns, "scan", n, append([]routeOpt{prefix("/scan-" + ns), selector(metav1.LabelSelector{
 				MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpExists}},
-			})),
-			newRoute(ns, "default", n+20, prefix("/d-"+ns), matchLabels("app", "other")),
+			})}, own...)...),
+			newRoute(ns, "default", n+20, append([]routeOpt{prefix("/d-" + ns), matchLabels("app", "other")}, own...)...),
 			newRoute(ns, "invalid", n, hosts("bad.example.com"), selector(metav1.LabelSelector{})),
 		)
 		for i := range 30 {

@@ -24,8 +24,10 @@ func TestConflicts(t *testing.T) {
 	tests := []struct {
 		name        string
 		defaultHost string
-		routes      []*v1alpha1.WsRoute
-		want        map[routing.RouteKey]want
+		// grants, when not nil, replace grantAll.
+		grants []*v1alpha1.WsGrant
+		routes []*v1alpha1.WsRoute
+		want   map[routing.RouteKey]want
 	}{
 		{
 			name: "the older route wins a shared host and prefix",
@@ -46,7 +48,7 @@ func TestConflicts(t *testing.T) {
 			},
 			want: map[routing.RouteKey]want{
 				key("a", "z"): {reason: v1alpha1.ReasonAccepted},
-				key("b", "a"): {reason: v1alpha1.ReasonConflict, message: `host "h1" and pathPrefix "/" are already claimed by WsRoute a/z (same age, first by namespace/name)`},
+				key("b", "a"): {reason: v1alpha1.ReasonHostnameConflict, message: `host "h1" belongs to namespace "a", whose WsRoute a/z claimed it first; a name belongs to one namespace at a time`},
 			},
 		},
 		{
@@ -86,16 +88,16 @@ func TestConflicts(t *testing.T) {
 			},
 		},
 		{
-			name: "the same host with different prefixes does not conflict",
+			name: "the same host with different prefixes does not conflict within a namespace",
 			routes: []*v1alpha1.WsRoute{
 				newRoute("a", "root", 0, hosts("h1")),
 				newRoute("a", "chat", 1, hosts("h1"), prefix("/chat")),
-				newRoute("b", "chat2", 2, hosts("h1"), prefix("/chat2")),
+				newRoute("a", "chat2", 2, hosts("h1"), prefix("/chat2")),
 			},
 			want: map[routing.RouteKey]want{
 				key("a", "root"):  {reason: v1alpha1.ReasonAccepted},
 				key("a", "chat"):  {reason: v1alpha1.ReasonAccepted},
-				key("b", "chat2"): {reason: v1alpha1.ReasonAccepted},
+				key("a", "chat2"): {reason: v1alpha1.ReasonAccepted},
 			},
 		},
 		{
@@ -124,11 +126,11 @@ func TestConflicts(t *testing.T) {
 			name: "two catch-all routes on the same prefix conflict",
 			routes: []*v1alpha1.WsRoute{
 				newRoute("a", "one", 0),
-				newRoute("b", "two", 1),
+				newRoute("a", "two", 1),
 			},
 			want: map[routing.RouteKey]want{
 				key("a", "one"): {reason: v1alpha1.ReasonAccepted},
-				key("b", "two"): {reason: v1alpha1.ReasonConflict, message: `the catch-all host (no hostnames and no default host) and pathPrefix "/" are already claimed by WsRoute a/one (older)`},
+				key("a", "two"): {reason: v1alpha1.ReasonConflict, message: `the catch-all host (no hostnames and no default host) and pathPrefix "/" are already claimed by WsRoute a/one (older)`},
 			},
 		},
 		{
@@ -169,6 +171,243 @@ func TestConflicts(t *testing.T) {
 				key("a", "D"): {reason: v1alpha1.ReasonConflict, message: `host "h3" and pathPrefix "/" are already claimed by WsRoute a/C (older)`},
 			},
 		},
+
+		// A name belongs to one namespace.
+		{
+			name: "a host belongs to the namespace of its oldest accepted route, for every prefix",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("victim", "rooms", 0, hosts("victim.example.com"), prefix("/rooms")),
+				newRoute("attacker", "shadow", 1, hosts("victim.example.com"), prefix("/rooms/127.0.9.50")),
+				newRoute("attacker", "other-prefix", 2, hosts("victim.example.com"), prefix("/elsewhere")),
+			},
+			want: map[routing.RouteKey]want{
+				key("victim", "rooms"):          {reason: v1alpha1.ReasonAccepted},
+				key("attacker", "shadow"):       {reason: v1alpha1.ReasonHostnameConflict, message: `host "victim.example.com" belongs to namespace "victim", whose WsRoute victim/rooms claimed it first; a name belongs to one namespace at a time`},
+				key("attacker", "other-prefix"): {reason: v1alpha1.ReasonHostnameConflict},
+			},
+		},
+		{
+			name: "the same name in two namespaces, created the other way round",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("victim", "rooms", 1, hosts("victim.example.com"), prefix("/rooms")),
+				newRoute("attacker", "shadow", 0, hosts("victim.example.com"), prefix("/rooms/127.0.9.50")),
+			},
+			want: map[routing.RouteKey]want{
+				key("attacker", "shadow"): {reason: v1alpha1.ReasonAccepted},
+				key("victim", "rooms"):    {reason: v1alpha1.ReasonHostnameConflict, message: `host "victim.example.com" belongs to namespace "attacker", whose WsRoute attacker/shadow claimed it first; a name belongs to one namespace at a time`},
+			},
+		},
+		{
+			name: "ownership moves when the owner's routes are deleted",
+			routes: []*v1alpha1.WsRoute{
+				// victim/rooms (age 0) is gone from the cache.
+				newRoute("attacker", "shadow", 1, hosts("victim.example.com"), prefix("/rooms/127.0.9.50")),
+			},
+			want: map[routing.RouteKey]want{
+				key("attacker", "shadow"): {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name: "the owner's younger routes share its names; its conflicting ones do not hand them over",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "x", 0, hosts("h1"), prefix("/p")),
+				newRoute("a", "y", 1, hosts("h1"), prefix("/p")),
+				newRoute("a", "z", 2, hosts("h1"), prefix("/q")),
+				newRoute("b", "w", 3, hosts("h1"), prefix("/r")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "x"): {reason: v1alpha1.ReasonAccepted},
+				key("a", "y"): {reason: v1alpha1.ReasonConflict},
+				key("a", "z"): {reason: v1alpha1.ReasonAccepted},
+				key("b", "w"): {reason: v1alpha1.ReasonHostnameConflict},
+			},
+		},
+		{
+			name: "a route that is not accepted owns nothing",
+			grants: []*v1alpha1.WsGrant{
+				grant("b", withHosts("h1", "h2")),
+				grant("a", withHosts("h2")),
+			},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "invalid", 0, hosts("h1"), selector(metav1.LabelSelector{})),
+				newRoute("a", "ungranted", 1, hosts("h1", "h2")),
+				newRoute("b", "fine", 2, hosts("h1", "h2")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "invalid"):   {reason: v1alpha1.ReasonInvalid},
+				key("a", "ungranted"): {reason: v1alpha1.ReasonHostnameNotAllowed},
+				key("b", "fine"):      {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name: "a route that loses one name to another namespace loses all, and frees the others",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "A", 0, hosts("h1")),
+				newRoute("b", "B", 1, hosts("h1", "h2")),
+				newRoute("c", "C", 2, hosts("h2")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "A"): {reason: v1alpha1.ReasonAccepted},
+				key("b", "B"): {reason: v1alpha1.ReasonHostnameConflict},
+				key("c", "C"): {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name: "a wildcard and an exact name under it may belong to different namespaces",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "wild", 0, hosts("*.example.com")),
+				newRoute("b", "exact", 1, hosts("x.example.com")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "wild"):  {reason: v1alpha1.ReasonAccepted},
+				key("b", "exact"): {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name: "the same wildcard belongs to one namespace",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "wild", 0, hosts("*.example.com"), prefix("/a")),
+				newRoute("b", "wild", 1, hosts("*.example.com"), prefix("/b")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "wild"): {reason: v1alpha1.ReasonAccepted},
+				key("b", "wild"): {reason: v1alpha1.ReasonHostnameConflict},
+			},
+		},
+		{
+			name: "the catch-all belongs to one namespace",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "one", 0),
+				newRoute("b", "two", 1, prefix("/two")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "one"): {reason: v1alpha1.ReasonAccepted},
+				key("b", "two"): {reason: v1alpha1.ReasonHostnameConflict, message: `the catch-all host (no hostnames and no default host) belongs to namespace "a", whose WsRoute a/one claimed it first; a name belongs to one namespace at a time`},
+			},
+		},
+		{
+			name:        "the default host belongs to one namespace, named or not",
+			defaultHost: "ws.example.com",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "default", 0, prefix("/a")),
+				newRoute("b", "named", 1, hosts("ws.example.com"), prefix("/b")),
+				newRoute("c", "default", 2, prefix("/c")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "default"): {reason: v1alpha1.ReasonAccepted},
+				key("b", "named"):   {reason: v1alpha1.ReasonHostnameConflict},
+				key("c", "default"): {reason: v1alpha1.ReasonHostnameConflict},
+			},
+		},
+
+		// The cluster admin grants names.
+		{
+			name:   "without a grant nothing is accepted",
+			grants: []*v1alpha1.WsGrant{},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "named", 0, hosts("ws.example.com")),
+				newRoute("a", "catch-all", 1),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "named"):     {reason: v1alpha1.ReasonHostnameNotAllowed, message: `no WsGrant lets namespace "a" claim host "ws.example.com"; ask the cluster admin for a grant (kubectl get wsgrants)`},
+				key("a", "catch-all"): {reason: v1alpha1.ReasonHostnameNotAllowed, message: `no WsGrant lets namespace "a" have routes without hostnames (the catch-all: catchAll true); name a granted host in spec.hostnames, or ask the cluster admin for a grant (kubectl get wsgrants)`},
+			},
+		},
+		{
+			name:   "an exact grant covers that name only",
+			grants: []*v1alpha1.WsGrant{grant("a", withHosts("ws.example.com"))},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "exact", 0, hosts("WS.example.com")),
+				newRoute("a", "under", 1, hosts("x.ws.example.com")),
+				newRoute("a", "wild", 2, hosts("*.ws.example.com")),
+				newRoute("a", "one-of-two", 3, hosts("ws.example.com", "other.example.com"), prefix("/two")),
+				newRoute("b", "elsewhere", 4, hosts("b.example.com")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "exact"):      {reason: v1alpha1.ReasonAccepted},
+				key("a", "under"):      {reason: v1alpha1.ReasonHostnameNotAllowed},
+				key("a", "wild"):       {reason: v1alpha1.ReasonHostnameNotAllowed},
+				key("a", "one-of-two"): {reason: v1alpha1.ReasonHostnameNotAllowed, message: `no WsGrant lets namespace "a" claim host "other.example.com"; ask the cluster admin for a grant (kubectl get wsgrants)`},
+				key("b", "elsewhere"):  {reason: v1alpha1.ReasonHostnameNotAllowed},
+			},
+		},
+		{
+			name:   "a wildcard grant covers every name and wildcard under it, not the name itself",
+			grants: []*v1alpha1.WsGrant{grant("a", withHosts("*.games.example.com"))},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "one", 0, hosts("x.games.example.com")),
+				newRoute("a", "deep", 1, hosts("a.b.games.example.com")),
+				newRoute("a", "wild", 2, hosts("*.games.example.com")),
+				newRoute("a", "apex", 3, hosts("games.example.com")),
+				newRoute("a", "suffix-only", 4, hosts("xgames.example.com")),
+				newRoute("a", "wider", 5, hosts("*.example.com")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "one"):         {reason: v1alpha1.ReasonAccepted},
+				key("a", "deep"):        {reason: v1alpha1.ReasonAccepted},
+				key("a", "wild"):        {reason: v1alpha1.ReasonAccepted},
+				key("a", "apex"):        {reason: v1alpha1.ReasonHostnameNotAllowed},
+				key("a", "suffix-only"): {reason: v1alpha1.ReasonHostnameNotAllowed},
+				key("a", "wider"):       {reason: v1alpha1.ReasonHostnameNotAllowed},
+			},
+		},
+		{
+			name: "grants add up, and a grant to every namespace applies to each",
+			grants: []*v1alpha1.WsGrant{
+				grant("a", withHosts("a.example.com")),
+				grant("a", withHosts("b.example.com")),
+				grant("*", withHosts("shared.example.com")),
+			},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "both", 0, hosts("a.example.com", "b.example.com")),
+				newRoute("z", "shared", 1, hosts("shared.example.com")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "both"):   {reason: v1alpha1.ReasonAccepted},
+				key("z", "shared"): {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name:   "routes without hostnames need catchAll",
+			grants: []*v1alpha1.WsGrant{grant("a", withHosts("*")), grant("b", withCatchAll)},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "catch-all", 0, prefix("/a")),
+				newRoute("b", "catch-all", 1, prefix("/b")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "catch-all"): {reason: v1alpha1.ReasonHostnameNotAllowed},
+				key("b", "catch-all"): {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name:        "with a default host, routes without hostnames need that name granted",
+			defaultHost: "ws.example.com",
+			grants:      []*v1alpha1.WsGrant{grant("a", withHosts("ws.example.com")), grant("b", withCatchAll)},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "default", 0, prefix("/a")),
+				newRoute("b", "default", 1, prefix("/b")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "default"): {reason: v1alpha1.ReasonAccepted},
+				key("b", "default"): {reason: v1alpha1.ReasonHostnameNotAllowed, message: `no WsGrant lets namespace "b" claim host "ws.example.com"; ask the cluster admin for a grant (kubectl get wsgrants)`},
+			},
+		},
+		{
+			name:   "a ClusterIssuer needs a grant; an Issuer of the namespace does not",
+			grants: []*v1alpha1.WsGrant{grant("a", withHosts("*.example.com"), withIssuers("letsencrypt"))},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "granted", 0, hosts("g.example.com"), withIssuer("ClusterIssuer", "letsencrypt", "")),
+				newRoute("a", "other", 1, hosts("o.example.com"), withIssuer("ClusterIssuer", "internal-ca", "")),
+				newRoute("a", "own", 2, hosts("n.example.com"), withIssuer("Issuer", "mine", "")),
+				newRoute("a", "foreign-group", 3, hosts("f.example.com"), withIssuer("Issuer", "pca", "awspca.cert-manager.io")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "granted"):       {reason: v1alpha1.ReasonAccepted},
+				key("a", "other"):         {reason: v1alpha1.ReasonIssuerNotAllowed, message: `no WsGrant lets namespace "a" use issuer "internal-ca" (ClusterIssuer) in tls.issuerRef; use an Issuer of the namespace, or ask the cluster admin for a grant (kubectl get wsgrants)`},
+				key("a", "own"):           {reason: v1alpha1.ReasonAccepted},
+				key("a", "foreign-group"): {reason: v1alpha1.ReasonIssuerNotAllowed},
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,7 +415,11 @@ func TestConflicts(t *testing.T) {
 			for i, r := range tc.routes {
 				pods = append(pods, newPod(r.Namespace, "pod-"+r.Name, fmt.Sprintf("10.1.0.%d", i+1), map[string]string{"app": r.Name}))
 			}
-			res := Build(Input{Routes: tc.routes, Pods: compact(pods...)}, Options{DefaultHost: tc.defaultHost})
+			grants := grantAll
+			if tc.grants != nil {
+				grants = tc.grants
+			}
+			res := Build(Input{Grants: grants, Routes: tc.routes, Pods: compact(pods...)}, Options{DefaultHost: tc.defaultHost})
 			if len(res.Routes) != len(tc.want) {
 				t.Errorf("%d statuses, want %d", len(res.Routes), len(tc.want))
 			}
@@ -220,7 +463,7 @@ func TestDefaultHost(t *testing.T) {
 	}
 
 	t.Run("an empty hostnames list takes the default host, lower-cased", func(t *testing.T) {
-		res := Build(Input{Routes: routes(), Pods: compact(pods...)}, Options{DefaultHost: "WS.Example.com"})
+		res := Build(Input{Grants: grantAll, Routes: routes(), Pods: compact(pods...)}, Options{DefaultHost: "WS.Example.com"})
 		r, ok := res.Table.Route(key("a", "plain"))
 		if !ok {
 			t.Fatal("route a/plain is not in the table")
@@ -243,7 +486,7 @@ func TestDefaultHost(t *testing.T) {
 	})
 
 	t.Run("without a default host an empty hostnames list is the catch-all", func(t *testing.T) {
-		res := Build(Input{Routes: routes(), Pods: compact(pods...)}, Options{})
+		res := Build(Input{Grants: grantAll, Routes: routes(), Pods: compact(pods...)}, Options{})
 		r, ok := res.Table.Route(key("a", "plain"))
 		if !ok {
 			t.Fatal("route a/plain is not in the table")
@@ -298,7 +541,7 @@ func TestInvalidRoutes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := newRoute("a", "bad", 0, hosts("h1"), tc.opt, generation(7))
 			good := newRoute("a", "good", 1, hosts("h1"))
-			res := Build(Input{
+			res := Build(Input{Grants: grantAll, 
 				Routes: []*v1alpha1.WsRoute{bad, good},
 				Pods: compact(
 					newPod("a", "p-bad", "10.0.0.1", map[string]string{"app": "bad"}),
@@ -344,7 +587,7 @@ func TestRouteFields(t *testing.T) {
 		r.Spec.Timeouts = &v1alpha1.Timeouts{Idle: dur(time.Minute)}
 		r.Spec.RevokePolicy = v1alpha1.RevokeClose
 	})
-	res := Build(Input{Routes: []*v1alpha1.WsRoute{full, bare}}, Options{})
+	res := Build(Input{Grants: grantAll, Routes: []*v1alpha1.WsRoute{full, bare}}, Options{})
 
 	got, ok := res.Table.Route(key("a", "full"))
 	if !ok {
@@ -405,7 +648,7 @@ func TestDuplicateRouteKeys(t *testing.T) {
 	newer := newRoute("a", "chat", 5, hosts("h2"), generation(2))
 	newer.UID = "other"
 	for _, routes := range [][]*v1alpha1.WsRoute{{older, newer}, {newer, older}} {
-		res := Build(Input{Routes: routes}, Options{})
+		res := Build(Input{Grants: grantAll, Routes: routes}, Options{})
 		st := res.Routes[key("a", "chat")]
 		r, ok := res.Table.Route(key("a", "chat"))
 		if len(res.Routes) != 1 || !ok || st.Generation != 1 || !slices.Equal(r.Hosts, []string{"h1"}) {

@@ -201,3 +201,56 @@ func backendPods(t *routing.Table, k routing.RouteKey) []string {
 	}
 	return out
 }
+
+// grantAll gives every namespace every hostname, the catch-all and every
+// ClusterIssuer: the builds of tests about something else than grants.
+var grantAll = []*v1alpha1.WsGrant{{
+	ObjectMeta: metav1.ObjectMeta{Name: "all"},
+	Spec: v1alpha1.WsGrantSpec{
+		Namespaces:     []v1alpha1.GrantedNamespace{"*"},
+		Hostnames:      []v1alpha1.HostnamePattern{"*"},
+		CatchAll:       true,
+		ClusterIssuers: []v1alpha1.GrantedIssuer{"*"},
+	},
+}}
+
+// grantOpt changes a test grant.
+type grantOpt func(*v1alpha1.WsGrantSpec)
+
+// grant returns a WsGrant for namespace ns ("*": every namespace).
+func grant(ns string, opts ...grantOpt) *v1alpha1.WsGrant {
+	g := &v1alpha1.WsGrant{
+		ObjectMeta: metav1.ObjectMeta{Name: "grant-" + ns},
+		Spec:       v1alpha1.WsGrantSpec{Namespaces: []v1alpha1.GrantedNamespace{v1alpha1.GrantedNamespace(ns)}},
+	}
+	for _, o := range opts {
+		o(&g.Spec)
+	}
+	return g
+}
+
+func withHosts(patterns ...string) grantOpt {
+	return func(s *v1alpha1.WsGrantSpec) {
+		for _, p := range patterns {
+			s.Hostnames = append(s.Hostnames, v1alpha1.HostnamePattern(p))
+		}
+	}
+}
+
+func withCatchAll(s *v1alpha1.WsGrantSpec) { s.CatchAll = true }
+
+func withIssuers(names ...string) grantOpt {
+	return func(s *v1alpha1.WsGrantSpec) {
+		for _, n := range names {
+			s.ClusterIssuers = append(s.ClusterIssuers, v1alpha1.GrantedIssuer(n))
+		}
+	}
+}
+
+// withIssuer makes the route own a Certificate from the issuer (group ""
+// is cert-manager's).
+func withIssuer(kind, name, group string) routeOpt {
+	return func(r *v1alpha1.WsRoute) {
+		r.Spec.TLS = &v1alpha1.RouteTLS{SecretName: r.Name + "-tls", IssuerRef: &v1alpha1.IssuerReference{Kind: kind, Name: name, Group: group}}
+	}
+}

@@ -3,6 +3,7 @@ package controllers
 import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -11,8 +12,9 @@ import (
 )
 
 // CacheOptions configures the manager's cache for these controllers: Pods
-// compacted to what routing needs (see CompactPod), and only the Secrets labelled
-// wsgate.io/certificate=true, trimmed to their certificate and key, and
+// compacted to what routing needs (see CompactPod), and only the Secrets of
+// type kubernetes.io/tls labelled wsgate.io/certificate=true, trimmed to
+// their certificate and key (see TrimSecret), and
 // (when certManager says cert-manager is installed) the cert-manager
 // Certificates that wsgate created. namespaces, when not empty, limits the
 // watched namespaces.
@@ -22,6 +24,7 @@ func CacheOptions(certManager bool, namespaces ...string) cache.Options {
 			&corev1.Pod{}: {Transform: CompactPod},
 			&corev1.Secret{}: {
 				Label:     labels.SelectorFromSet(labels.Set{wsgatev1alpha1.CertificateLabel: "true"}),
+				Field:     fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)),
 				Transform: TrimSecret,
 			},
 		},

@@ -95,15 +95,18 @@ type certificateOutcome struct {
 
 // reconcileCertificate makes the route's owned Certificate match its spec:
 // created or updated while the route is accepted with tls.issuerRef, and
-// deleted when the route no longer asks for one. Deleting the route
-// deletes it through its owner reference.
+// deleted when the route no longer asks for one or is not accepted (a
+// name or issuer it is not granted, a name another namespace owns), so
+// that cert-manager neither issues nor renews certificates for names the
+// route's namespace may not use. Deleting the route deletes it through
+// its owner reference.
 func (r *RouteReconciler) reconcileCertificate(ctx context.Context, route *wsgatev1alpha1.WsRoute, accepted bool) (certificateOutcome, error) {
 	var owned cmapi.CertificateList
 	if err := r.List(ctx, &owned, client.InNamespace(route.Namespace), client.MatchingLabels{managedByLabel: managedBy}); err != nil {
 		return certificateOutcome{}, fmt.Errorf("list Certificates: %w", err)
 	}
 	var want *cmapi.Certificate
-	if t := route.Spec.TLS; t != nil && t.IssuerRef != nil {
+	if t := route.Spec.TLS; t != nil && t.IssuerRef != nil && accepted {
 		want = certificateFor(route)
 	}
 	var out certificateOutcome
@@ -116,13 +119,18 @@ func (r *RouteReconciler) reconcileCertificate(ctx context.Context, route *wsgat
 			out.cert = c
 			continue
 		}
-		// An earlier spec's Certificate (issuerRef removed, secret renamed).
+		// An earlier spec's Certificate (issuerRef removed, secret
+		// renamed), or the route is no longer accepted.
 		if err := r.Delete(ctx, c); client.IgnoreNotFound(err) != nil {
 			return out, fmt.Errorf("delete Certificate %s: %w", c.Name, err)
 		}
-		out.eventReason, out.eventMessage = EventCertificateDeleted, fmt.Sprintf("Deleted Certificate %s, which the route no longer asks for.", c.Name)
+		why := "which the route no longer asks for"
+		if !accepted {
+			why = "as the route is not accepted"
+		}
+		out.eventReason, out.eventMessage = EventCertificateDeleted, fmt.Sprintf("Deleted Certificate %s, %s.", c.Name, why)
 	}
-	if want == nil || !accepted {
+	if want == nil {
 		return out, nil
 	}
 	if out.cert == nil {

@@ -127,7 +127,7 @@ func TestLeaderCutOffKeepsServingAndHandsOver(t *testing.T) {
 		if g.leader.IsLeader() {
 			t.Errorf("replica %d leads %s after it lost the API server", i, time.Since(down).Round(10*time.Millisecond))
 		}
-		if !g.lookup("/cut", "127.0.0.70") {
+		if !g.lookup(ns+".example.com", "/cut", "127.0.0.70") {
 			t.Errorf("replica %d stopped serving its last table", i)
 		}
 	}

@@ -53,6 +53,7 @@ type RouteReconciler struct {
 
 // +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=wsgate.io,resources=wsroutes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=wsgate.io,resources=wsgrants,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch

@@ -33,11 +33,11 @@ func TestTableHoldsExactlyTheEligiblePods(t *testing.T) {
 	create(t, route(ns, "echo", "echo"))
 
 	g.waitAllowlist(t, ns, "echo", "127.0.0.2:8080", "127.0.0.6:8080", "[::1]:8080")
-	if !g.lookup("/echo/127.0.0.2/x", "127.0.0.2") {
+	if !g.lookup(ns+".example.com", "/echo/127.0.0.2/x", "127.0.0.2") {
 		t.Error("Match+Backend does not find the ready pod through host and prefix")
 	}
 	for _, ip := range []string{"127.0.0.3", "127.0.0.5"} {
-		if g.lookup("/echo/"+ip, ip) {
+		if g.lookup(ns+".example.com", "/echo/"+ip, ip) {
 			t.Errorf("%s is allowlisted but its pod is not eligible", ip)
 		}
 	}
@@ -234,31 +234,34 @@ func TestConflictingRoutesOlderWinsUntilDeleted(t *testing.T) {
 	env.CreatePod(t, nsB, testenv.Pod{Name: "b", Labels: map[string]string{"app": "b"}, IPs: []string{"127.0.0.41"}, Ready: true})
 
 	// The first route names the default host implicitly, the second
-	// explicitly: both claim ws.example.com/rooms.
+	// explicitly, from another namespace: the host belongs to the first.
 	first := route(nsA, "first", "a", func(r *wsgatev1alpha1.WsRoute) { r.Spec.Hostnames = nil; r.Spec.PathPrefix = "/rooms" })
 	create(t, first)
 	g.waitAllowlist(t, nsA, "first", "127.0.0.40:8080")
 	// creationTimestamp has one-second resolution: make sure the second
 	// route is strictly younger.
 	time.Sleep(1100 * time.Millisecond)
-	create(t, route(nsB, "second", "b", func(r *wsgatev1alpha1.WsRoute) { r.Spec.PathPrefix = "/rooms" }))
+	create(t, route(nsB, "second", "b", func(r *wsgatev1alpha1.WsRoute) {
+		r.Spec.Hostnames = []wsgatev1alpha1.Hostname{"ws.example.com"}
+		r.Spec.PathPrefix = "/rooms"
+	}))
 
 	r := waitStatus(t, nsB, "second", func(r *wsgatev1alpha1.WsRoute) error {
-		if got := condition(r, wsgatev1alpha1.ConditionAccepted); got != "False/Conflict" {
-			return fmt.Errorf("Accepted = %q, want False/Conflict", got)
+		if got := condition(r, wsgatev1alpha1.ConditionAccepted); got != "False/HostnameConflict" {
+			return fmt.Errorf("Accepted = %q, want False/HostnameConflict", got)
 		}
 		return nil
 	})
 	c := findCondition(r, wsgatev1alpha1.ConditionAccepted)
-	if winner := nsA + "/first"; !strings.Contains(c.Message, winner) {
-		t.Errorf("conflict message %q does not name the winner %s", c.Message, winner)
+	if winner := nsA + "/first"; !strings.Contains(c.Message, winner) || !strings.Contains(c.Message, fmt.Sprintf("namespace %q", nsA)) {
+		t.Errorf("conflict message %q does not name the owner namespace %s and its route %s", c.Message, nsA, winner)
 	}
 	if got := condition(r, wsgatev1alpha1.ConditionReady); got != "False/NotAccepted" {
 		t.Errorf("Ready = %q, want False/NotAccepted", got)
 	}
-	waitEvent(t, nsB, "second", corev1.EventTypeWarning, wsgatev1alpha1.ReasonConflict)
+	waitEvent(t, nsB, "second", corev1.EventTypeWarning, wsgatev1alpha1.ReasonHostnameConflict)
 	g.waitRouteGone(t, nsB, "second")
-	if !g.lookup("/rooms/127.0.0.40", "127.0.0.40") || g.lookup("/rooms/127.0.0.41", "127.0.0.41") {
+	if !g.lookup("ws.example.com", "/rooms/127.0.0.40", "127.0.0.40") || g.lookup("ws.example.com", "/rooms/127.0.0.41", "127.0.0.41") {
 		t.Error("ws.example.com/rooms must reach the older route's pods only")
 	}
 

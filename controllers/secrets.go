@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,9 +15,20 @@ import (
 	"github.com/wsgate/wsgate/builder"
 )
 
+// MaxCertificateSecretBytes bounds the tls.crt and tls.key of one
+// certificate Secret together. A Secret past it keeps no data in the
+// cache, and routes that name it report it as unusable: one tenant's
+// large Secrets cannot fill every replica's memory.
+const MaxCertificateSecretBytes = 64 << 10
+
+// oversizeAnnotation marks, in the cache only, a Secret whose data
+// TrimSecret dropped for its size; its value is the size.
+const oversizeAnnotation = "wsgate.io/dropped-oversize-data"
+
 // TrimSecret is a cache transform that keeps only a Secret's identity,
 // labels, type and its tls.crt and tls.key data; ca.crt and anything else
-// are dropped before the object enters the cache.
+// are dropped before the object enters the cache, and so are tls.crt and
+// tls.key when together they exceed MaxCertificateSecretBytes.
 func TrimSecret(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
@@ -30,6 +42,11 @@ func TrimSecret(obj any) (any, error) {
 		},
 		Type: s.Type,
 		Data: make(map[string][]byte, 2),
+	}
+	size := len(s.Data[corev1.TLSCertKey]) + len(s.Data[corev1.TLSPrivateKeyKey])
+	if size > MaxCertificateSecretBytes {
+		out.Annotations = map[string]string{oversizeAnnotation: strconv.Itoa(size)}
+		return out, nil
 	}
 	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
 		if v, ok := s.Data[k]; ok {
@@ -53,9 +70,10 @@ type parsedSecret struct {
 	problem         string
 }
 
-// update parses the current Secrets and returns what the builder needs.
-// Secrets that are gone keep their last good certificate while wanted
-// says they are still referenced.
+// update parses the current Secrets that wanted says a route or the
+// default certificate names, and returns what the builder needs; the
+// others are neither parsed nor kept. Secrets that are gone keep their
+// last good certificate while they are still wanted.
 func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.NamespacedName) bool) map[types.NamespacedName]builder.TLSSecret {
 	if p.entries == nil {
 		p.entries = make(map[types.NamespacedName]*parsedSecret)
@@ -64,6 +82,9 @@ func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.Namespa
 	for i := range secrets {
 		s := &secrets[i]
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		if !wanted(key) {
+			continue
+		}
 		seen[key] = true
 		e := p.entries[key]
 		if e == nil {
@@ -83,8 +104,12 @@ func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.Namespa
 	}
 	out := make(map[types.NamespacedName]builder.TLSSecret, len(p.entries))
 	for key, e := range p.entries {
+		if !wanted(key) {
+			delete(p.entries, key)
+			continue
+		}
 		if !seen[key] {
-			if e.lastGood == nil || !wanted(key) {
+			if e.lastGood == nil {
 				delete(p.entries, key)
 				continue
 			}
@@ -95,8 +120,15 @@ func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.Namespa
 	return out
 }
 
-// parseTLSSecret reads a certificate chain and its key from a Secret.
+// parseTLSSecret reads a certificate chain and its key from a Secret of
+// type kubernetes.io/tls.
 func parseTLSSecret(s *corev1.Secret, now time.Time) (*tls.Certificate, error) {
+	if s.Type != corev1.SecretTypeTLS {
+		return nil, fmt.Errorf("it is of type %q, not %s", s.Type, corev1.SecretTypeTLS)
+	}
+	if size, dropped := s.Annotations[oversizeAnnotation]; dropped {
+		return nil, fmt.Errorf("its %s and %s are %s bytes, more than the %d that wsgate reads", corev1.TLSCertKey, corev1.TLSPrivateKeyKey, size, MaxCertificateSecretBytes)
+	}
 	crt, key := s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
 	if len(crt) == 0 || len(key) == 0 {
 		return nil, fmt.Errorf("it has no %s and %s", corev1.TLSCertKey, corev1.TLSPrivateKeyKey)

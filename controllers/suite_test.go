@@ -86,6 +86,7 @@ func startReplica(t *testing.T, defaultHost string, o replicaOptions) *gateway {
 	if err != nil {
 		t.Fatalf("manager: %v", err)
 	}
+	grantEverything(t)
 	g := &gateway{tables: routing.NewPublisher()}
 	g.builder = &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultHost: defaultHost, Log: testr.New(t)}
 	if err := mgr.Add(g.builder); err != nil {
@@ -141,12 +142,13 @@ func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	harness.Eventually(t, timeout, "waiting", f)
 }
 
-// route returns a WsRoute selecting app=<app> on a numbered port.
+// route returns a WsRoute on host <ns>.example.com (a name belongs to one
+// namespace) selecting app=<app> on a numbered port.
 func route(ns, name, app string, mutate ...func(*wsgatev1alpha1.WsRoute)) *wsgatev1alpha1.WsRoute {
 	r := &wsgatev1alpha1.WsRoute{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: wsgatev1alpha1.WsRouteSpec{
-			Hostnames:  []wsgatev1alpha1.Hostname{"ws.example.com"},
+			Hostnames:  []wsgatev1alpha1.Hostname{wsgatev1alpha1.Hostname(ns + ".example.com")},
 			PathPrefix: "/" + name,
 			Selector:   metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
 			Port:       intstr.FromInt32(8080),
@@ -231,13 +233,38 @@ func condition(r *wsgatev1alpha1.WsRoute, typ string) string {
 	return ""
 }
 
-// lookup resolves ws.example.com+path through the current table as the
-// proxy will.
-func (g *gateway) lookup(path, ip string) bool {
-	r, _, ok := g.tables.Load().Match("ws.example.com", path)
+// lookup resolves host+path through the current table as the proxy will.
+func (g *gateway) lookup(host, path, ip string) bool {
+	r, _, ok := g.tables.Load().Match(host, path)
 	if !ok {
 		return false
 	}
 	_, ok = r.Backend(netip.MustParseAddr(ip))
 	return ok
 }
+
+// grantEverything creates, once per API server, a WsGrant that gives every
+// namespace every hostname, the catch-all and every ClusterIssuer: these
+// tests are about other rules than grants (builder tests cover those).
+func grantEverything(t testing.TB) {
+	t.Helper()
+	grantOnce.Do(func() {
+		grantErr = env.Client.Create(context.Background(), &wsgatev1alpha1.WsGrant{
+			ObjectMeta: metav1.ObjectMeta{Name: "controllers-tests-grant-everything"},
+			Spec: wsgatev1alpha1.WsGrantSpec{
+				Namespaces:     []wsgatev1alpha1.GrantedNamespace{"*"},
+				Hostnames:      []wsgatev1alpha1.HostnamePattern{"*"},
+				CatchAll:       true,
+				ClusterIssuers: []wsgatev1alpha1.GrantedIssuer{"*"},
+			},
+		})
+	})
+	if grantErr != nil {
+		t.Fatalf("create the WsGrant: %v", grantErr)
+	}
+}
+
+var (
+	grantOnce sync.Once
+	grantErr  error
+)

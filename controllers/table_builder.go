@@ -29,7 +29,7 @@ const (
 )
 
 // TableBuilder rebuilds the routing table from the cache whenever WsRoutes,
-// Pods or certificate Secrets change, and publishes it. It runs on every replica (it does not
+// WsGrants, Pods or certificate Secrets change, and publishes it. It runs on every replica (it does not
 // need leader election) and never writes to the API server.
 type TableBuilder struct {
 	// Cache is the manager's cache, configured by CacheOptions (Pods
@@ -95,6 +95,9 @@ func (b *TableBuilder) Start(ctx context.Context) error {
 	b.dirty = make(chan struct{}, 1)
 
 	if err := b.watch(ctx, &wsgatev1alpha1.WsRoute{}, routeSpecChanged); err != nil {
+		return err
+	}
+	if err := b.watch(ctx, &wsgatev1alpha1.WsGrant{}, nil); err != nil {
 		return err
 	}
 	pods, err := b.watchPods(ctx)
@@ -214,6 +217,10 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	if err := b.Cache.List(ctx, &routes, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list WsRoutes: %w", err)
 	}
+	var grants wsgatev1alpha1.WsGrantList
+	if err := b.Cache.List(ctx, &grants, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("list WsGrants: %w", err)
+	}
 	var secrets corev1.SecretList
 	if err := b.Cache.List(ctx, &secrets, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list Secrets: %w", err)
@@ -222,10 +229,14 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	in := builder.Input{
 		Secrets: b.secrets.update(secrets.Items, func(k types.NamespacedName) bool { return referenced[k] }),
 		Routes:  make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
+		Grants:  make([]*wsgatev1alpha1.WsGrant, len(grants.Items)),
 		Pods:    b.pods.list(),
 	}
 	for i := range routes.Items {
 		in.Routes[i] = &routes.Items[i]
+	}
+	for i := range grants.Items {
+		in.Grants[i] = &grants.Items[i]
 	}
 	b.generation++
 	res := builder.Build(in, builder.Options{

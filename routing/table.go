@@ -119,7 +119,9 @@ type Table struct {
 // Certificates are the TLS certificates a table serves, chosen by SNI.
 type Certificates struct {
 	// ByHost maps a lower-case host name, or a "*.suffix" wildcard, to its
-	// certificate.
+	// certificate. A host mapped to nil is served Default: it belongs to
+	// a route without a certificate of its own, and a wildcard's
+	// certificate must not stand in for it.
 	ByHost map[string]*tls.Certificate
 	// Default serves names that ByHost does not cover; may be nil.
 	Default *tls.Certificate
@@ -265,16 +267,18 @@ func (t *Table) Match(host, path string) (r *Route, rest string, ok bool) {
 
 // Certificate returns the certificate for a TLS server name: the exact
 // name's, then the wildcard's one label up, then the default (nil when
-// there is none).
+// there is none). The first of those names that has an entry decides: a
+// name whose entry is nil gets the default, not the wildcard's.
 func (t *Table) Certificate(serverName string) *tls.Certificate {
 	name := strings.TrimSuffix(strings.ToLower(serverName), ".")
-	if c, ok := t.certs.ByHost[name]; ok {
-		return c
-	}
-	if _, parent, ok := strings.Cut(name, "."); ok {
-		if c, ok := t.certs.ByHost["*."+parent]; ok {
-			return c
+	c, ok := t.certs.ByHost[name]
+	if !ok {
+		if _, parent, dot := strings.Cut(name, "."); dot {
+			c, ok = t.certs.ByHost["*."+parent]
 		}
+	}
+	if ok && c != nil {
+		return c
 	}
 	return t.certs.Default
 }

@@ -1,5 +1,7 @@
 // Package v1alpha1 contains the wsgate.io/v1alpha1 API: the WsRoute kind,
-// which allowlists a set of pods behind the websocket gateway.
+// which allowlists a set of pods behind the websocket gateway, and the
+// cluster-scoped WsGrant kind, with which the cluster admin grants
+// hostnames and ClusterIssuers to namespaces.
 //
 // The package imports only apimachinery so that clients can depend on it
 // without pulling in controller code.
@@ -26,7 +28,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &WsRoute{}, &WsRouteList{})
+	s.AddKnownTypes(GroupVersion, &WsRoute{}, &WsRouteList{}, &WsGrant{}, &WsGrantList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

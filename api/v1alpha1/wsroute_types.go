@@ -43,8 +43,15 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.tls.issuerRef) || (has(self.hostnames) && size(self.hostnames) > 0)",message="tls.issuerRef needs at least one entry in hostnames to put into the Certificate",fieldPath=".tls.issuerRef"
 type WsRouteSpec struct {
 	// Hostnames are the hosts this route answers on (the request's Host, and
-	// its TLS SNI). Empty means the gateway's default host. A name may start
+	// its TLS SNI). Empty means the gateway's default host, or, when it has
+	// none, the catch-all (every host no route names). A name may start
 	// with one "*." wildcard label, which matches exactly one label.
+	//
+	// A WsGrant must give the route's namespace each name (the catch-all:
+	// catchAll), and a name belongs to one namespace at a time: the
+	// namespace of the oldest accepted route that claims it. Routes of
+	// other namespaces that claim it are not accepted (HostnameConflict).
+	// A wildcard never covers a name that another route claims exactly.
 	//
 	// +optional
 	// +listType=set
@@ -170,7 +177,9 @@ type Timeouts struct {
 // RouteTLS names the Secret that holds the certificate for the route's
 // hostnames and, optionally, the cert-manager issuer that fills it.
 type RouteTLS struct {
-	// SecretName is a kubernetes.io/tls Secret in the route's namespace.
+	// SecretName is a kubernetes.io/tls Secret in the route's namespace,
+	// labelled wsgate.io/certificate=true. Its certificate is served only
+	// for the names the route's namespace owns.
 	//
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -178,7 +187,9 @@ type RouteTLS struct {
 	SecretName string `json:"secretName"`
 
 	// IssuerRef, when set, makes the controller own a cert-manager
-	// Certificate for the route's hostnames, written into SecretName.
+	// Certificate for the route's hostnames, written into SecretName, while
+	// the route is accepted. A ClusterIssuer must be granted to the
+	// route's namespace by a WsGrant.
 	//
 	// +optional
 	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
@@ -298,8 +309,9 @@ type SkippedPods struct {
 
 // Condition types of a WsRoute.
 const (
-	// ConditionAccepted is True when the route is valid and owns its
-	// host and path prefix.
+	// ConditionAccepted is True when the route is valid, its namespace is
+	// granted its hostnames (and ClusterIssuer) and owns them, and no
+	// older route of the namespace claims the same host and path prefix.
 	ConditionAccepted = "Accepted"
 	// ConditionCertificateReady mirrors the Ready condition of the
 	// route's cert-manager Certificate (only with tls.issuerRef).
@@ -319,8 +331,19 @@ const CertificateLabel = "wsgate.io/certificate"
 const (
 	// ReasonAccepted: the route is valid and owns its host and prefix.
 	ReasonAccepted = "Accepted"
-	// ReasonConflict: an older route claims the same host and prefix.
+	// ReasonConflict: an older route of the same namespace claims the same
+	// host and prefix.
 	ReasonConflict = "Conflict"
+	// ReasonHostnameConflict: one of the route's hostnames (or the
+	// catch-all) belongs to another namespace, whose route claimed it
+	// first.
+	ReasonHostnameConflict = "HostnameConflict"
+	// ReasonHostnameNotAllowed: no WsGrant gives the route's namespace one
+	// of its hostnames (or the catch-all).
+	ReasonHostnameNotAllowed = "HostnameNotAllowed"
+	// ReasonIssuerNotAllowed: no WsGrant gives the route's namespace the
+	// ClusterIssuer named in tls.issuerRef.
+	ReasonIssuerNotAllowed = "IssuerNotAllowed"
 	// ReasonInvalid: the route passed schema validation but cannot be
 	// used (for example a selector the controller cannot parse).
 	ReasonInvalid = "Invalid"

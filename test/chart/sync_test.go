@@ -15,6 +15,7 @@ import (
 func TestGeneratedCopiesAreCurrent(t *testing.T) {
 	for orig, copied := range map[string]string{
 		"config/crd/bases/wsgate.io_wsroutes.yaml": "charts/wsgate/crds/wsgate.io_wsroutes.yaml",
+		"config/crd/bases/wsgate.io_wsgrants.yaml": "charts/wsgate/crds/wsgate.io_wsgrants.yaml",
 		"config/rbac/role.yaml":                    "charts/wsgate/files/rbac/role.yaml",
 		"config/rbac/leader_election_role.yaml":    "charts/wsgate/files/rbac/leader_election_role.yaml",
 	} {
