@@ -34,7 +34,7 @@ func TestStatusEndpoints(t *testing.T) {
 		newPod("a", "skip-term-3", "10.0.1.6", lbls, terminating),
 		newPod("a", "unselected", "10.0.1.7", map[string]string{"app": "other"}, notReady),
 	)
-	res := Build(Input{Grants: grantAll, 
+	res := Build(Input{Grants: grantAll,
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0, port(intstr.FromString("ws")))},
 		Pods:   compact(pods...),
 	}, Options{})
@@ -73,7 +73,7 @@ func TestSkipReasonsAreSorted(t *testing.T) {
 
 func TestRouteWhosePodsAreAllSkippedListsNone(t *testing.T) {
 	lbls := map[string]string{"app": "chat"}
-	res := Build(Input{Grants: grantAll, 
+	res := Build(Input{Grants: grantAll,
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0)},
 		Pods: compact(
 			newPod("a", "p1", "", lbls),

@@ -541,7 +541,7 @@ func TestInvalidRoutes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := newRoute("a", "bad", 0, hosts("h1"), tc.opt, generation(7))
 			good := newRoute("a", "good", 1, hosts("h1"))
-			res := Build(Input{Grants: grantAll, 
+			res := Build(Input{Grants: grantAll,
 				Routes: []*v1alpha1.WsRoute{bad, good},
 				Pods: compact(
 					newPod("a", "p-bad", "10.0.0.1", map[string]string{"app": "bad"}),

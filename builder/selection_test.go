@@ -131,7 +131,7 @@ func TestSelection(t *testing.T) {
 			}
 			// The route in namespace a and its twin in namespace b select the
 			// same names, each from its own namespace only.
-			res := Build(Input{Grants: grantAll, 
+			res := Build(Input{Grants: grantAll,
 				Routes: []*v1alpha1.WsRoute{
 					newRoute("a", "r", 0, selector(tc.sel), hosts("a.example.com")),
 					newRoute("b", "r", 0, selector(tc.sel), hosts("b.example.com")),
@@ -170,7 +170,7 @@ func TestSelection(t *testing.T) {
 
 func TestNamespaceIsolation(t *testing.T) {
 	lbls := map[string]string{"app": "chat"}
-	res := Build(Input{Grants: grantAll, 
+	res := Build(Input{Grants: grantAll,
 		Routes: []*v1alpha1.WsRoute{newRoute("a", "chat", 0, hosts("a.example.com"))},
 		Pods: compact(
 			newPod("b", "p1", "10.0.1.1", lbls),
@@ -258,7 +258,7 @@ func TestIndexPicksTheSmallestCandidateList(t *testing.T) {
 
 func TestPodsSharedByRoutes(t *testing.T) {
 	lbls := map[string]string{"app": "chat"}
-	res := Build(Input{Grants: grantAll, 
+	res := Build(Input{Grants: grantAll,
 		Routes: []*v1alpha1.WsRoute{
 			newRoute("a", "by-name", 0, hosts("h1"), matchLabels("app", "chat"), port(intstr.FromString("ws"))),
 			newRoute("a", "by-number", 1, hosts("h2"), matchLabels("app", "chat"), port(intstr.FromInt32(9000))),
