@@ -3,10 +3,13 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,14 +161,35 @@ func checkResolved(t *testing.T, tbl *routing.Table, host, requestURI string, tg
 	}
 }
 
+// fuzzOriginRoutes are the routes whose Origin rules FuzzCheckHandshake
+// holds to their invariant: a route with hostnames (an exact name, and a
+// wildcard one of whose names another namespace's route claims), the
+// catch-all, and a route that lists origins; and the table of them all.
+func fuzzOriginRoutes() (*routing.Table, []*routing.Route) {
+	own := &routing.Route{Key: routing.RouteKey{Namespace: "fuzz", Name: "own"}, Hosts: []string{"ws.example.com", "*.tenant.example"}, PathPrefix: "/"}
+	claimed := &routing.Route{Key: routing.RouteKey{Namespace: "other", Name: "claimed"}, Hosts: []string{"b.tenant.example"}, PathPrefix: "/"}
+	catchAll := &routing.Route{Key: routing.RouteKey{Namespace: "fuzz", Name: "any"}, PathPrefix: "/"}
+	listed := &routing.Route{Key: routing.RouteKey{Namespace: "fuzz", Name: "listed"}, Hosts: []string{"listed.example"}, PathPrefix: "/",
+		AllowedOrigins: []string{"https://app.example.com", "http://localhost:8080"}}
+	return routing.New(1, time.Now(), []*routing.Route{own, claimed, catchAll, listed}), []*routing.Route{own, catchAll, listed}
+}
+
 func FuzzCheckHandshake(f *testing.F) {
 	tbl := fuzzTable()
-	sameOrigin := &routing.Route{}
-	listed := &routing.Route{AllowedOrigins: []string{"https://app.example.com", "http://localhost:8080"}}
+	originTable, originRoutes := fuzzOriginRoutes()
 	for _, h := range []string{
 		wsHead("/rooms/127.0.0.2/x?y=1"),
 		wsHead("/a/b/192.168.1.1", "Host: a.tenant.example"),
 		wsHead("/rooms/::1/", "Origin: http://ws.example.com", "Sec-WebSocket-Protocol: chat, b"),
+		wsHead("/rooms/::1/", "Origin: https://ws.example.com"),
+		wsHead("/rooms/::1/", "Host: ws.example.com:8443", "Origin: https://WS.example.com.:8443"),
+		wsHead("/rooms/::1/", "Host: a.tenant.example", "Origin: https://a.tenant.example"),
+		wsHead("/rooms/::1/", "Host: a.tenant.example", "Origin: https://b.tenant.example"),
+		wsHead("/rooms/::1/", "Host: a.tenant.example", "Origin: https://x.a.tenant.example"),
+		wsHead("/rooms/::1/", "Host: attacker.test", "Origin: http://attacker.test"),
+		wsHead("/rooms/::1/", "Origin: foo://ws.example.com"),
+		wsHead("/rooms/::1/", "Origin: http://user@ws.example.com"),
+		wsHead("/rooms/::1/", "Origin: https://listed.example"),
 		wsHead("/rooms/127.0.0.2", "Connection: Upgrade, X-Secret, Host, Sec-WebSocket-Key", "+X-Secret: s", "+Keep-Alive: 5", "+Te: trailers"),
 		wsHead("/rooms/127.0.0.2", "+X-Forwarded-For: 6.6.6.6", "+Forwarded: for=6.6.6.6", "+Proxy-Authorization: x", "+Trailer: y"),
 		wsHead("/rooms/127.0.0.2", "+X_Forwarded_For: 6.6.6.6", "+x_real_IP: 6.6.6.6", "+Foo_Bar: f"),
@@ -192,8 +216,12 @@ func FuzzCheckHandshake(f *testing.F) {
 		}
 		r.RemoteAddr = "192.0.2.1:1234"
 		rf := checkHandshake(r)
-		for _, route := range []*routing.Route{sameOrigin, listed} {
-			checkOriginInvariant(t, r, route)
+		path, _, _ := strings.Cut(r.RequestURI, "?")
+		overTLS := *r
+		overTLS.TLS = &tls.ConnectionState{}
+		for _, route := range originRoutes {
+			checkOriginInvariant(t, r, originTable, target{route: route, path: path})
+			checkOriginInvariant(t, &overTLS, originTable, target{route: route, path: path})
 		}
 		if rf != nil {
 			switch rf.status {
@@ -249,10 +277,14 @@ func checkAcceptedHandshake(t *testing.T, r *http.Request) {
 }
 
 // checkOriginInvariant: checkOrigin never panics, and what it lets
-// through is no Origin, an allowed one, or (with no list) the same origin.
-func checkOriginInvariant(t *testing.T, r *http.Request, route *routing.Route) {
+// through is no Origin, an allowed one, or (with no list) an origin of
+// the route's own: an http(s) URL of nothing but scheme, host and port,
+// https on TLS, naming one of the route's hostnames that no other route
+// claims, on the port the Host header names.
+func checkOriginInvariant(t *testing.T, r *http.Request, tbl *routing.Table, tgt target) {
 	t.Helper()
-	if rf := checkOrigin(r, route); rf != nil {
+	route := tgt.route
+	if rf := checkOrigin(r, tbl, tgt); rf != nil {
 		if rf.status != http.StatusForbidden {
 			t.Fatalf("origin refusal %d", rf.status)
 		}
@@ -266,19 +298,46 @@ func checkOriginInvariant(t *testing.T, r *http.Request, route *routing.Route) {
 		return // not a browser: nothing to protect
 	}
 	o := strings.ToLower(strings.TrimSpace(origins[0]))
-	if len(route.AllowedOrigins) == 0 {
-		u, err := url.Parse(o)
-		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
-			t.Fatalf("accepted cross-origin %q for Host %q", origins[0], r.Host)
+	if len(route.AllowedOrigins) > 0 {
+		if !slices.Contains(route.AllowedOrigins, o) {
+			t.Fatalf("accepted Origin %q, not in %q", origins[0], route.AllowedOrigins)
 		}
 		return
 	}
-	for _, a := range route.AllowedOrigins {
-		if a == o {
-			return
+	u, err := url.Parse(o)
+	if err != nil || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || strings.HasSuffix(u.Host, ":") {
+		t.Fatalf("accepted Origin %q (%v): not scheme://host[:port]", origins[0], err)
+	}
+	if u.Scheme != "https" && (u.Scheme != "http" || r.TLS != nil) {
+		t.Fatalf("accepted Origin %q with scheme %q (TLS %v)", origins[0], u.Scheme, r.TLS != nil)
+	}
+	host := strings.TrimSuffix(u.Hostname(), ".")
+	own := false
+	for _, h := range route.Hosts {
+		if suffix, ok := strings.CutPrefix(h, "*."); ok {
+			label, found := strings.CutSuffix(host, "."+suffix)
+			own = own || found && label != "" && !strings.Contains(label, ".")
+		} else {
+			own = own || h == host
 		}
 	}
-	t.Fatalf("accepted Origin %q, not in %q", origins[0], route.AllowedOrigins)
+	if !own || host == "b.tenant.example" {
+		t.Fatalf("accepted Origin %q: not a hostname of its own among %q", origins[0], route.Hosts)
+	}
+	port := map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	if u.Port() != "" {
+		port = strings.TrimLeft(u.Port(), "0")
+	}
+	_, want, err := net.SplitHostPort(r.Host)
+	if err != nil || want == "" {
+		want = port // no port: the default of the Origin's scheme on a plain connection
+		if r.TLS != nil {
+			want = "443"
+		}
+	}
+	if strings.TrimLeft(want, "0") != port {
+		t.Fatalf("accepted Origin %q for Host %q (TLS %v): another port", origins[0], r.Host, r.TLS != nil)
+	}
 }
 
 // serverWouldAccept applies the checks net/http's server makes before

@@ -63,15 +63,13 @@ func checkHandshake(r *http.Request) *refusal {
 	return nil
 }
 
-// checkOrigin applies the route's allowedOrigins to the Origin header,
-// which protects browsers against cross-site websocket hijacking: "*"
-// allows any; otherwise the origin must equal one entry exactly (scheme,
-// host and port, compared in lower case). With no entries, only
-// same-origin requests (Origin's host:port equals the request's Host)
-// pass. A request without Origin is not from a browser (browsers always
-// send it on websockets) and passes: a non-browser client could send any
-// Origin it likes, so refusing it would protect nothing.
-func checkOrigin(r *http.Request, route *routing.Route) *refusal {
+// checkOrigin applies the Origin rule of tgt's route (see originMatches)
+// to the Origin header, which protects browsers against cross-site
+// websocket hijacking. A request without Origin is not from a browser
+// (browsers always send it on websockets) and passes: a non-browser
+// client could send any Origin it likes, so refusing it would protect
+// nothing.
+func checkOrigin(r *http.Request, tbl *routing.Table, tgt target) *refusal {
 	origins := r.Header.Values("Origin")
 	if len(origins) > 1 {
 		return refuse(http.StatusForbidden, "more than one Origin header")
@@ -79,11 +77,12 @@ func checkOrigin(r *http.Request, route *routing.Route) *refusal {
 	if len(origins) == 0 {
 		return nil
 	}
-	if origin, _ := requestOrigin(r); originMatches(origin, r.Host, route.AllowedOrigins) {
+	site := originSite{hostport: r.Host, path: tgt.path, overTLS: r.TLS != nil}
+	if origin, _ := requestOrigin(r); originMatches(origin, tbl, tgt.route, site) {
 		return nil
 	}
-	if len(route.AllowedOrigins) == 0 {
-		return refuse(http.StatusForbidden, "cross-origin websocket refused: the route allows no other origins")
+	if len(tgt.route.AllowedOrigins) == 0 {
+		return refuse(http.StatusForbidden, "cross-origin websocket refused: the route allows only its own hostnames as origins")
 	}
 	return refuse(http.StatusForbidden, "origin not allowed by the route")
 }

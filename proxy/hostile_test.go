@@ -391,6 +391,8 @@ type hostileFixture struct {
 	farV6Addr               netip.AddrPort // allowlisted, not loopback
 	routeRooms, routeApp    *routing.Route
 	routeOther, routeTenant *routing.Route
+	routeAny, routeWild     *routing.Route
+	routeClaimed            *routing.Route
 	canaryHost              string // the canary's host:port
 }
 
@@ -417,7 +419,18 @@ func newHostileFixture(t *testing.T, opts Options) *hostileFixture {
 	// ws.example.com/app: 127.0.0.2 for one origin only.
 	f.routeApp = testRoute("app", "/app", f.podA.backend("a"))
 	f.routeApp.AllowedOrigins = []string{"https://app.example.com"}
-	f.g = startGateway(t, opts, f.routeRooms, f.routeOther, f.routeTenant, f.routeApp)
+	// Every other host/any: 127.0.0.2 (the catch-all route).
+	f.routeAny = testRoute("any", "/any", f.podA.backend("a"))
+	f.routeAny.Hosts = nil
+	// *.wild.example/rooms: 127.0.0.3, in a namespace of its own...
+	f.routeWild = testRoute("wild", "/rooms", f.podB.backend("b"))
+	f.routeWild.Key.Namespace = "wild"
+	f.routeWild.Hosts = []string{"*.wild.example"}
+	// ...but claimed.wild.example/rooms is another namespace's: 127.0.0.4.
+	f.routeClaimed = testRoute("claimed", "/rooms", f.podC.backend("c"))
+	f.routeClaimed.Key.Namespace = "claimer"
+	f.routeClaimed.Hosts = []string{"claimed.wild.example"}
+	f.g = startGateway(t, opts, f.routeRooms, f.routeOther, f.routeTenant, f.routeApp, f.routeAny, f.routeWild, f.routeClaimed)
 	return f
 }
 
@@ -494,7 +507,10 @@ func TestHostileRequests(t *testing.T) {
 			ok("Host in upper case with port and trailing dot", wsHead("/rooms/127.0.0.2", "Host: WS.Example.COM.:8080"), a, "/"),
 			ok("Upgrade and Connection tokens in any case", wsHead("/rooms/127.0.0.2", "Upgrade: WebSocket", "Connection: keep-alive, UPGRADE"), a, "/"),
 			ok("the query is not a path", wsHead("/rooms/127.0.0.2/x?next=/../127.0.0.250/%2e%2e"), a, "/x?next=/../127.0.0.250/%2e%2e"),
-			ok("same origin", wsHead("/rooms/127.0.0.2", "Origin: http://ws.example.com"), a, "/"),
+			ok("the route's own origin", wsHead("/rooms/127.0.0.2", "Origin: http://ws.example.com"), a, "/"),
+			ok("a wildcard route", wsHead("/rooms/127.0.0.3", "Host: x.wild.example"), b, "/"),
+			ok("the name another route claims in a wildcard", wsHead("/rooms/127.0.0.4", "Host: claimed.wild.example"), c, "/"),
+			ok("the catch-all route, any Host, no Origin (not a browser)", wsHead("/any/127.0.0.2", "Host: attacker.test"), a, "/"),
 			ok("allowed origin", wsHead("/app/127.0.0.2", "Origin: https://app.example.com"), a, "/"),
 			// Browsers always send Origin on websockets; a client that
 			// sends none is not a browser and could forge any value.
@@ -633,7 +649,31 @@ func TestHostileRequests(t *testing.T) {
 			no("allowed Origin with another port", wsHead("/app/127.0.0.2", "Origin: https://app.example.com:8443"), 403),
 			no("allowed Origin with another scheme", wsHead("/app/127.0.0.2", "Origin: http://app.example.com"), 403),
 			no("allowed Origin with a path", wsHead("/app/127.0.0.2", "Origin: https://app.example.com/"), 403),
-			no("same origin is not enough where the route lists origins", wsHead("/app/127.0.0.2", "Origin: http://ws.example.com"), 403),
+			no("the route's own origin is not enough where the route lists origins", wsHead("/app/127.0.0.2", "Origin: http://ws.example.com"), 403),
+			// Without allowedOrigins, an Origin passes only when it names
+			// one of the route's own hostnames (never the Host the client
+			// chose), with a scheme that fits the connection, on the port
+			// Host names.
+			no("Host and Origin of the client's choice on the catch-all route", wsHead("/any/127.0.0.2", "Host: attacker.test", "Origin: http://attacker.test"), 403),
+			no("https Origin of the client's Host on the catch-all route", wsHead("/any/127.0.0.2", "Host: attacker.test", "Origin: https://attacker.test"), 403),
+			no("Origin of a route's host on the catch-all route", wsHead("/any/127.0.0.2", "Host: attacker.test", "Origin: http://ws.example.com"), 403),
+			no("Origin with another scheme", wsHead("/rooms/127.0.0.2", "Origin: foo://ws.example.com"), 403),
+			no("Origin with the ws scheme", wsHead("/rooms/127.0.0.2", "Origin: ws://ws.example.com"), 403),
+			no("Origin with the wss scheme", wsHead("/rooms/127.0.0.2", "Origin: wss://ws.example.com"), 403),
+			no("Origin with userinfo before the route's host", wsHead("/rooms/127.0.0.2", "Origin: http://evil@ws.example.com"), 403),
+			no("Origin of the route's host with a path", wsHead("/rooms/127.0.0.2", "Origin: http://ws.example.com/"), 403),
+			no("Origin of the route's host with an empty port", wsHead("/rooms/127.0.0.2", "Origin: http://ws.example.com:"), 403),
+			ok("https Origin of the route's host on a plain connection (TLS ended in front)", wsHead("/rooms/127.0.0.2", "Origin: https://ws.example.com"), a, "/"),
+			ok("Origin in upper case with a trailing dot", wsHead("/rooms/127.0.0.2", "Origin: HTTPS://WS.Example.com."), a, "/"),
+			ok("Origin with the port that Host names", wsHead("/rooms/127.0.0.2", "Host: ws.example.com:8080", "Origin: http://ws.example.com:8080"), a, "/"),
+			no("Origin without the port that Host names", wsHead("/rooms/127.0.0.2", "Host: ws.example.com:8080", "Origin: https://ws.example.com"), 403),
+			no("Origin naming port 80 while Host names none, https", wsHead("/rooms/127.0.0.2", "Origin: https://ws.example.com:80"), 403),
+			ok("Origin naming a wildcard route's one-label name", wsHead("/rooms/127.0.0.3", "Host: x.wild.example", "Origin: https://y.wild.example"), b, "/"),
+			no("Origin naming a two-label name under a wildcard route", wsHead("/rooms/127.0.0.3", "Host: x.wild.example", "Origin: https://a.b.wild.example"), 403),
+			no("Origin naming the wildcard's suffix itself", wsHead("/rooms/127.0.0.3", "Host: x.wild.example", "Origin: https://wild.example"), 403),
+			no("Origin naming a wildcard's name that another namespace's route claims", wsHead("/rooms/127.0.0.3", "Host: x.wild.example", "Origin: https://claimed.wild.example"), 403),
+			no("Origin naming another route's host", wsHead("/rooms/127.0.0.2", "Origin: http://other.example.com"), 403),
+			no("Origin naming another route's host, sent with that Host", wsHead("/rooms/127.0.0.4", "Host: other.example.com", "Origin: http://ws.example.com"), 403),
 		}},
 	}
 	for _, grp := range groups {

@@ -102,9 +102,8 @@ const (
 
 // revoked returns the open tunnels that tbl no longer allows, except
 // those that drain: the route's current revokePolicy decides, or, for a
-// route that is gone, the policy it had when the tunnel opened. A tunnel
-// is no longer allowed when its pod left the route's allowlist, or when
-// the route's allowedOrigins no longer admit the Origin it opened with.
+// route that is gone, the policy it had when the tunnel opened. Why a
+// tunnel is no longer allowed: see revokeReason.
 func (r *registry) revoked(tbl *routing.Table) []revocation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -120,7 +119,7 @@ func (r *registry) revoked(tbl *routing.Table) []revocation {
 			if drain {
 				continue
 			}
-			if reason := revokeReason(podAllowed, rt, t); reason != "" {
+			if reason := revokeReason(tbl, podAllowed, rt, t); reason != "" {
 				out = append(out, revocation{t: t, reason: reason})
 			}
 		}
@@ -128,15 +127,23 @@ func (r *registry) revoked(tbl *routing.Table) []revocation {
 	return out
 }
 
-// revokeReason says why route rt (nil: gone) no longer allows tunnel t,
-// or "" when it still does.
-func revokeReason(podAllowed bool, rt *routing.Route, t *tunnel) string {
+// revokeReason says why route rt of table tbl (nil: gone) no longer
+// allows tunnel t, or "" when it still does: its pod left the route's
+// allowlist, or the route no longer admits the Origin the tunnel opened
+// with.
+func revokeReason(tbl *routing.Table, podAllowed bool, rt *routing.Route, t *tunnel) string {
 	if !podAllowed || rt == nil {
 		return reasonPodRevoked
 	}
-	if in := t.info; in != nil && in.hasOrigin &&
-		!slices.Equal(in.route.AllowedOrigins, rt.AllowedOrigins) &&
-		!originMatches(in.origin, in.host, rt.AllowedOrigins) {
+	in := t.info
+	if in == nil {
+		return ""
+	}
+	// A list of origins that has not changed admits what it admitted;
+	// the rule without one depends on the route's hostnames and the rest
+	// of the table.
+	unchanged := len(rt.AllowedOrigins) > 0 && slices.Equal(in.route.AllowedOrigins, rt.AllowedOrigins)
+	if in.hasOrigin && !unchanged && !originMatches(in.origin, tbl, rt, in.originSite()) {
 		return reasonOriginRevoked
 	}
 	return ""
@@ -146,7 +153,7 @@ func revokeReason(podAllowed bool, rt *routing.Route, t *tunnel) string {
 // under k, or "" when it does.
 func (r *registry) stillAllowed(tbl *routing.Table, k backendKey, t *tunnel) string {
 	rt, _ := tbl.Route(k.route)
-	return revokeReason(tbl.Allows(k.route, k.backend), rt, t)
+	return revokeReason(tbl, tbl.Allows(k.route, k.backend), rt, t)
 }
 
 // closeAll refuses further tunnels and returns every open one.

@@ -293,11 +293,12 @@ func (s *Server) admit(r *http.Request) (target, backendKey, *refusal) {
 	if sni, _ := normalizeHost(serverName(r)); sni != "" && sni != host {
 		return target{}, backendKey{}, refuse(http.StatusMisdirectedRequest, "the TLS server name and the Host header differ")
 	}
-	tgt, rf := resolve(s.tables.Load(), host, r.RequestURI)
+	tbl := s.tables.Load()
+	tgt, rf := resolve(tbl, host, r.RequestURI)
 	if rf != nil {
 		return target{}, backendKey{}, rf
 	}
-	if rf := checkOrigin(r, tgt.route); rf != nil {
+	if rf := checkOrigin(r, tbl, tgt); rf != nil {
 		rf.route = tgt.route
 		return target{}, backendKey{}, rf
 	}
@@ -486,7 +487,10 @@ func (s *Server) newTunnel(r *http.Request, tgt target, key backendKey, client, 
 	// Only what the access log and revocation need is kept: holding r
 	// would keep the request and its connection state alive as long as
 	// the tunnel.
-	t.info = &tunnelInfo{key: key, route: tgt.route, backend: tgt.backend, client: r.RemoteAddr, host: r.Host}
+	t.info = &tunnelInfo{key: key, route: tgt.route, backend: tgt.backend, client: r.RemoteAddr, host: r.Host,
+		// A copy: the path shares its bytes with the whole request-target,
+		// query included.
+		path: strings.Clone(tgt.path), overTLS: r.TLS != nil}
 	t.info.origin, t.info.hasOrigin = requestOrigin(r)
 	s.opts.Metrics.handshake(tgt.route, http.StatusSwitchingProtocols)
 	return t
@@ -513,13 +517,24 @@ func (s *Server) openTunnel(t *tunnel) bool {
 
 // tunnelInfo is what a tunnel's access log line and registry entry need.
 type tunnelInfo struct {
-	key          backendKey
-	route        *routing.Route
-	backend      routing.Backend
+	key     backendKey
+	route   *routing.Route
+	backend routing.Backend
+	// client is the client's address; host the Host header as sent.
 	client, host string
+	// path is the handshake's request path, without the query.
+	path string
+	// overTLS: the client's connection is TLS.
+	overTLS bool
 	// origin is the handshake's Origin, normalized, if it had one.
 	origin    string
 	hasOrigin bool
+}
+
+// originSite is where the tunnel's handshake was sent, for its route's
+// Origin rule.
+func (in *tunnelInfo) originSite() originSite {
+	return originSite{hostport: in.host, path: in.path, overTLS: in.overTLS}
 }
 
 // serveTunnel runs a registered tunnel to its end. Its frame (and run's

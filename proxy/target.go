@@ -16,6 +16,9 @@ type target struct {
 	// uri is the request-target for the pod: the route's backendPath, the
 	// rest of the request path, and the query, unchanged.
 	uri string
+	// host and path are what the table matched: the request's normalized
+	// host and its path (without the query).
+	host, path string
 }
 
 // refusal is a plain HTTP answer to a request the gateway will not forward.
@@ -69,7 +72,7 @@ func resolve(tbl *routing.Table, host, requestURI string) (target, *refusal) {
 	if hasQuery {
 		uri += "?" + query
 	}
-	return target{route: route, backend: b, uri: uri}, nil
+	return target{route: route, backend: b, uri: uri, host: host, path: path}, nil
 }
 
 // checkPath accepts an absolute path of plain segments: no
