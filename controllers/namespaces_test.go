@@ -23,7 +23,7 @@ import (
 // status reconciler, until the test ends.
 func startTableBuilder(t *testing.T, namespaces ...string) *routing.Publisher {
 	t.Helper()
-	grantEverything(t)
+	env.GrantEverything(t)
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},

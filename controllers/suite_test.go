@@ -86,7 +86,7 @@ func startReplica(t *testing.T, defaultHost string, o replicaOptions) *gateway {
 	if err != nil {
 		t.Fatalf("manager: %v", err)
 	}
-	grantEverything(t)
+	env.GrantEverything(t)
 	g := &gateway{tables: routing.NewPublisher()}
 	g.builder = &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultHost: defaultHost, Log: testr.New(t)}
 	if err := mgr.Add(g.builder); err != nil {
@@ -242,29 +242,3 @@ func (g *gateway) lookup(host, path, ip string) bool {
 	_, ok = r.Backend(netip.MustParseAddr(ip))
 	return ok
 }
-
-// grantEverything creates, once per API server, a WsGrant that gives every
-// namespace every hostname, the catch-all and every ClusterIssuer: these
-// tests are about other rules than grants (builder tests cover those).
-func grantEverything(t testing.TB) {
-	t.Helper()
-	grantOnce.Do(func() {
-		grantErr = env.Client.Create(context.Background(), &wsgatev1alpha1.WsGrant{
-			ObjectMeta: metav1.ObjectMeta{Name: "controllers-tests-grant-everything"},
-			Spec: wsgatev1alpha1.WsGrantSpec{
-				Namespaces:     []wsgatev1alpha1.GrantedNamespace{"*"},
-				Hostnames:      []wsgatev1alpha1.HostnamePattern{"*"},
-				CatchAll:       true,
-				ClusterIssuers: []wsgatev1alpha1.GrantedIssuer{"*"},
-			},
-		})
-	})
-	if grantErr != nil {
-		t.Fatalf("create the WsGrant: %v", grantErr)
-	}
-}
-
-var (
-	grantOnce sync.Once
-	grantErr  error
-)

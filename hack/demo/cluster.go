@@ -112,6 +112,17 @@ func runDemo(ctx context.Context, host string) (err error) {
 		}
 	}
 
+	step("granting %s to namespace %s (WsGrant demo)", host, namespace)
+	grant := &wsgatev1alpha1.WsGrant{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo"},
+		Spec: wsgatev1alpha1.WsGrantSpec{
+			Namespaces: []wsgatev1alpha1.GrantedNamespace{namespace},
+			Hostnames:  []wsgatev1alpha1.HostnamePattern{wsgatev1alpha1.HostnamePattern(host)},
+		},
+	}
+	if err := c.Create(ctx, grant); err != nil {
+		return fmt.Errorf("create WsGrant: %w", err)
+	}
 	route := &wsgatev1alpha1.WsRoute{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "echo"},
 		Spec: wsgatev1alpha1.WsRouteSpec{

@@ -25,6 +25,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -269,13 +270,44 @@ func Run(m *testing.M, env **Env, opts Options, beforeStop func()) int {
 
 // Namespace creates a namespace with a name derived from the test's and
 // deletes it when the test ends. Namespaces are never fully removed by
-// envtest (it runs no namespace controller), so names stay unique.
+// envtest (it runs no namespace controller), so names stay unique; the
+// namespace's WsRoutes are deleted with it, as the namespace controller
+// would, so that the hostnames they own are free for later tests.
 func (e *Env) Namespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-"}}
 	if err := e.Client.Create(context.Background(), ns); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
-	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), ns) })
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if err := e.Client.DeleteAllOf(ctx, &wsgatev1alpha1.WsRoute{}, client.InNamespace(ns.Name)); err != nil {
+			t.Logf("delete the WsRoutes of namespace %s: %v", ns.Name, err)
+		}
+		_ = e.Client.Delete(ctx, ns)
+	})
 	return ns.Name
 }
+
+// GrantEverything creates, unless it exists, a WsGrant that gives every
+// namespace every hostname, the catch-all and every ClusterIssuer, for
+// tests about other rules than grants.
+func (e *Env) GrantEverything(t testing.TB) {
+	t.Helper()
+	err := e.Client.Create(context.Background(), &wsgatev1alpha1.WsGrant{
+		ObjectMeta: metav1.ObjectMeta{Name: GrantEverythingName},
+		Spec: wsgatev1alpha1.WsGrantSpec{
+			Namespaces:     []wsgatev1alpha1.GrantedNamespace{"*"},
+			Hostnames:      []wsgatev1alpha1.HostnamePattern{"*"},
+			CatchAll:       true,
+			ClusterIssuers: []wsgatev1alpha1.GrantedIssuer{"*"},
+		},
+	})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create WsGrant %s: %v", GrantEverythingName, err)
+	}
+}
+
+// GrantEverythingName is the name of the WsGrant that GrantEverything
+// creates.
+const GrantEverythingName = "tests-grant-everything"

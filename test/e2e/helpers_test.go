@@ -249,6 +249,9 @@ func startGateway(t *testing.T) *gateway {
 // test ends.
 func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 	t.Helper()
+	// These suites are about other rules than WsGrants, which builder,
+	// controllers and the tenant-isolation suite cover.
+	env.GrantEverything(t)
 	logs.PrintOnFailure(t)
 	log := logs.Logger(1)
 	if cfg.certManager {

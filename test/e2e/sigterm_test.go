@@ -111,6 +111,7 @@ type wsgateProcess struct {
 // 200. The process is killed when the test ends, if still running.
 func startWsgate(t *testing.T, bin string, extraArgs ...string) *wsgateProcess {
 	t.Helper()
+	env.GrantEverything(t)
 	args := []string{
 		"--drain-timeout", drainTimeout.String(),
 		"--shutdown-grace-period", gracePeriod.String(),

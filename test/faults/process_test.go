@@ -24,6 +24,7 @@ type wsgateProcess struct {
 // answers 200. The process is killed when the test ends, if still running.
 func startWsgate(t *testing.T, name string, extra ...string) *wsgateProcess {
 	t.Helper()
+	env.GrantEverything(t)
 	p := harness.StartWsgate(t, wsgateBin.Path(t), harness.WsgateOptions{
 		Name:         name,
 		Kubeconfig:   env.Kubeconfig,

@@ -151,6 +151,13 @@ func run(res *results, nChurn, nSamples int) error {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return err
 	}
+	// The routes have no hostnames: the namespace needs the catch-all.
+	if err := c.Create(ctx, &wsgatev1alpha1.WsGrant{
+		ObjectMeta: metav1.ObjectMeta{Name: ns},
+		Spec:       wsgatev1alpha1.WsGrantSpec{Namespaces: []wsgatev1alpha1.GrantedNamespace{ns}, CatchAll: true},
+	}); err != nil {
+		return err
+	}
 	for i := range nRoutes {
 		r := &wsgatev1alpha1.WsRoute{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("route-%d", i)},
