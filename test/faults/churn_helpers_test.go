@@ -265,7 +265,7 @@ func (c *churner) step(ctx context.Context) (string, error) {
 
 func (c *churner) createRoute(ctx context.Context) (string, error) {
 	name := c.name("r")
-	r := route{name: name, prefix: "/" + c.ns + "-" + name, app: c.pick(churnApps), port: intstr.FromString("ws")}
+	r := route{name: name, prefix: "/" + c.ns + "/" + name, app: c.pick(churnApps), port: intstr.FromString("ws")}
 	if c.rng.IntN(3) == 0 {
 		r.port = intstr.FromInt32(8080)
 	}

@@ -34,8 +34,19 @@ import (
 	"github.com/wsgate/wsgate/routing"
 )
 
-// host is the Host header of every request to the gateway.
-const host = "ws.example.com"
+// A name belongs to one namespace, so the routes of each namespace are
+// on a host of their own, <namespace>.example.com, and every path starts
+// with /<namespace>: a client takes the Host from the path (hostFor).
+
+// nsHost is the host of namespace ns's routes.
+func nsHost(ns string) string { return ns + ".example.com" }
+
+// hostFor is the Host of a request for path: the host of the namespace
+// that the path's first segment names.
+func hostFor(path string) string {
+	first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	return nsHost(first)
+}
 
 // Bounds of the waits in this package.
 const (
@@ -171,7 +182,7 @@ func deleteIgnoringNotFound(obj client.Object) {
 type route struct {
 	name   string
 	prefix string
-	hosts  []wsgatev1alpha1.Hostname // default: host
+	hosts  []wsgatev1alpha1.Hostname // default: the namespace's host (nsHost)
 	app    string                    // selects pods labelled app=<app>
 	port   intstr.IntOrString
 	revoke wsgatev1alpha1.RevokePolicy
@@ -187,7 +198,7 @@ type route struct {
 func (r route) object(ns string) *wsgatev1alpha1.WsRoute {
 	hosts := r.hosts
 	if hosts == nil {
-		hosts = []wsgatev1alpha1.Hostname{host}
+		hosts = []wsgatev1alpha1.Hostname{wsgatev1alpha1.Hostname(nsHost(ns))}
 	}
 	obj := &wsgatev1alpha1.WsRoute{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: r.name},
@@ -462,7 +473,7 @@ type wsClient struct{ addr string }
 func (c wsClient) handshake(ctx context.Context, path string, header http.Header) (*websocket.Conn, int, http.Header, error) {
 	// The websocket library owns the response body: it is never closed
 	// here (see websocket.Dial).
-	conn, resp, err := websocket.Dial(ctx, "ws://"+c.addr+path, &websocket.DialOptions{Host: host, HTTPHeader: header}) //nolint:bodyclose // see above
+	conn, resp, err := websocket.Dial(ctx, "ws://"+c.addr+path, &websocket.DialOptions{Host: hostFor(path), HTTPHeader: header}) //nolint:bodyclose // see above
 	status, h := 0, http.Header{}
 	if resp != nil {
 		status, h = resp.StatusCode, resp.Header

@@ -210,11 +210,11 @@ func rawStatus(br *bufio.Reader) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// handshakeHead is a websocket handshake for path on host, with extra
+// handshakeHead is a websocket handshake for path on its host, with extra
 // header lines.
 func handshakeHead(path string, extra ...string) string {
 	var b strings.Builder
-	b.WriteString("GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+	b.WriteString("GET " + path + " HTTP/1.1\r\nHost: " + hostFor(path) + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
 	for _, e := range extra {
 		b.WriteString(e + "\r\n")
