@@ -97,6 +97,7 @@ type revocation struct {
 // Reasons sent in the Close frame of a revoked tunnel.
 const (
 	reasonPodRevoked    = "pod is no longer allowlisted"
+	reasonRouteMoved    = "route no longer serves this host and path"
 	reasonOriginRevoked = "origin is no longer allowed by the route"
 )
 
@@ -129,8 +130,10 @@ func (r *registry) revoked(tbl *routing.Table) []revocation {
 
 // revokeReason says why route rt of table tbl (nil: gone) no longer
 // allows tunnel t, or "" when it still does: its pod left the route's
-// allowlist, or the route no longer admits the Origin the tunnel opened
-// with.
+// allowlist; the table sends the host and path the tunnel was opened on
+// to no route or to another one (the route's hostnames or prefix were
+// edited, or another route, maybe another namespace's, now claims them);
+// or the route no longer admits the Origin the tunnel opened with.
 func revokeReason(tbl *routing.Table, podAllowed bool, rt *routing.Route, t *tunnel) string {
 	if !podAllowed || rt == nil {
 		return reasonPodRevoked
@@ -138,6 +141,9 @@ func revokeReason(tbl *routing.Table, podAllowed bool, rt *routing.Route, t *tun
 	in := t.info
 	if in == nil {
 		return ""
+	}
+	if m, _, ok := tbl.Match(in.matchHost, in.path); !ok || m.Key != rt.Key {
+		return reasonRouteMoved
 	}
 	// A list of origins that has not changed admits what it admitted;
 	// the rule without one depends on the route's hostnames and the rest

@@ -490,7 +490,7 @@ func (s *Server) newTunnel(r *http.Request, tgt target, key backendKey, client, 
 	t.info = &tunnelInfo{key: key, route: tgt.route, backend: tgt.backend, client: r.RemoteAddr, host: r.Host,
 		// A copy: the path shares its bytes with the whole request-target,
 		// query included.
-		path: strings.Clone(tgt.path), overTLS: r.TLS != nil}
+		matchHost: tgt.host, path: strings.Clone(tgt.path), overTLS: r.TLS != nil}
 	t.info.origin, t.info.hasOrigin = requestOrigin(r)
 	s.opts.Metrics.handshake(tgt.route, http.StatusSwitchingProtocols)
 	return t
@@ -498,8 +498,8 @@ func (s *Server) newTunnel(r *http.Request, tgt target, key backendKey, client, 
 
 // openTunnel registers a new tunnel under its reserved slot and reports
 // whether it did; a tunnel that comes too late (Shutdown closed the ones
-// it knew of) or whose pod or origin the current table no longer allows
-// is asked to close. Either way, its engine still has to run it to its
+// it knew of) or that the current table no longer allows (see
+// revokeReason) is asked to close. Either way, its engine still has to run it to its
 // end.
 func (s *Server) openTunnel(t *tunnel) bool {
 	if !s.reg.add(t.info.key, t) {
@@ -522,8 +522,9 @@ type tunnelInfo struct {
 	backend routing.Backend
 	// client is the client's address; host the Host header as sent.
 	client, host string
-	// path is the handshake's request path, without the query.
-	path string
+	// matchHost and path are what the table matched the handshake with:
+	// its normalized host, and its request path without the query.
+	matchHost, path string
 	// overTLS: the client's connection is TLS.
 	overTLS bool
 	// origin is the handshake's Origin, normalized, if it had one.
