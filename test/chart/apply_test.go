@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +19,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 )
 
 // The Prometheus operator's module holds the ServiceMonitor CRD; the test
@@ -175,6 +179,17 @@ func TestApply(t *testing.T) {
 				len(d.Spec.Template.Spec.Containers[0].Args) != len(want.Spec.Template.Spec.Containers[0].Args) {
 				t.Errorf("stored Deployment differs from the rendered one")
 			}
+			// The WsGrants pass the CRD's validation (patterns, at least
+			// one thing granted) and are stored as rendered.
+			for _, o := range m.all("WsGrant") {
+				var g wsgatev1alpha1.WsGrant
+				if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(o), &g); err != nil {
+					t.Fatal(err)
+				}
+				if want := as[wsgatev1alpha1.WsGrant](t, o); !reflect.DeepEqual(g.Spec, want.Spec) {
+					t.Errorf("stored WsGrant %s spec = %+v, rendered %+v", g.Name, g.Spec, want.Spec)
+				}
+			}
 		})
 	}
 }
@@ -197,15 +212,29 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	for _, want := range []string{
 		"STATUS: deployed",
 		"kubectl -n " + ns + " rollout status deployment/" + release,
+		// Routes need a grant; the chart grants nothing by default.
+		"This release grants nothing (the grants value is empty).",
+		"kind: WsGrant",
+		"namespaces: [games]",
+		`clusterIssuers: ["letsencrypt"]`,
+		"kubectl get wsgrants",
+		"Routes without spec.hostnames claim ws.example.com (defaultHost)",
 		"kind: WsRoute",
-		`hostnames: ["ws.example.com"]`,
+		`hostnames: ["games.example.com"]`,
+		"issuerRef: {name: letsencrypt, kind: ClusterIssuer}",
+		"kubectl get wsr -A -o wide",
+		"HostnameNotAllowed",
 		"kubectl -n " + ns + " get service " + release + " -o jsonpath='{.status.loadBalancer.ingress[0]}'",
-		"wss://ws.example.com/rooms/<podIP>/",
+		"wss://games.example.com/rooms/<podIP>/",
 		"served from the Secret " + ns + "/" + release + "-tls",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("helm install output (notes) lacks %q:\n%s", want, out)
 		}
+	}
+	checkNotesExamples(t, out, ns, "ws.example.com")
+	if n := len(releaseGrants(t, release)); n != 0 {
+		t.Errorf("%d WsGrants of the release after install with no grants, want none", n)
 	}
 
 	key := types.NamespacedName{Namespace: ns, Name: release}
@@ -214,11 +243,29 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		t.Fatalf("Deployment after install: %v, replicas %v", err, d.Spec.Replicas)
 	}
 
-	if out, stderr, err := runHelm(t, env.Kubeconfig, "upgrade", release, chartDir(), "--namespace", ns, "--reuse-values", "--set", "replicas=3"); err != nil {
+	// An upgrade adds grants: helm creates the WsGrants and the notes name them.
+	out, stderr, err = runHelm(t, env.Kubeconfig, "upgrade", release, chartDir(), "--namespace", ns, "--reuse-values", "--set", "replicas=3",
+		"-f", writeValues(t, "grants: [{name: games, namespaces: [games], hostnames: [games.example.com], clusterIssuers: [letsencrypt]}]"))
+	if err != nil {
 		t.Fatalf("helm upgrade: %v\n%s%s", err, out, stderr)
+	}
+	if want := "This release created the WsGrants " + release + "-games (the grants value)."; !strings.Contains(out, want) {
+		t.Errorf("helm upgrade output (notes) lacks %q:\n%s", want, out)
 	}
 	if err := env.Client.Get(ctx, key, &d); err != nil || *d.Spec.Replicas != 3 {
 		t.Fatalf("Deployment after upgrade: %v, replicas %v, want 3", err, d.Spec.Replicas)
+	}
+	grants := releaseGrants(t, release)
+	if len(grants) != 1 || grants[0].Name != release+"-games" {
+		t.Fatalf("WsGrants of the release after the upgrade = %v, want %s-games", grants, release)
+	}
+	wantSpec := wsgatev1alpha1.WsGrantSpec{
+		Namespaces:     []wsgatev1alpha1.GrantedNamespace{"games"},
+		Hostnames:      []wsgatev1alpha1.HostnamePattern{"games.example.com"},
+		ClusterIssuers: []wsgatev1alpha1.GrantedIssuer{"letsencrypt"},
+	}
+	if !reflect.DeepEqual(grants[0].Spec, wantSpec) {
+		t.Errorf("WsGrant %s spec = %+v, want %+v", grants[0].Name, grants[0].Spec, wantSpec)
 	}
 
 	if out, stderr, err := runHelm(t, env.Kubeconfig, "uninstall", release, "--namespace", ns); err != nil {
@@ -230,11 +277,146 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: release}, &rbacv1.ClusterRole{}); !apierrors.IsNotFound(err) {
 		t.Errorf("ClusterRole after uninstall: %v, want NotFound", err)
 	}
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: release + "-games"}, &wsgatev1alpha1.WsGrant{}); !apierrors.IsNotFound(err) {
+		t.Errorf("WsGrant %s-games after uninstall: %v, want NotFound", release, err)
+	}
 	// Helm never deletes what crds/ installed.
 	crd := &unstructured.Unstructured{}
 	crd.SetAPIVersion("apiextensions.k8s.io/v1")
 	crd.SetKind("CustomResourceDefinition")
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: "wsroutes.wsgate.io"}, crd); err != nil {
 		t.Errorf("CRD after uninstall: %v", err)
+	}
+}
+
+// releaseGrants lists the WsGrants that carry the release's instance label.
+func releaseGrants(t *testing.T, release string) []wsgatev1alpha1.WsGrant {
+	t.Helper()
+	var list wsgatev1alpha1.WsGrantList
+	if err := env.Client.List(context.Background(), &list, client.MatchingLabels{"app.kubernetes.io/instance": release}); err != nil {
+		t.Fatalf("list WsGrants: %v", err)
+	}
+	return list.Items
+}
+
+// heredoc is one `kubectl ... <<'YAML'` example of the notes.
+type heredoc struct {
+	command, body string
+}
+
+// heredocs returns the notes' heredoc examples, their bodies unindented.
+func heredocs(notes string) []heredoc {
+	var out []heredoc
+	lines := strings.Split(notes, "\n")
+	for i := 0; i < len(lines); i++ {
+		cmd, ok := strings.CutSuffix(strings.TrimSpace(lines[i]), "<<'YAML'")
+		if !ok {
+			continue
+		}
+		indent := len(lines[i]) - len(strings.TrimLeft(lines[i], " "))
+		var body []string
+		for i++; i < len(lines) && strings.TrimSpace(lines[i]) != "YAML"; i++ {
+			body = append(body, strings.TrimPrefix(lines[i], strings.Repeat(" ", indent)))
+		}
+		out = append(out, heredoc{command: strings.TrimSpace(cmd), body: strings.Join(body, "\n") + "\n"})
+	}
+	return out
+}
+
+// checkNotesExamples checks the notes' WsGrant and WsRoute examples: the
+// API server takes them (a server-side dry run, strict), and the grant is
+// what the route needs: with it, the route is accepted in the namespace the
+// notes apply it to; without it, it is not.
+func checkNotesExamples(t *testing.T, notes, ns, defaultHost string) {
+	t.Helper()
+	docs := heredocs(notes)
+	if len(docs) != 2 || docs[0].command != "kubectl apply -f -" || !strings.HasPrefix(docs[1].command, "kubectl apply -n ") {
+		t.Fatalf("notes examples = %+v, want a WsGrant (kubectl apply -f -) then a WsRoute (kubectl apply -n <namespace> -f -)", docs)
+	}
+	var grant wsgatev1alpha1.WsGrant
+	var route wsgatev1alpha1.WsRoute
+	if err := yaml.UnmarshalStrict([]byte(docs[0].body), &grant); err != nil || grant.Kind != "WsGrant" {
+		t.Fatalf("notes' first example is not a WsGrant (%v):\n%s", err, docs[0].body)
+	}
+	if err := yaml.UnmarshalStrict([]byte(docs[1].body), &route); err != nil || route.Kind != "WsRoute" {
+		t.Fatalf("notes' second example is not a WsRoute (%v):\n%s", err, docs[1].body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := env.Kubectl(ctx, docs[0].body, "apply", "--dry-run=server", "--validate=strict", "-f", "-"); err != nil {
+		t.Errorf("the notes' WsGrant: kubectl apply --dry-run=server: %v\n%s", err, out)
+	}
+	if out, err := env.Kubectl(ctx, docs[1].body, "apply", "--dry-run=server", "--validate=strict", "-n", ns, "-f", "-"); err != nil {
+		t.Errorf("the notes' WsRoute: kubectl apply --dry-run=server: %v\n%s", err, out)
+	}
+	routeNS := strings.Fields(strings.TrimPrefix(docs[1].command, "kubectl apply -n "))[0]
+	if got := buildReason(t, &route, routeNS, []*wsgatev1alpha1.WsGrant{&grant}, defaultHost); got != wsgatev1alpha1.ReasonAccepted {
+		t.Errorf("the notes' WsRoute in namespace %s with the notes' WsGrant is %s, want Accepted", routeNS, got)
+	}
+	if got := buildReason(t, &route, routeNS, nil, defaultHost); got != wsgatev1alpha1.ReasonHostnameNotAllowed {
+		t.Errorf("the notes' WsRoute in namespace %s without a grant is %s, want HostnameNotAllowed", routeNS, got)
+	}
+}
+
+// The notes, rendered by helm install --dry-run=server for several value
+// sets: what they say about grants, and their examples (see
+// checkNotesExamples).
+func TestNotes(t *testing.T) {
+	t.Parallel()
+	installChartCRDs(t)
+	for _, tc := range []struct {
+		name, values, defaultHost string
+		want, not                 []string
+	}{
+		{
+			name: "defaults",
+			want: []string{
+				"This release grants nothing (the grants value is empty).",
+				"To let the routes of namespace games claim games.example.com:",
+				"needs catchAll: true in a grant",
+				"kubectl get wsr -A -o wide",
+			},
+			not: []string{"clusterIssuers:", "tls:", "(defaultHost)"},
+		},
+		{
+			name:        "namespaced issuer",
+			values:      "{defaultHost: ws.example.com, gatewayCertificate: {enabled: true, issuerRef: {name: ca, kind: Issuer}}}",
+			defaultHost: "ws.example.com",
+			want:        []string{"Routes without spec.hostnames claim ws.example.com (defaultHost)"},
+			not:         []string{"clusterIssuers:", "catchAll"},
+		},
+		{
+			name:   "grants",
+			values: "grants: [{name: a, namespaces: [a], catchAll: true}, {name: b, namespaces: [b], hostnames: [b.example.com]}]",
+			want:   []string{"This release created the WsGrants wsgate-notes-a, wsgate-notes-b (the grants value)."},
+			not:    []string{"grants nothing"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := env.Namespace(t)
+			out, stderr, err := runHelm(t, env.Kubeconfig, "install", "wsgate-notes", chartDir(), "--namespace", ns,
+				"--dry-run=server", "-f", writeValues(t, tc.values))
+			if err != nil {
+				t.Fatalf("helm install --dry-run=server: %v\n%s%s", err, out, stderr)
+			}
+			_, notes, ok := strings.Cut(out, "\nNOTES:\n")
+			if !ok {
+				t.Fatalf("no NOTES in the helm install output:\n%s", out)
+			}
+			// Words wrap at different places for different values.
+			flat := strings.Join(strings.Fields(notes), " ")
+			for _, w := range tc.want {
+				if !strings.Contains(flat, w) {
+					t.Errorf("notes lack %q:\n%s", w, notes)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(notes, w) {
+					t.Errorf("notes have %q:\n%s", w, notes)
+				}
+			}
+			checkNotesExamples(t, notes, ns, tc.defaultHost)
+		})
 	}
 }

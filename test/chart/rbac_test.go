@@ -3,6 +3,8 @@ package chart
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -184,6 +186,8 @@ func TestRBAC(t *testing.T) {
 		// The CRD.
 		{verb: "update", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", name: "wsroutes.wsgate.io"},
 	}
+	allowed = append(allowed, grantReads...)
+	denied = append(denied, grantWrites...)
 	sa.waitCan(t, allowed[0])
 	sa.waitCan(t, access{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: ns})
 	for _, a := range allowed {
@@ -241,6 +245,7 @@ func TestRBAC(t *testing.T) {
 	if err := sa.client.List(ctx, &corev1.NodeList{}); !apierrors.IsForbidden(err) {
 		t.Errorf("list Nodes as the gateway: %v, want Forbidden", err)
 	}
+	checkGrantRequests(t, sa, "rbac-"+ns)
 
 	t.Run("metrics reader", func(t *testing.T) {
 		// metrics.readerSubjects may scrape the secure endpoint; the
@@ -280,26 +285,121 @@ func TestRBAC(t *testing.T) {
 		apply(t, m)
 		sa := impersonate(t, ns, m.one(t, "ServiceAccount").GetName())
 		sa.waitCan(t, access{verb: "list", resource: "secrets", namespace: watched})
-		for _, a := range []access{
+		// WsGrants are cluster-scoped: their own ClusterRoleBinding.
+		sa.waitCan(t, grantReads[0])
+		for _, a := range append([]access{
 			{verb: "list", resource: "secrets", namespace: watched},
 			{verb: "watch", resource: "pods", namespace: watched},
 			{verb: "list", group: "wsgate.io", resource: "wsroutes", namespace: watched},
 			{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: ns},
-		} {
+		}, grantReads...) {
 			if !sa.can(t, a) {
 				t.Errorf("%s cannot %s", sa.user, a)
 			}
 		}
+		// The cluster-wide binding of WsGrants grants nothing else
+		// cluster-wide: the rule it comes from also names wsroutes.
 		for _, a := range []access{
 			{verb: "list", resource: "secrets"},
 			{verb: "list", resource: "secrets", namespace: unwatched},
 			{verb: "list", resource: "secrets", namespace: ns},
 			{verb: "list", resource: "pods", namespace: unwatched},
 			{verb: "list", group: "wsgate.io", resource: "wsroutes"},
+			{verb: "watch", group: "wsgate.io", resource: "wsroutes"},
+			{verb: "list", group: "wsgate.io", resource: "wsroutes", namespace: unwatched},
+			{verb: "get", group: "wsgate.io", resource: "wsroutes", namespace: unwatched, name: "r"},
+			{verb: "patch", group: "wsgate.io", resource: "wsroutes", subresource: "status", namespace: unwatched, name: "r"},
+			{verb: "list", group: "cert-manager.io", resource: "certificates", namespace: unwatched},
 		} {
 			if sa.can(t, a) {
 				t.Errorf("%s can %s; it watches %s only", sa.user, a, watched)
 			}
 		}
+		for _, a := range grantWrites {
+			if sa.can(t, a) {
+				t.Errorf("%s can %s; it must not", sa.user, a)
+			}
+		}
+		checkGrantRequests(t, sa, "rbac-scoped-"+ns)
 	})
+}
+
+// What the gateway may do with WsGrants, cluster-scoped: read them (the
+// table builder lists and watches them), never write them.
+var (
+	grantReads = []access{
+		{verb: "list", group: "wsgate.io", resource: "wsgrants"},
+		{verb: "watch", group: "wsgate.io", resource: "wsgrants"},
+		{verb: "get", group: "wsgate.io", resource: "wsgrants", name: "g"},
+	}
+	grantWrites = []access{
+		{verb: "create", group: "wsgate.io", resource: "wsgrants"},
+		{verb: "update", group: "wsgate.io", resource: "wsgrants", name: "g"},
+		{verb: "patch", group: "wsgate.io", resource: "wsgrants", name: "g"},
+		{verb: "delete", group: "wsgate.io", resource: "wsgrants", name: "g"},
+		{verb: "deletecollection", group: "wsgate.io", resource: "wsgrants"},
+	}
+)
+
+// checkGrantRequests makes real requests on WsGrants as the gateway: on a
+// grant the admin created (named name), get and list succeed; create,
+// update, patch and delete are Forbidden.
+func checkGrantRequests(t *testing.T, sa impersonated, name string) {
+	t.Helper()
+	ctx := context.Background()
+	grant := &wsgatev1alpha1.WsGrant{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: wsgatev1alpha1.WsGrantSpec{
+			Namespaces: []wsgatev1alpha1.GrantedNamespace{"games"},
+			Hostnames:  []wsgatev1alpha1.HostnamePattern{wsgatev1alpha1.HostnamePattern(name + ".example.com")},
+		},
+	}
+	if err := env.Client.Create(ctx, grant); err != nil {
+		t.Fatalf("create WsGrant %s as admin: %v", name, err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), grant) })
+
+	var list wsgatev1alpha1.WsGrantList
+	if err := sa.client.List(ctx, &list); err != nil {
+		t.Errorf("list WsGrants as the gateway: %v", err)
+	} else if !slices.ContainsFunc(list.Items, func(g wsgatev1alpha1.WsGrant) bool { return g.Name == name }) {
+		t.Errorf("list WsGrants as the gateway: %s is not among the %d listed", name, len(list.Items))
+	}
+	if err := sa.client.Get(ctx, types.NamespacedName{Name: name}, &wsgatev1alpha1.WsGrant{}); err != nil {
+		t.Errorf("get WsGrant %s as the gateway: %v", name, err)
+	}
+
+	mine := &wsgatev1alpha1.WsGrant{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-self"},
+		Spec: wsgatev1alpha1.WsGrantSpec{
+			Namespaces: []wsgatev1alpha1.GrantedNamespace{"*"},
+			Hostnames:  []wsgatev1alpha1.HostnamePattern{"*"},
+		},
+	}
+	if err := sa.client.Create(ctx, mine); !apierrors.IsForbidden(err) {
+		t.Errorf("create a WsGrant as the gateway: %v, want Forbidden", err)
+		_ = env.Client.Delete(ctx, mine)
+	}
+	widen := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"namespaces":["*"]}}`))
+	if err := sa.client.Patch(ctx, grant.DeepCopy(), widen); !apierrors.IsForbidden(err) {
+		t.Errorf("patch WsGrant %s as the gateway: %v, want Forbidden", name, err)
+	}
+	upd := grant.DeepCopy()
+	upd.Spec.Hostnames = []wsgatev1alpha1.HostnamePattern{"*"}
+	if err := sa.client.Update(ctx, upd); !apierrors.IsForbidden(err) {
+		t.Errorf("update WsGrant %s as the gateway: %v, want Forbidden", name, err)
+	}
+	if err := sa.client.Delete(ctx, grant.DeepCopy()); !apierrors.IsForbidden(err) {
+		t.Errorf("delete WsGrant %s as the gateway: %v, want Forbidden", name, err)
+	}
+	if err := sa.client.DeleteAllOf(ctx, &wsgatev1alpha1.WsGrant{}); !apierrors.IsForbidden(err) {
+		t.Errorf("delete every WsGrant as the gateway: %v, want Forbidden", err)
+	}
+	// Still there, unchanged.
+	var after wsgatev1alpha1.WsGrant
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: name}, &after); err != nil {
+		t.Errorf("WsGrant %s after the gateway's writes: %v", name, err)
+	} else if !reflect.DeepEqual(after.Spec, grant.Spec) {
+		t.Errorf("WsGrant %s spec = %+v after the gateway's writes, want %+v", name, after.Spec, grant.Spec)
+	}
 }

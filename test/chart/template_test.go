@@ -2,6 +2,8 @@ package chart
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/yaml"
+
+	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 )
 
 // site is what a variant's values depend on: the release namespace and
@@ -91,7 +95,8 @@ var variants = []variant{
 				t.Errorf("PDB = min %v max %v, want maxUnavailable 1", pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable)
 			}
 			checkRBAC(t, m, c)
-			for _, k := range []string{"Certificate", "ServiceMonitor", "NetworkPolicy"} {
+			// WsGrant: a fresh install grants nothing.
+			for _, k := range []string{"Certificate", "ServiceMonitor", "NetworkPolicy", "WsGrant"} {
 				if n := len(m.all(k)); n != 0 {
 					t.Errorf("rendered %d %s by default, want none", n, k)
 				}
@@ -321,8 +326,49 @@ gatewayCertificate:
 			// The default certificate's namespace (the release's) is
 			// watched too: the gateway reads Secrets only from there.
 			wantArgs(t, deployment(t, m), fmt.Sprintf("--watch-namespaces=%s,%s,%s", c.Watch[0], c.Watch[1], c.NS))
-			if n := len(m.all("ClusterRoleBinding")); n != 0 {
-				t.Errorf("%d ClusterRoleBindings with watchNamespaces, want RoleBindings only", n)
+			// The main ClusterRole keeps every generated rule, bound in
+			// the watched namespaces only; the rules for cluster-scoped
+			// resources (WsGrants), narrowed to them, get a ClusterRole
+			// and the only ClusterRoleBinding.
+			var main, scoped *rbacv1.ClusterRole
+			for _, o := range m.all("ClusterRole") {
+				switch o.GetName() {
+				case fullname:
+					main = as[rbacv1.ClusterRole](t, o)
+				case fullname + "-cluster-scoped":
+					scoped = as[rbacv1.ClusterRole](t, o)
+				default:
+					t.Errorf("unexpected ClusterRole %s", o.GetName())
+				}
+			}
+			if main == nil || scoped == nil {
+				t.Fatalf("ClusterRoles %s and %s-cluster-scoped: got %v", fullname, fullname, m.names())
+			}
+			if want := configRules(t, "config/rbac/role.yaml"); !reflect.DeepEqual(main.Rules, want) {
+				t.Errorf("ClusterRole rules = %+v, want those of config/rbac/role.yaml", main.Rules)
+			}
+			if want := clusterScopedRules(t); !reflect.DeepEqual(scoped.Rules, want) {
+				t.Errorf("%s rules = %+v, want %+v", scoped.Name, scoped.Rules, want)
+			}
+			for _, r := range scoped.Rules {
+				if !slices.Equal(r.Resources, []string{"wsgrants"}) || !slices.Equal(r.APIGroups, []string{"wsgate.io"}) {
+					t.Errorf("%s grants %v of %v cluster-wide, want wsgrants.wsgate.io only", scoped.Name, r.Resources, r.APIGroups)
+				}
+				for _, v := range r.Verbs {
+					if !slices.Contains([]string{"get", "list", "watch"}, v) {
+						t.Errorf("%s grants %s on %v, want reads only", scoped.Name, v, r.Resources)
+					}
+				}
+			}
+			crbs := m.all("ClusterRoleBinding")
+			if len(crbs) != 1 {
+				t.Fatalf("%d ClusterRoleBindings with watchNamespaces, want 1 (for cluster-scoped resources): %v", len(crbs), m.names())
+			}
+			crb := as[rbacv1.ClusterRoleBinding](t, crbs[0])
+			subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: m.one(t, "ServiceAccount").GetName(), Namespace: c.NS}}
+			if crb.Name != scoped.Name || crb.RoleRef != (rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: scoped.Name}) ||
+				!reflect.DeepEqual(crb.Subjects, subject) {
+				t.Errorf("ClusterRoleBinding %s = %+v -> %+v, want %s -> %+v", crb.Name, crb.RoleRef, crb.Subjects, scoped.Name, subject)
 			}
 			var bound []string
 			for _, o := range m.all("RoleBinding") {
@@ -337,6 +383,77 @@ gatewayCertificate:
 			if !slices.Equal(bound, want) {
 				t.Errorf("ClusterRole bound in %v, want %v", bound, want)
 			}
+		},
+	},
+	{
+		name: "grants", release: "wsgate-grants", fullname: "wsgate-grants",
+		values: func(site) string {
+			return `
+grants:
+  - name: games
+    namespaces: [games, games-staging]
+    hostnames: [games.example.com, "*.games.example.com"]
+    clusterIssuers: [letsencrypt]
+  - name: everyone
+    namespaces: ["*"]
+    catchAll: true
+  - name: issuers
+    namespaces: [team-a]
+    catchAll: false
+    clusterIssuers: ["*"]
+  - name: all.names
+    namespaces: [ops]
+    hostnames: ["*"]
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			type ns = wsgatev1alpha1.GrantedNamespace
+			type host = wsgatev1alpha1.HostnamePattern
+			type issuer = wsgatev1alpha1.GrantedIssuer
+			want := map[string]wsgatev1alpha1.WsGrantSpec{
+				fullname + "-games": {
+					Namespaces:     []ns{"games", "games-staging"},
+					Hostnames:      []host{"games.example.com", "*.games.example.com"},
+					ClusterIssuers: []issuer{"letsencrypt"},
+				},
+				fullname + "-everyone":  {Namespaces: []ns{"*"}, CatchAll: true},
+				fullname + "-issuers":   {Namespaces: []ns{"team-a"}, ClusterIssuers: []issuer{"*"}},
+				fullname + "-all.names": {Namespaces: []ns{"ops"}, Hostnames: []host{"*"}},
+			}
+			labels := m.one(t, "ServiceAccount").GetLabels()
+			got := map[string]bool{}
+			for _, o := range m.all("WsGrant") {
+				if o.GetAPIVersion() != "wsgate.io/v1alpha1" {
+					t.Errorf("WsGrant %s apiVersion %s, want wsgate.io/v1alpha1", o.GetName(), o.GetAPIVersion())
+				}
+				if o.GetNamespace() != "" {
+					t.Errorf("WsGrant %s in namespace %s, want none (cluster-scoped)", o.GetName(), o.GetNamespace())
+				}
+				if !reflect.DeepEqual(o.GetLabels(), labels) {
+					t.Errorf("WsGrant %s labels = %v, want the chart's %v", o.GetName(), o.GetLabels(), labels)
+				}
+				g := as[wsgatev1alpha1.WsGrant](t, o)
+				w, ok := want[g.Name]
+				if !ok {
+					t.Errorf("unexpected WsGrant %s", g.Name)
+					continue
+				}
+				got[g.Name] = true
+				if !reflect.DeepEqual(g.Spec, w) {
+					t.Errorf("WsGrant %s spec = %+v, want %+v", g.Name, g.Spec, w)
+				}
+				// catchAll false is left out, as the API would.
+				if _, set, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "catchAll"); set && !g.Spec.CatchAll {
+					t.Errorf("WsGrant %s renders catchAll: false", g.Name)
+				}
+			}
+			for name := range want {
+				if !got[name] {
+					t.Errorf("WsGrant %s not rendered: %v", name, m.names())
+				}
+			}
+			// Grants change nothing else: the RBAC is the default's.
+			checkRBAC(t, m, c)
 		},
 	},
 	{
@@ -519,6 +636,23 @@ func configRules(t *testing.T, file string) []rbacv1.PolicyRule {
 	return r.Rules
 }
 
+// clusterScopedRules are the rules of config/rbac/role.yaml that name
+// cluster-scoped resources (wsgrants), narrowed to those resources.
+func clusterScopedRules(t *testing.T) []rbacv1.PolicyRule {
+	t.Helper()
+	var out []rbacv1.PolicyRule
+	for _, r := range configRules(t, "config/rbac/role.yaml") {
+		if slices.Contains(r.Resources, "wsgrants") {
+			r.Resources = []string{"wsgrants"}
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("config/rbac/role.yaml has no rule for wsgrants")
+	}
+	return out
+}
+
 func TestTemplate(t *testing.T) {
 	t.Parallel()
 	for _, v := range variants {
@@ -579,12 +713,26 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknown traffic policy", `service: {externalTrafficPolicy: Sometimes}`, []string{"/service/externalTrafficPolicy"}},
 		{"port out of range", `service: {wss: {port: 70000}}`, []string{"/service/wss/port", "maximum"}},
 		{"egress without the API server", `networkPolicy: {enabled: true, egress: {enabled: true}}`, []string{"/networkPolicy/egress/apiServer"}},
+		{"grant without namespaces", `grants: [{name: g, hostnames: [a.example.com]}]`, []string{"/grants/0", "missing property 'namespaces'"}},
+		{"grant with no namespace", `grants: [{name: g, namespaces: [], hostnames: [a.example.com]}]`, []string{"/grants/0/namespaces", "minItems"}},
+		{"grant granting nothing", `grants: [{name: g, namespaces: [games]}]`, []string{"/grants/0", "anyOf", "hostnames", "catchAll", "clusterIssuers"}},
+		{"grant granting empty lists", `grants: [{name: g, namespaces: [games], hostnames: [], clusterIssuers: [], catchAll: false}]`, []string{"/grants/0", "anyOf"}},
+		{"grant to a bad namespace", `grants: [{name: g, namespaces: [Games], hostnames: [a.example.com]}]`, []string{"/grants/0/namespaces/0", "does not match pattern"}},
+		{"grant of a bad hostname", `grants: [{name: g, namespaces: [games], hostnames: ["*example.com"]}]`, []string{"/grants/0/hostnames/0", "does not match pattern"}},
+		{"grant of a mid-name wildcard", `grants: [{name: g, namespaces: [games], hostnames: [a.*.example.com]}]`, []string{"/grants/0/hostnames/0", "does not match pattern"}},
+		{"grant of a bad issuer", `grants: [{name: g, namespaces: [games], clusterIssuers: [Lets_Encrypt]}]`, []string{"/grants/0/clusterIssuers/0", "does not match pattern"}},
+		{"grant with a repeated hostname", `grants: [{name: g, namespaces: [games], hostnames: [a.example.com, a.example.com]}]`, []string{"/grants/0/hostnames", "items at 0 and 1 are equal"}},
+		{"grant without a name", `grants: [{namespaces: [games], catchAll: true}]`, []string{"/grants/0", "missing property 'name'"}},
+		{"grant with a bad name", `grants: [{name: Games, namespaces: [games], catchAll: true}]`, []string{"/grants/0/name", "does not match pattern"}},
+		{"grant with a misspelled key", `grants: [{name: g, namespaces: [games], hostname: [a.example.com]}]`, []string{"/grants/0", "additional properties 'hostname' not allowed"}},
+		{"grants not a list", `grants: {games: [games]}`, []string{"/grants", "want array"}},
 		// Checks across values, in the templates.
 		{"drain longer than the grace period", `shutdown: {drainSeconds: 40, gracePeriodSeconds: 30}`, []string{"shutdown.drainSeconds (40)", "gracePeriodSeconds - 2 (28)"}},
 		{"certificate without a host", `gatewayCertificate: {enabled: true, issuerRef: {name: x}}`, []string{"gatewayCertificate.dnsNames or defaultHost"}},
 		{"no listener", `listeners: {ws: {enabled: false}, wss: {enabled: false}}`, []string{"listeners.ws.enabled and listeners.wss.enabled"}},
 		{"plain port without its listener", `{listeners: {ws: {enabled: false}}, service: {ws: {enabled: true}}}`, []string{"service.ws.enabled needs listeners.ws.enabled"}},
 		{"no service account", `serviceAccount: {create: false}`, []string{"serviceAccount.name is required"}},
+		{"two grants of one name", `grants: [{name: g, namespaces: [a], catchAll: true}, {name: g, namespaces: [b], hostnames: [b.example.com]}]`, []string{`grants: two grants are named "g"`, "wsgate-g"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, stderr, err := runHelm(t, "", "template", "wsgate", chartDir(), "-f", writeValues(t, tc.values))
@@ -597,5 +745,43 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The RBAC template takes the rules for cluster-scoped resources from the
+// generated role; without a rule for wsgrants the render fails, with
+// or without watchNamespaces, rather than leave the gateway unable to read
+// WsGrants.
+func TestRBACNeedsTheWsGrantsRule(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "wsgate")
+	if err := os.CopyFS(dir, os.DirFS(chartDir())); err != nil {
+		t.Fatal(err)
+	}
+	role := filepath.Join(dir, "files", "rbac", "role.yaml")
+	b, err := os.ReadFile(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const line = "  - wsgrants\n"
+	if strings.Count(string(b), line) != 1 {
+		t.Fatalf("files/rbac/role.yaml has not one %q line:\n%s", line, b)
+	}
+	if err := os.WriteFile(role, []byte(strings.Replace(string(b), line, "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, values := range []string{"", "watchNamespaces: [team-a]"} {
+		out, stderr, err := runHelm(t, "", "template", "wsgate", dir, "-f", writeValues(t, values))
+		if err == nil {
+			t.Errorf("helm template with no wsgrants rule (values %q) succeeded:\n%s", values, out)
+			continue
+		}
+		if want := "files/rbac/role.yaml has no rule for wsgrants"; !strings.Contains(stderr, want) {
+			t.Errorf("helm template with no wsgrants rule (values %q): error lacks %q:\n%s", values, want, stderr)
+		}
+	}
+	// rbac.create false renders no RBAC, so no check.
+	if out, stderr, err := runHelm(t, "", "template", "wsgate", dir, "-f", writeValues(t, "rbac: {create: false}")); err != nil {
+		t.Errorf("helm template with rbac.create false: %v\n%s%s", err, out, stderr)
 	}
 }
