@@ -13,36 +13,70 @@ type backendKey struct {
 	backend routing.Backend
 }
 
-// registry counts tunnels (and handshakes in progress) per backend and in
-// total, enforcing the caps, and finds the tunnels a new table revokes.
+// registry counts tunnels (and handshakes in progress) per backend, per
+// route namespace and in total, enforcing the caps, and finds the tunnels
+// a new table revokes.
 type registry struct {
 	mu      sync.Mutex
 	closed  bool           // no more tunnels: the gateway is shutting down
 	wg      sync.WaitGroup // open tunnels
 	total   int
 	count   map[backendKey]int
+	spaces  map[string]int // by route namespace
 	tunnels map[backendKey]map[*tunnel]struct{}
 }
 
 func newRegistry() *registry {
-	return &registry{count: make(map[backendKey]int), tunnels: make(map[backendKey]map[*tunnel]struct{})}
+	return &registry{count: make(map[backendKey]int), spaces: make(map[string]int), tunnels: make(map[backendKey]map[*tunnel]struct{})}
 }
 
-// reserve takes a slot for a handshake to k, unless the global cap (0: no
-// cap) or the per-pod cap (0: no cap) is reached. The slot is given back
-// with release.
-func (r *registry) reserve(k backendKey, globalCap, perPodCap int) (ok, global bool) {
+// capReached names the cap that refused a slot.
+type capReached int
+
+const (
+	// capNone: the slot was taken.
+	capNone capReached = iota
+	// capGateway: the gateway's cap on tunnels.
+	capGateway
+	// capNamespace: the share of the gateway's tunnels that the routes
+	// of one namespace may hold.
+	capNamespace
+	// capPod: the route's cap per pod.
+	capPod
+)
+
+// message is what a client is told when cap c refuses its handshake.
+func (c capReached) message() string {
+	switch c {
+	case capGateway:
+		return "the gateway is at its connection limit"
+	case capNamespace:
+		return "the route's namespace is at its share of the gateway's tunnels"
+	default:
+		return "the pod is at its connection limit"
+	}
+}
+
+// reserve takes a slot for a handshake to k, unless the global cap, the
+// cap of k's route namespace or the per-pod cap (each 0: no cap) is
+// reached; it returns the cap that refused, or capNone. The slot is given
+// back with release.
+func (r *registry) reserve(k backendKey, globalCap, namespaceCap, perPodCap int) capReached {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if globalCap > 0 && r.total >= globalCap {
-		return false, true
+		return capGateway
+	}
+	if namespaceCap > 0 && r.spaces[k.route.Namespace] >= namespaceCap {
+		return capNamespace
 	}
 	if perPodCap > 0 && r.count[k] >= perPodCap {
-		return false, false
+		return capPod
 	}
 	r.total++
+	r.spaces[k.route.Namespace]++
 	r.count[k]++
-	return true, false
+	return capNone
 }
 
 // release gives back a slot taken by reserve.
@@ -50,6 +84,9 @@ func (r *registry) release(k backendKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.total--
+	if r.spaces[k.route.Namespace]--; r.spaces[k.route.Namespace] <= 0 {
+		delete(r.spaces, k.route.Namespace)
+	}
 	if r.count[k]--; r.count[k] <= 0 {
 		delete(r.count, k)
 	}

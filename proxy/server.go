@@ -59,6 +59,11 @@ type Options struct {
 	// MaxTunnels caps open tunnels (and handshakes in progress) per
 	// gateway process; 503 with Retry-After beyond it. Default 9000.
 	MaxTunnels int
+	// MaxTunnelsPerNamespace caps the open tunnels and handshakes in
+	// progress of the routes of one namespace together, so that one
+	// tenant's many or slow pods cannot hold every slot of MaxTunnels;
+	// 503 with Retry-After beyond it. 0: no cap.
+	MaxTunnelsPerNamespace int
 	// RetryAfter is sent with 503 answers. Default 5s.
 	RetryAfter time.Duration
 	// Dial connects to a pod; tests replace it. The default is a
@@ -303,12 +308,8 @@ func (s *Server) admit(r *http.Request) (target, backendKey, *refusal) {
 		return target{}, backendKey{}, rf
 	}
 	key := backendKey{route: tgt.route.Key, backend: tgt.backend}
-	if ok, global := s.reg.reserve(key, s.opts.MaxTunnels, tgt.route.MaxConnectionsPerPod); !ok {
-		msg := "the pod is at its connection limit"
-		if global {
-			msg = "the gateway is at its connection limit"
-		}
-		rf := refuse(http.StatusServiceUnavailable, msg)
+	if c := s.reg.reserve(key, s.opts.MaxTunnels, s.opts.MaxTunnelsPerNamespace, tgt.route.MaxConnectionsPerPod); c != capNone {
+		rf := refuse(http.StatusServiceUnavailable, c.message())
 		rf.header = s.retryAfter()
 		rf.route = tgt.route
 		return target{}, backendKey{}, rf

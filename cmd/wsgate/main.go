@@ -66,6 +66,7 @@ func run() error {
 		listenAddr, tlsListenAddr, tlsCert, tlsKey string
 		defaultCert, watchNamespaces               string
 		drain, grace                               time.Duration
+		namespaceShare                             int
 		proxyOpts                                  proxy.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the Prometheus metrics endpoint, e.g. :9090; \"0\" turns it off.")
@@ -93,6 +94,7 @@ func run() error {
 	flag.DurationVar(&proxyOpts.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "Bound on the time a client takes to send its request head.")
 	flag.IntVar(&proxyOpts.MaxHeaderBytes, "max-header-bytes", 16<<10, "Largest request head accepted from a client (431 beyond), and largest answer head accepted from a pod.")
 	flag.IntVar(&proxyOpts.MaxTunnels, "max-tunnels", 9000, "Most open tunnels per gateway process; 503 with Retry-After beyond it. Each tunnel holds two file descriptors.")
+	flag.IntVar(&namespaceShare, "namespace-tunnel-share", 50, "Percent (1-100) of --max-tunnels that the routes of one namespace may hold, tunnels and handshakes in progress together, rounded up; 503 with Retry-After beyond it. 100: no share of their own.")
 	flag.DurationVar(&proxyOpts.RetryAfter, "retry-after", 5*time.Second, "Retry-After sent with 503 answers.")
 	flag.DurationVar(&drain, "drain-timeout", 20*time.Second, "On SIGTERM, how long open tunnels may run on before they get a Close frame 1001.")
 	flag.DurationVar(&grace, "shutdown-grace-period", 28*time.Second, "On SIGTERM, bound on the whole shutdown; keep it under the pod's terminationGracePeriodSeconds.")
@@ -128,6 +130,9 @@ func run() error {
 	}
 	if proxyOpts.MaxTunnels <= 0 {
 		return fmt.Errorf("--max-tunnels must be positive")
+	}
+	if proxyOpts.MaxTunnelsPerNamespace, err = namespaceTunnelCap(proxyOpts.MaxTunnels, namespaceShare); err != nil {
+		return err
 	}
 	if maxHoldoff < holdoff {
 		return fmt.Errorf("--rebuild-max-holdoff (%s) must not be shorter than --rebuild-holdoff (%s)", maxHoldoff, holdoff)
