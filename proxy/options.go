@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// Options tune the proxy. Zero values take the defaults below.
+type Options struct {
+	// HandshakeTimeout bounds dialling the pod and its 101 answer, for
+	// routes without timeouts.handshake. Default 10s.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds the TCP connect to a pod. Default 5s.
+	DialTimeout time.Duration
+	// IdleTimeout closes tunnels without traffic, for routes without
+	// timeouts.idle. Default 1h; negative: none.
+	IdleTimeout time.Duration
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request head (slow clients are cut). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// MaxHeaderBytes bounds the client's request head (431 beyond) and the
+	// pod's answer head. Default 16 KiB.
+	MaxHeaderBytes int
+	// MaxTunnels caps open tunnels (and handshakes in progress) per
+	// gateway process; 503 with Retry-After beyond it. Default 9000.
+	MaxTunnels int
+	// MaxTunnelsPerNamespace caps the open tunnels and handshakes in
+	// progress of the routes of one namespace together, so that one
+	// tenant's many or slow pods cannot hold every slot of MaxTunnels;
+	// 503 with Retry-After beyond it. 0: no cap.
+	MaxTunnelsPerNamespace int
+	// RetryAfter is sent with 503 answers. Default 5s.
+	RetryAfter time.Duration
+	// Dial connects to a pod; tests replace it. The default is a
+	// net.Dialer without TCP keepalive on pod connections (as nginx and
+	// HAProxy dial by default): the tunnels of a pod that leaves the
+	// allowlist (deleted, not Ready, its node lost) are closed by
+	// revocation unless the route lets them drain, and idle timeouts
+	// bound the rest, so keepalive's four setsockopt calls on every dial
+	// would buy little. Client connections keep the keepalive that the
+	// listener sets: dead clients are the common case.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Log receives the HTTP server's own errors (V(1)).
+	Log logr.Logger
+	// AccessLog receives one line per closed tunnel and one per refused
+	// handshake (sampled: at most RefusalLogRate a second, with a count
+	// of the lines left out). The zero Logger discards.
+	AccessLog logr.Logger
+	// RefusalLogRate bounds refused-handshake lines a second. Default 20.
+	RefusalLogRate int
+	// Metrics, when set, are updated by the gateway.
+	Metrics *Metrics
+
+	// goroutineTunnels runs every tunnel on goroutines, even where an
+	// event loop could carry it, and bufferedReads makes those read plain
+	// TCP as they read TLS (tests run every engine and read path).
+	goroutineTunnels, bufferedReads bool
+	// dialHook, when set, sees every address before the default dialer
+	// connects to it, and may refuse it (tests count dials with it).
+	dialHook func(address string) error
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.HandshakeTimeout, 10*time.Second)
+	def(&o.DialTimeout, 5*time.Second)
+	def(&o.IdleTimeout, time.Hour)
+	def(&o.ReadHeaderTimeout, 10*time.Second)
+	def(&o.RetryAfter, 5*time.Second)
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 16 << 10
+	}
+	if o.MaxTunnels <= 0 {
+		o.MaxTunnels = 9000
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{KeepAlive: -1}
+		hook := o.dialHook
+		o.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			if hook != nil {
+				if err := hook(address); err != nil {
+					return nil, err
+				}
+			}
+			return dialForDescriptor(ctx, func(ctx context.Context) (net.Conn, error) {
+				return d.DialContext(ctx, network, address)
+			})
+		}
+	}
+	if o.RefusalLogRate <= 0 {
+		o.RefusalLogRate = 20
+	}
+}
