@@ -56,8 +56,9 @@ type Route struct {
 	PathPrefix string
 	// BackendPath is the path prefix on the pod.
 	BackendPath string
-	// AllowedOrigins are exact origins, or "*"; empty means same-origin
-	// (or no Origin header) only.
+	// AllowedOrigins are exact origins, or "*"; empty means Origins of the
+	// route's own hostnames only (the proxy's Origin rule), or no Origin
+	// header.
 	AllowedOrigins []string
 	// Timeouts of the route's tunnels.
 	Timeouts Timeouts

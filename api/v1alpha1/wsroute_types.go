@@ -104,9 +104,15 @@ type WsRouteSpec struct {
 
 	// AllowedOrigins are the browser origins accepted in the Origin header,
 	// compared exactly (scheme, host and port), or "*" for any. When empty,
-	// only same-origin requests (Origin's host equals the request's Host)
-	// pass. Anything else is refused with 403. Requests without an Origin
-	// header are not from browsers (which always send it) and pass.
+	// an Origin passes only when it names one of the route's own hostnames
+	// (a "*." name covers one label, and not a name another route claims
+	// exactly; never the Host header the client sent, so a route without
+	// hostnames admits no Origin), with scheme https on a TLS connection, or
+	// http or https on a plain one (TLS may end at a load balancer in front),
+	// on the port the request's Host names (without one: 443 on TLS, the
+	// Origin scheme's default on a plain connection). Anything else is
+	// refused with 403. Requests without an Origin header are not from
+	// browsers (which always send it) and pass.
 	//
 	// +optional
 	// +listType=set
