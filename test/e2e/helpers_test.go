@@ -4,8 +4,9 @@
 // and real websocket clients.
 //
 // Network: loopback only. Pods are echo servers on 127.0.3.x (and
-// 127.0.4.x for the TLS tests), ranges no other package uses; the
-// in-process gateway's dialer refuses anything that is not loopback.
+// 127.0.4.x for the TLS tests, 127.0.5.200-249 for the tenant-isolation
+// tests), addresses no other package uses; the in-process gateway's
+// dialer refuses anything that is not loopback.
 //
 // The control plane has cert-manager's CRDs; the TLS tests start
 // cert-manager's controllers and the garbage collector once for the
@@ -237,6 +238,16 @@ type gatewayConfig struct {
 	// tls adds a TLS listener on 127.0.0.1 (--tls-listen-address), with
 	// the configuration cmd/wsgate uses (no --tls-cert-file).
 	tls bool
+	// ownGrants: the test's own WsGrants decide what each namespace may
+	// claim. The grant-everything WsGrant that the other tests share is
+	// removed while the test runs (see withoutGrantEverything).
+	ownGrants bool
+	// defaultHost is --default-host.
+	defaultHost string
+	// maxTunnels is --max-tunnels (0: the default), and
+	// maxTunnelsPerNamespace the share of it one namespace's routes may
+	// hold (0: no cap).
+	maxTunnels, maxTunnelsPerNamespace int
 }
 
 // startGateway starts a gateway that runs until the test ends.
@@ -251,7 +262,11 @@ func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 	t.Helper()
 	// These suites are about other rules than WsGrants, which builder,
 	// controllers and the tenant-isolation suite cover.
-	env.GrantEverything(t)
+	if cfg.ownGrants {
+		withoutGrantEverything(t)
+	} else {
+		env.GrantEverything(t)
+	}
 	logs.PrintOnFailure(t)
 	log := logs.Logger(1)
 	if cfg.certManager {
@@ -272,7 +287,7 @@ func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 		t.Fatalf("manager: %v", err)
 	}
 	g := &gateway{tables: routing.NewPublisher()}
-	tb := &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultCertificate: cfg.defaultCertificate, Log: log.WithName("table")}
+	tb := &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultHost: cfg.defaultHost, DefaultCertificate: cfg.defaultCertificate, Log: log.WithName("table")}
 	if err := mgr.Add(tb); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +299,9 @@ func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 	g.server = proxy.New(g.tables, proxy.Options{
 		Log: log.WithName("proxy"),
 		// Loopback only, counted.
-		Dial: harness.LoopbackDial(&g.dials),
+		Dial:                   harness.LoopbackDial(&g.dials),
+		MaxTunnels:             cfg.maxTunnels,
+		MaxTunnelsPerNamespace: cfg.maxTunnelsPerNamespace,
 	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
