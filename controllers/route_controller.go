@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
@@ -84,7 +85,14 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			return ctrl.Result{}, err
 		}
 		if cert.eventReason != "" {
-			r.Recorder.Eventf(&route, cert.cert, corev1.EventTypeNormal, cert.eventReason, "Reconcile", "%s", cert.eventMessage)
+			// The Event names the Certificate as related object while
+			// there is one; a nil *Certificate in the interface would
+			// make the recorder dereference it.
+			var related runtime.Object
+			if cert.cert != nil {
+				related = cert.cert
+			}
+			r.Recorder.Eventf(&route, related, corev1.EventTypeNormal, cert.eventReason, "Reconcile", "%s", cert.eventMessage)
 		}
 	}
 
