@@ -12,10 +12,15 @@
 //     none and there is no default host) and (host, pathPrefix) pairs. A
 //     route is accepted only if WsGrants give its namespace every name it
 //     claims and the ClusterIssuer it names (else HostnameNotAllowed or
-//     IssuerNotAllowed), no route of another namespace was accepted on one
-//     of its names first (else HostnameConflict: a name belongs to the
-//     namespace of its oldest accepted route), and no accepted route holds
-//     one of its (host, pathPrefix) pairs (else Conflict). Each refusal
+//     IssuerNotAllowed), none of its names belongs to another namespace
+//     (else HostnameConflict), and no accepted route holds one of its
+//     (host, pathPrefix) pairs (else Conflict). A name belongs to the
+//     namespace whose route serves it, as that route's status says
+//     (status.hostnames, written by the gateway from an earlier build),
+//     for as long as the route still claims it and may; a name nobody
+//     serves goes to the namespace of the oldest accepted route that
+//     claims it. So a route that adds a name another namespace serves, or
+//     one created in the same second, never takes it over. Each refusal
 //     names what stands in the way.
 //  3. Each accepted route is matched against the pods of its own namespace
 //     through a label index, and its eligible pods become its backends.
@@ -105,6 +110,10 @@ type RouteStatus struct {
 	// SecretMissing says the problem is that the Secret is not (yet) in
 	// the cache, as while cert-manager is issuing it.
 	SecretMissing bool
+	// Hostnames are the names the route serves, for status.hostnames:
+	// its hosts, sorted, or v1alpha1.CatchAllHostname; nil unless
+	// Accepted.
+	Hostnames []string
 }
 
 // Result is the output of one build.
@@ -196,6 +205,7 @@ func olderFirst(a, b *candidate) int {
 // each, and returns the accepted ones in that order.
 func resolveClaims(cands []*candidate, g grants, statuses map[routing.RouteKey]RouteStatus) []*candidate {
 	owners := make(map[claim]*candidate, len(cands))
+	serving := servingOwners(cands, g)
 	hostOwners := make(map[string]*candidate, len(cands))
 	accepted := make([]*candidate, 0, len(cands))
 	for _, c := range cands {
@@ -208,7 +218,7 @@ func resolveClaims(cands []*candidate, g grants, statuses map[routing.RouteKey]R
 			st.Message = "the route cannot be used: " + strings.Join(c.problems, "; ")
 		} else if reason, msg := g.notGranted(c); reason != "" {
 			st.Reason, st.Message = reason, msg
-		} else if msg := hostConflictMessage(c, hostOwners); msg != "" {
+		} else if msg := hostConflictMessage(c, serving, hostOwners); msg != "" {
 			st.Reason = v1alpha1.ReasonHostnameConflict
 			st.Message = msg
 		} else if msg := conflictMessage(c, owners); msg != "" {
@@ -223,6 +233,7 @@ func resolveClaims(cands []*candidate, g grants, statuses map[routing.RouteKey]R
 			}
 			st.Accepted = true
 			st.Reason = v1alpha1.ReasonAccepted
+			st.Hostnames = servedHostnames(c)
 			st.Message = acceptedMessage(c)
 			accepted = append(accepted, c)
 		}
@@ -249,11 +260,57 @@ func conflictMessage(c *candidate, owners map[claim]*candidate) string {
 	return ""
 }
 
-// hostConflictMessage names the first of c's hosts that a route of
-// another namespace owns, or returns "" when c's namespace may use them
-// all. The owner is the oldest accepted route that claimed the host.
-func hostConflictMessage(c *candidate, hostOwners map[string]*candidate) string {
+// servingOwners finds the route that serves each name now: a valid route
+// whose namespace may have the name, that claims it in its spec, and
+// whose status says the gateway accepted it for that name. Where several
+// namespaces' routes say so (a status not yet rewritten), the oldest
+// route counts. cands are oldest first.
+func servingOwners(cands []*candidate, g grants) map[string]*candidate {
+	out := make(map[string]*candidate)
+	for _, c := range cands {
+		if len(c.problems) > 0 || len(c.wr.Status.Hostnames) == 0 {
+			continue
+		}
+		if reason, _ := g.notGranted(c); reason != "" {
+			continue
+		}
+		for _, cl := range c.claims {
+			if _, taken := out[cl.host]; !taken && slices.Contains(c.wr.Status.Hostnames, statusHostname(cl.host)) {
+				out[cl.host] = c
+			}
+		}
+	}
+	return out
+}
+
+// statusHostname is how status.hostnames writes a claimed host ("" is
+// the catch-all).
+func statusHostname(host string) string {
+	if host == "" {
+		return v1alpha1.CatchAllHostname
+	}
+	return host
+}
+
+// servedHostnames is status.hostnames of an accepted route.
+func servedHostnames(c *candidate) []string {
+	out := make([]string, len(c.claims))
+	for i, cl := range c.claims {
+		out[i] = statusHostname(cl.host)
+	}
+	return out
+}
+
+// hostConflictMessage names the first of c's hosts that belongs to
+// another namespace, or returns "" when c's namespace may use them all.
+// A host belongs to the namespace whose route serves it (serving), else
+// to that of the oldest accepted route that claimed it (hostOwners).
+func hostConflictMessage(c *candidate, serving, hostOwners map[string]*candidate) string {
 	for _, cl := range c.claims {
+		if owner, served := serving[cl.host]; served && owner.key.Namespace != c.key.Namespace {
+			return fmt.Sprintf("%s belongs to namespace %q, whose WsRoute %s serves it; a name belongs to one namespace at a time",
+				describeHost(cl.host), owner.key.Namespace, owner.key)
+		}
 		owner, owned := hostOwners[cl.host]
 		if !owned || owner.key.Namespace == c.key.Namespace {
 			continue

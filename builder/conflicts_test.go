@@ -300,6 +300,90 @@ func TestConflicts(t *testing.T) {
 			},
 		},
 
+		// A name stays with the namespace that serves it.
+		{
+			name: "an older route that adds a name another namespace serves does not take it",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("victim", "rooms", 5, hosts("victim.example.com"), serving("victim.example.com")),
+				newRoute("attacker", "old", 0, hosts("attacker.example.com", "victim.example.com"), serving("attacker.example.com")),
+			},
+			want: map[routing.RouteKey]want{
+				key("victim", "rooms"): {reason: v1alpha1.ReasonAccepted},
+				key("attacker", "old"): {reason: v1alpha1.ReasonHostnameConflict, message: `host "victim.example.com" belongs to namespace "victim", whose WsRoute victim/rooms serves it; a name belongs to one namespace at a time`},
+			},
+		},
+		{
+			name: "a route created in the same second from a namespace that sorts first does not take a served name",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("zeta", "rooms", 0, hosts("h1"), serving("h1")),
+				newRoute("alpha", "rooms", 0, hosts("h1"), prefix("/a")),
+			},
+			want: map[routing.RouteKey]want{
+				key("zeta", "rooms"):  {reason: v1alpha1.ReasonAccepted},
+				key("alpha", "rooms"): {reason: v1alpha1.ReasonHostnameConflict},
+			},
+		},
+		{
+			name: "a served name is kept by the namespace, for its routes added later too",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("other", "old", 0, hosts("h1"), prefix("/o")),
+				newRoute("owner", "serving", 5, hosts("h1"), serving("h1")),
+				newRoute("owner", "added", 9, hosts("h1"), prefix("/added")),
+			},
+			want: map[routing.RouteKey]want{
+				key("other", "old"):     {reason: v1alpha1.ReasonHostnameConflict},
+				key("owner", "serving"): {reason: v1alpha1.ReasonAccepted},
+				key("owner", "added"):   {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name: "a route that no longer claims a name it served does not keep it",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("victim", "moved", 0, hosts("elsewhere.example.com"), serving("h1")),
+				newRoute("b", "new", 5, hosts("h1")),
+			},
+			want: map[routing.RouteKey]want{
+				key("victim", "moved"): {reason: v1alpha1.ReasonAccepted},
+				key("b", "new"):        {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name:   "a route whose grant was withdrawn does not keep the name it served",
+			grants: []*v1alpha1.WsGrant{grant("b", withHosts("h1"))},
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "served", 0, hosts("h1"), serving("h1")),
+				newRoute("b", "new", 5, hosts("h1")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "served"): {reason: v1alpha1.ReasonHostnameNotAllowed},
+				key("b", "new"):    {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+		{
+			name: "where two namespaces' statuses both say they serve a name, the oldest route keeps it",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("b", "young", 5, hosts("h1"), serving("h1")),
+				newRoute("a", "old", 1, hosts("h1"), serving("h1")),
+				newRoute("c", "oldest", 0, hosts("h1")),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "old"):    {reason: v1alpha1.ReasonAccepted},
+				key("b", "young"):  {reason: v1alpha1.ReasonHostnameConflict},
+				key("c", "oldest"): {reason: v1alpha1.ReasonHostnameConflict},
+			},
+		},
+		{
+			name: "the catch-all stays with the namespace that serves it",
+			routes: []*v1alpha1.WsRoute{
+				newRoute("a", "old", 0, prefix("/a")),
+				newRoute("b", "serving", 5, serving(v1alpha1.CatchAllHostname)),
+			},
+			want: map[routing.RouteKey]want{
+				key("a", "old"):     {reason: v1alpha1.ReasonHostnameConflict},
+				key("b", "serving"): {reason: v1alpha1.ReasonAccepted},
+			},
+		},
+
 		// The cluster admin grants names.
 		{
 			name:   "without a grant nothing is accepted",
@@ -654,5 +738,26 @@ func TestDuplicateRouteKeys(t *testing.T) {
 		if len(res.Routes) != 1 || !ok || st.Generation != 1 || !slices.Equal(r.Hosts, []string{"h1"}) {
 			t.Errorf("status %+v, route %+v: want the older object's", st, r)
 		}
+	}
+}
+
+func TestAcceptedRoutesReportTheNamesTheyServe(t *testing.T) {
+	res := Build(Input{Grants: grantAll, Routes: []*v1alpha1.WsRoute{
+		newRoute("a", "named", 0, hosts("B.example.com", "a.example.com", "*.w.example.com")),
+		newRoute("b", "default", 1),
+		newRoute("c", "refused", 2, hosts("a.example.com")),
+	}}, Options{DefaultHost: "ws.example.com"})
+	for k, want := range map[routing.RouteKey][]string{
+		key("a", "named"):   {"*.w.example.com", "a.example.com", "b.example.com"},
+		key("b", "default"): {"ws.example.com"},
+		key("c", "refused"): nil,
+	} {
+		if got := res.Routes[k].Hostnames; !slices.Equal(got, want) {
+			t.Errorf("%s: Hostnames = %q, want %q", k, got, want)
+		}
+	}
+	catchAll := Build(Input{Grants: grantAll, Routes: []*v1alpha1.WsRoute{newRoute("a", "all", 0)}}, Options{})
+	if got := catchAll.Routes[key("a", "all")].Hostnames; !slices.Equal(got, []string{v1alpha1.CatchAllHostname}) {
+		t.Errorf("catch-all route: Hostnames = %q, want [%q]", got, v1alpha1.CatchAllHostname)
 	}
 }

@@ -254,3 +254,8 @@ func withIssuer(kind, name, group string) routeOpt {
 		r.Spec.TLS = &v1alpha1.RouteTLS{SecretName: r.Name + "-tls", IssuerRef: &v1alpha1.IssuerReference{Kind: kind, Name: name, Group: group}}
 	}
 }
+
+// serving sets status.hostnames: the gateway accepted the route for hs.
+func serving(hs ...string) routeOpt {
+	return func(r *v1alpha1.WsRoute) { r.Status.Hostnames = hs }
+}

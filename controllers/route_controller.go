@@ -181,6 +181,7 @@ func podsRemoved(before, after wsgatev1alpha1.RouteEndpoints) bool {
 func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st wsbuilder.RouteStatus, cert *metav1.Condition) []metav1.Condition {
 	status.ObservedGeneration = generation
 	status.Endpoints = st.Endpoints
+	status.Hostnames = st.Hostnames
 
 	accepted := metav1.Condition{
 		Type: wsgatev1alpha1.ConditionAccepted, Status: metav1.ConditionTrue,

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -238,6 +239,13 @@ func TestConflictingRoutesOlderWinsUntilDeleted(t *testing.T) {
 	first := route(nsA, "first", "a", func(r *wsgatev1alpha1.WsRoute) { r.Spec.Hostnames = nil; r.Spec.PathPrefix = "/rooms" })
 	create(t, first)
 	g.waitAllowlist(t, nsA, "first", "127.0.0.40:8080")
+	// The status records the name the route serves: the default host.
+	waitStatus(t, nsA, "first", func(r *wsgatev1alpha1.WsRoute) error {
+		if !slices.Equal(r.Status.Hostnames, []string{"ws.example.com"}) {
+			return fmt.Errorf("status.hostnames = %q, want [ws.example.com]", r.Status.Hostnames)
+		}
+		return nil
+	})
 	// creationTimestamp has one-second resolution: make sure the second
 	// route is strictly younger.
 	time.Sleep(1100 * time.Millisecond)
@@ -249,6 +257,9 @@ func TestConflictingRoutesOlderWinsUntilDeleted(t *testing.T) {
 	r := waitStatus(t, nsB, "second", func(r *wsgatev1alpha1.WsRoute) error {
 		if got := condition(r, wsgatev1alpha1.ConditionAccepted); got != "False/HostnameConflict" {
 			return fmt.Errorf("Accepted = %q, want False/HostnameConflict", got)
+		}
+		if len(r.Status.Hostnames) != 0 {
+			return fmt.Errorf("status.hostnames = %q of a route that serves nothing", r.Status.Hostnames)
 		}
 		return nil
 	})

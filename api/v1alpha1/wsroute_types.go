@@ -237,6 +237,20 @@ type WsRouteStatus struct {
 	// +optional
 	Endpoints RouteEndpoints `json:"endpoints,omitempty"`
 
+	// Hostnames are the names the route serves, as the gateway last
+	// accepted it: its hostnames (or the gateway's default host), or
+	// CatchAllHostname for the catch-all. Empty while it is not accepted.
+	// A name stays with the namespace whose route serves it for as long as
+	// that route claims it: a route that adds the name later, or was
+	// created in the same second, does not take it over, however old it
+	// is. Only the gateway writes status; tenants must not be allowed to
+	// update wsroutes/status.
+	//
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=17
+	Hostnames []string `json:"hostnames,omitempty"`
+
 	// Conditions: Accepted (valid and not in conflict), CertificateReady
 	// (when tls.issuerRef is set) and Ready (serving traffic).
 	//
@@ -246,6 +260,10 @@ type WsRouteStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// CatchAllHostname stands for the catch-all (a route without hostnames
+// on a gateway without a default host) in status.hostnames.
+const CatchAllHostname = "*"
 
 // MaxStatusPods bounds the pods listed in status.endpoints.pods.
 const MaxStatusPods = 32

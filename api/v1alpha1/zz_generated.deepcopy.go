@@ -335,6 +335,11 @@ func (in *WsRouteSpec) DeepCopy() *WsRouteSpec {
 func (in *WsRouteStatus) DeepCopyInto(out *WsRouteStatus) {
 	*out = *in
 	in.Endpoints.DeepCopyInto(&out.Endpoints)
+	if in.Hostnames != nil {
+		in, out := &in.Hostnames, &out.Hostnames
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))
