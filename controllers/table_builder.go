@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -267,13 +268,14 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	return nil
 }
 
-// routeSpecChanged ignores status-only updates of a WsRoute (the
-// controller's own writes): only the spec, which bumps the generation,
-// feeds the table.
+// routeSpecChanged ignores most status-only updates of a WsRoute (the
+// controller's own writes): the spec, which bumps the generation, feeds
+// the table, and of the status only hostnames do (the names a route
+// serves keep their namespace; a route that stops serving one frees it).
 func routeSpecChanged(oldObj, newObj any) bool {
 	o, ok1 := oldObj.(*wsgatev1alpha1.WsRoute)
 	n, ok2 := newObj.(*wsgatev1alpha1.WsRoute)
-	return !ok1 || !ok2 || o.Generation != n.Generation
+	return !ok1 || !ok2 || o.Generation != n.Generation || !slices.Equal(o.Status.Hostnames, n.Status.Hostnames)
 }
 
 // changedRoutes lists the routes whose build status differs between two
