@@ -139,9 +139,17 @@ func (g *testGateway) dialWS(ctx context.Context, path string, opts *websocket.D
 // mustDial is dialWS that fails the test on error.
 func (g *testGateway) mustDial(t *testing.T, path string, opts *websocket.DialOptions) *websocket.Conn {
 	t.Helper()
+	return mustOpen(t, path, func(ctx context.Context) (*websocket.Conn, *http.Response, error) { return g.dialWS(ctx, path, opts) })
+}
+
+// mustOpen opens a websocket to path with dial within 5 s, or fails the
+// test; the connection reads messages of up to 64 MiB and is closed when
+// the test ends.
+func mustOpen(t *testing.T, path string, dial func(context.Context) (*websocket.Conn, *http.Response, error)) *websocket.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, resp, err := g.dialWS(ctx, path, opts)
+	c, resp, err := dial(ctx)
 	if resp != nil && resp.Body != nil {
 		_ = resp.Body.Close()
 	}
@@ -280,22 +288,7 @@ func (c *wsClient) dial(ctx context.Context, path string, opts *websocket.DialOp
 // mustDial is dial that fails the test on error.
 func (c *wsClient) mustDial(t *testing.T, path string, opts *websocket.DialOptions) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, resp, err := c.dial(ctx, path, opts)
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (status %d)", path, err, status)
-	}
-	conn.SetReadLimit(64 << 20)
-	t.Cleanup(func() { _ = conn.CloseNow() })
-	return conn
+	return mustOpen(t, path, func(ctx context.Context) (*websocket.Conn, *http.Response, error) { return c.dial(ctx, path, opts) })
 }
 
 // status is the gateway's answer to a handshake for path: 101 (the

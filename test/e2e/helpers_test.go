@@ -358,9 +358,16 @@ func (c wsClient) handshake(ctx context.Context, path string, opts *websocket.Di
 		o = *opts
 	}
 	o.Host = host
+	return dialWebsocket(ctx, "ws://"+c.addr+path, &o)
+}
+
+// dialWebsocket opens a websocket to url and returns the handshake's
+// status and header, whether it succeeded or not; the connection reads
+// messages of up to 64 MiB.
+func dialWebsocket(ctx context.Context, url string, opts *websocket.DialOptions) (*websocket.Conn, int, http.Header, error) {
 	// The websocket library owns the response body: it is never closed
 	// here (see websocket.Dial).
-	conn, resp, err := websocket.Dial(ctx, "ws://"+c.addr+path, &o) //nolint:bodyclose // see above
+	conn, resp, err := websocket.Dial(ctx, url, opts) //nolint:bodyclose // see above
 	status, header := 0, http.Header{}
 	if resp != nil {
 		status, header = resp.StatusCode, resp.Header

@@ -14,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	"github.com/coder/websocket"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -334,16 +332,10 @@ func (g *gateway) dial(ctx context.Context, d dialSpec) (*tenantConn, int, http.
 	} else {
 		opts.Host = d.host
 	}
-	// The websocket library owns the response body (see websocket.Dial).
-	conn, resp, err := websocket.Dial(ctx, url, opts) //nolint:bodyclose // see above
-	status, header := 0, http.Header{}
-	if resp != nil {
-		status, header = resp.StatusCode, resp.Header
-	}
+	conn, status, header, err := dialWebsocket(ctx, url, opts)
 	if err != nil {
 		return nil, status, header, err
 	}
-	conn.SetReadLimit(64 << 20)
 	mu.Lock()
 	defer mu.Unlock()
 	return &tenantConn{Conn: conn, leaf: leaf}, status, header, nil
@@ -464,15 +456,6 @@ func newClusterCA(t *testing.T) *clusterCA {
 		t.Fatalf("create ClusterIssuer: %v", err)
 	}
 	t.Cleanup(func() { deleteIgnoringNotFound(issuer) })
-	harness.Eventually(t, issueTimeout, "the CA ClusterIssuer is Ready", func() error {
-		var iss cmapi.ClusterIssuer
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(issuer), &iss); err != nil {
-			return err
-		}
-		if !apiutil.IssuerHasCondition(&iss, cmapi.IssuerCondition{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}) {
-			return fmt.Errorf("conditions %+v", iss.Status.Conditions)
-		}
-		return nil
-	})
+	waitIssuerReady(t, issuer)
 	return &clusterCA{name: issuer.Name, ca: ca}
 }

@@ -89,6 +89,21 @@ func startCertManager(t *testing.T) {
 	}
 }
 
+// waitIssuerReady waits until the Issuer or ClusterIssuer is Ready.
+func waitIssuerReady(t *testing.T, issuer cmapi.GenericIssuer) {
+	t.Helper()
+	harness.Eventually(t, issueTimeout, fmt.Sprintf("%T %s is Ready", issuer, issuer.GetName()), func() error {
+		got := issuer.DeepCopyObject().(cmapi.GenericIssuer)
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(issuer), got); err != nil {
+			return err
+		}
+		if !apiutil.IssuerHasCondition(got, cmapi.IssuerCondition{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}) {
+			return fmt.Errorf("conditions %+v", got.GetStatus().Conditions)
+		}
+		return nil
+	})
+}
+
 // ---------------------------------------------------------------------------
 // The CA
 
@@ -133,16 +148,7 @@ func newTestCA(t *testing.T, ns string) *testCA {
 		}
 		t.Cleanup(func() { deleteIgnoringNotFound(obj) })
 	}
-	harness.Eventually(t, issueTimeout, "the CA Issuer is Ready", func() error {
-		var iss cmapi.Issuer
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(caIssuer), &iss); err != nil {
-			return err
-		}
-		if !apiutil.IssuerHasCondition(&iss, cmapi.IssuerCondition{Type: cmapi.IssuerConditionReady, Status: cmmeta.ConditionTrue}) {
-			return fmt.Errorf("conditions %+v", iss.Status.Conditions)
-		}
-		return nil
-	})
+	waitIssuerReady(t, caIssuer)
 
 	var s corev1.Secret
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: caCert.Spec.SecretName}, &s); err != nil {
