@@ -99,13 +99,17 @@ func TestSecretParserReadsOnlyReferencedSecrets(t *testing.T) {
 	used, unused := tlsSecret("1", good), tlsSecret("1", good)
 	unused.Name = "unused"
 	unused.Data[corev1.TLSCertKey] = []byte("not PEM: parsing it would record a problem")
-	p := &secretParser{now: time.Now}
+	parses := 0 // each parse reads the clock once
+	p := &secretParser{now: func() time.Time { parses++; return time.Now() }}
 	refs := map[types.NamespacedName]bool{{Namespace: "ns", Name: "tls"}: true}
 	wanted := func(k types.NamespacedName) bool { return refs[k] }
 
 	got := p.update([]corev1.Secret{used, unused}, wanted)
 	if len(got) != 1 || got[types.NamespacedName{Namespace: "ns", Name: "tls"}].Certificate == nil {
 		t.Fatalf("update = %+v, want only the referenced Secret, parsed", got)
+	}
+	if parses != 1 {
+		t.Errorf("%d Secrets parsed, want 1: an unreferenced Secret is not parsed", parses)
 	}
 	if len(p.entries) != 1 {
 		t.Errorf("the parser keeps %d entries, want 1: an unreferenced Secret is not held", len(p.entries))
