@@ -19,15 +19,16 @@ import (
 
 // podRequest writes the handshake request for the pod: the client's
 // headers without hop-by-hop ones (and without Forwarded, which the client
-// could forge, nor any field whose name has an underscore), then
-// X-Forwarded-For/-Proto/-Host, which the gateway overwrites rather than
-// appends to, as the edge of the cluster. The fields come out as
-// http.Header.Write writes them, sorted by name.
+// could forge, nor any field whose name has other characters than
+// letters, digits and "-"), then X-Forwarded-For/-Proto/-Host, which the
+// gateway overwrites rather than appends to, as the edge of the cluster.
+// The fields come out as http.Header.Write writes them, sorted by name.
 //
-// Names with an underscore are dropped as nginx drops them by default
-// (underscores_in_headers off): CGI-style frameworks map "-" and "_" to
-// the same variable, so X_Forwarded_For would reach the pod as
-// HTTP_X_FORWARDED_FOR next to the gateway's own X-Forwarded-For.
+// Names with other characters are dropped as nginx drops them by default
+// (ignore_invalid_headers on, underscores_in_headers off): CGI-style
+// frameworks map "-", "_" and "." to the same variable, so X_Forwarded_For
+// or X.Forwarded.For would reach the pod as HTTP_X_FORWARDED_FOR next to
+// the gateway's own X-Forwarded-For.
 func podRequest(r *http.Request, uri string) []byte {
 	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -61,16 +62,16 @@ type field struct{ name, value string }
 // writes them (sorted by name, each value with CR and LF turned into
 // spaces and trimmed, names that are not valid tokens left out), without
 // the hop-by-hop fields, the fields that Connection names, the names in
-// drop and, with dropUnderscored, every name that has an underscore; the
+// drop and, with plainNamesOnly, every name that is not plainName; the
 // fields in set are written instead, in their sorted place. Every name in
 // set must be in drop.
-func appendHeader(buf []byte, h http.Header, drop []string, dropUnderscored bool, set []field) []byte {
+func appendHeader(buf []byte, h http.Header, drop []string, plainNamesOnly bool, set []field) []byte {
 	var namedBuf [8]string
 	named := connectionNames(namedBuf[:0], h["Connection"])
 	var keysBuf [32]string
 	keys := keysBuf[:0]
 	for k := range h {
-		if dropUnderscored && strings.IndexByte(k, '_') >= 0 {
+		if plainNamesOnly && !plainName(k) {
 			continue
 		}
 		if !slices.Contains(hopByHop, k) && !slices.Contains(drop, k) && !slices.Contains(named, k) {
@@ -273,4 +274,16 @@ func readPodResponse(conn io.Reader, r *http.Request, maxBytes int) (*http.Respo
 	}
 	p.release()
 	return nil, nil, fmt.Errorf("pod sent more than %d interim answers", maxInterim)
+}
+
+// plainName reports whether a header name has only ASCII letters, digits
+// and "-": the names nginx passes on by default, and the only ones that
+// CGI-style frameworks cannot confuse with another.
+func plainName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return name != ""
 }
