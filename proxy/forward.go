@@ -281,7 +281,7 @@ func readPodResponse(conn io.Reader, r *http.Request, maxBytes int) (*http.Respo
 // CGI-style frameworks cannot confuse with another.
 func plainName(name string) bool {
 	for i := 0; i < len(name); i++ {
-		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+		if c := name[i]; (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' {
 			return false
 		}
 	}

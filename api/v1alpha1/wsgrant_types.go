@@ -46,8 +46,8 @@ type WsGrantSpec struct {
 	// spec.hostnames empty): "ws.example.com" grants that name only,
 	// "*.example.com" every name under example.com (x.example.com,
 	// a.b.example.com, *.example.com), "*" every name. A granted name is
-	// still owned by one namespace at a time: the namespace of the oldest
-	// accepted route that claims it.
+	// still owned by one namespace at a time: the namespace whose route
+	// serves it, else that of the oldest accepted route that claims it.
 	//
 	// +optional
 	// +listType=set

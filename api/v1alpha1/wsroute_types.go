@@ -49,8 +49,9 @@ type WsRouteSpec struct {
 	//
 	// A WsGrant must give the route's namespace each name (the catch-all:
 	// catchAll), and a name belongs to one namespace at a time: the
-	// namespace of the oldest accepted route that claims it. Routes of
-	// other namespaces that claim it are not accepted (HostnameConflict).
+	// namespace whose route serves it (status.hostnames), else that of the
+	// oldest accepted route that claims it. Routes of other namespaces
+	// that claim it are not accepted (HostnameConflict).
 	// A wildcard never covers a name that another route claims exactly.
 	//
 	// +optional

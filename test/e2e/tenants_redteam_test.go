@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -41,11 +42,8 @@ func TestTenantHeaderSpoofingByOtherSeparators(t *testing.T) {
 	c := g.openAs(t, dialSpec{host: hostname, path: podPath("/", ip, "/"), header: spoofed})
 	seen := podSees(t, c.Conn)
 	for k, vs := range seen.Header {
-		for i := 0; i < len(k); i++ {
-			if b := k[i]; !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-') {
-				t.Errorf("the pod got %s: %q; a name with %q maps to a CGI variable next to the gateway's own", k, vs, b)
-				break
-			}
+		if rest := strings.TrimLeft(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"); rest != "" {
+			t.Errorf("the pod got %s: %q; a name with %q maps to a CGI variable next to the gateway's own", k, vs, rest[0])
 		}
 	}
 	if got := seen.Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "127.0.0.1" {
