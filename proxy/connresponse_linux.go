@@ -179,8 +179,48 @@ func checkRequestHead(r *http.Request, hosts []string) []byte {
 			}
 		}
 	}
-	if e := firstValue(r.Header["Expect"]); e != "" && !httpguts.HeaderValuesContainsToken([]string{e}, "100-continue") {
+	if e := firstValue(r.Header["Expect"]); e != "" && !hasToken(e, "100-continue") {
 		return []byte("HTTP/1.1 417 Expectation Failed\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 	}
 	return nil
+}
+
+// hasToken reports whether v holds token, in any case, between token
+// boundaries (space, comma, tab or either end), as net/http's server
+// looks for "100-continue" in Expect: more loosely than a comma-separated
+// list ("0 100-continue" holds it).
+func hasToken(v, token string) bool {
+	boundary := func(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
+	for sp := 0; sp+len(token) <= len(v); sp++ {
+		if sp > 0 && !boundary(v[sp-1]) {
+			continue
+		}
+		if end := sp + len(token); end != len(v) && !boundary(v[end]) {
+			continue
+		}
+		if asciiEqualFold(v[sp:sp+len(token)], token) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold reports whether a and b are equal but for the case of
+// ASCII letters (no Unicode folding, as net/http compares tokens).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	lower := func(c byte) byte {
+		if 'A' <= c && c <= 'Z' {
+			return c + 'a' - 'A'
+		}
+		return c
+	}
+	for i := 0; i < len(a); i++ {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
 }
