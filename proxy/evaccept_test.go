@@ -87,7 +87,9 @@ func TestLoopHandshakesAndTunnelsHoldNoGoroutine(t *testing.T) {
 			waitTunnels(t, f.g, tunnels+1)
 			got := proxyGoroutines(t) - base
 			t.Logf("%d tunnels: %d more goroutines in the proxy", tunnels, got)
-			if got < tc.min*tunnels || got > tc.max*tunnels+2 {
+			// Two either way: a goroutine of an earlier handshake may
+			// end, or one of the runtime's start, while the count runs.
+			if got < tc.min*tunnels-2 || got > tc.max*tunnels+2 {
 				t.Errorf("%d more goroutines for %d tunnels, want %d to %d per tunnel", got, tunnels, tc.min, tc.max)
 			}
 			if n, evented := tunnelCounts(f.g); tc.max == 0 && evented != n {
