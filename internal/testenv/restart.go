@@ -63,7 +63,7 @@ func (e *Env) KillAPIServer() error {
 		return err
 	}
 	e.apiDown = true
-	return e.env.ControlPlane.APIServer.Stop()
+	return stopKilled(e.env.ControlPlane.APIServer.Stop)
 }
 
 // StartAPIServer starts kube-apiserver again on the same port with the
@@ -89,7 +89,23 @@ func (e *Env) KillEtcd() error {
 		return err
 	}
 	e.etcdDown = true
-	return e.env.ControlPlane.Etcd.Stop()
+	return stopKilled(e.env.ControlPlane.Etcd.Stop)
+}
+
+// stopKilled runs envtest's stop of a process that killChild killed.
+// That stop signals the process unless envtest's waiter has seen it
+// exit, which can happen a moment after the process is reaped: the
+// signal then finds no process (ESRCH), and the stop is tried again
+// until the waiter has caught up (at most 5 s).
+func stopKilled(stop func() error) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := stop()
+		if err == nil || !errors.Is(err, syscall.ESRCH) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // StartEtcd starts etcd again on the same URL with the same data.
