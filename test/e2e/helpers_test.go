@@ -166,11 +166,18 @@ func createRoute(t *testing.T, ns string, r routeSpec) *wsgatev1alpha1.WsRoute {
 			RevokePolicy: r.revoke,
 		},
 	}
+	createRouteObject(t, obj)
+	return obj
+}
+
+// createRouteObject creates the WsRoute; it is deleted when the test
+// ends.
+func createRouteObject(t *testing.T, obj *wsgatev1alpha1.WsRoute) {
+	t.Helper()
 	if err := env.Client.Create(context.Background(), obj); err != nil {
-		t.Fatalf("create WsRoute %s/%s: %v", ns, r.name, err)
+		t.Fatalf("create WsRoute %s/%s: %v", obj.Namespace, obj.Name, err)
 	}
 	t.Cleanup(func() { deleteIgnoringNotFound(obj) })
-	return obj
 }
 
 // deleteRoute deletes a WsRoute.

@@ -171,10 +171,7 @@ func createTenantRoute(t *testing.T, ns string, r tenantRoute) *wsgatev1alpha1.W
 			obj.Spec.TLS.IssuerRef = &wsgatev1alpha1.IssuerReference{Name: r.issuer, Kind: cmapi.ClusterIssuerKind, Group: certManagerGroup}
 		}
 	}
-	if err := env.Client.Create(context.Background(), obj); err != nil {
-		t.Fatalf("create WsRoute %s/%s: %v", ns, r.name, err)
-	}
-	t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+	createRouteObject(t, obj)
 	return obj
 }
 

@@ -222,10 +222,7 @@ func createTLSRoute(t *testing.T, ns string, r tlsRouteSpec) *wsgatev1alpha1.WsR
 	if r.issuer != "" {
 		obj.Spec.TLS.IssuerRef = &wsgatev1alpha1.IssuerReference{Name: r.issuer, Kind: cmapi.IssuerKind, Group: certManagerGroup}
 	}
-	if err := env.Client.Create(context.Background(), obj); err != nil {
-		t.Fatalf("create WsRoute %s/%s: %v", ns, r.name, err)
-	}
-	t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+	createRouteObject(t, obj)
 	return obj
 }
 
