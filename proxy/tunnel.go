@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -441,8 +442,19 @@ func (t *tunnel) finish(src, dst net.Conn, frames *frameTracker, cr *closeReques
 // the other direction.
 func (t *tunnel) fail(error) {
 	t.setEnded(ClosedError)
-	_ = t.client.Close()
-	_ = t.pod.Close()
+	abort(t.client)
+	abort(t.pod)
+}
+
+// abort closes c without a goodbye: on TLS, without the close_notify that
+// tls.Conn.Close writes, which would wait up to 5 s for a peer that reads
+// nothing (the failure that led here is often that very peer).
+func abort(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		_ = tc.NetConn().Close()
+		return
+	}
+	_ = c.Close()
 }
 
 // closeWrite half-closes c (sends FIN, or close_notify on TLS).
