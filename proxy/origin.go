@@ -42,10 +42,13 @@ type originSite struct {
 //     page served over https can only open wss:// websockets). Any other
 //     scheme, and "null", is refused;
 //   - the host is one of the route's hostnames (a "*.suffix" name covers
-//     one label in front of suffix) and the table sends a request for the
-//     same path on that host to this very route: a name that another
-//     route claims more precisely (its exact name in front of this
-//     route's wildcard) is that route's. The request's Host header is
+//     one label in front of suffix) that is the route's own: the table
+//     sends a request for the same path on that host to this very route,
+//     so a name that another route claims more precisely (its exact name
+//     in front of this route's wildcard) is that route's. For a route
+//     with hostnames, the table choosing it is exactly that: it picks a
+//     route by exact name, then by a wildcard one label up, and falls
+//     back to routes without hostnames only. The request's Host header is
 //     never taken for the route's: the client chooses it. A route without
 //     hostnames (the catch-all) thus admits no Origin;
 //   - the port (the scheme's default when absent) is the one the Host
@@ -60,7 +63,7 @@ func originMatches(origin string, tbl *routing.Table, rt *routing.Route, site or
 	if !ok || scheme == "http" && site.overTLS {
 		return false
 	}
-	if !namesHost(rt.Hosts, host) {
+	if len(rt.Hosts) == 0 {
 		return false
 	}
 	if m, _, ok := tbl.Match(host, site.path); !ok || m.Key != rt.Key {
@@ -140,19 +143,4 @@ func defaultPort(scheme string) int {
 		return 443
 	}
 	return 80
-}
-
-// namesHost reports whether hosts (a route's hostnames) name host: the
-// same name, or "*.suffix" for host one label in front of suffix.
-func namesHost(hosts []string, host string) bool {
-	for _, h := range hosts {
-		if suffix, wild := strings.CutPrefix(h, "*."); wild {
-			if label, parent, dot := strings.Cut(host, "."); dot && label != "" && parent == suffix {
-				return true
-			}
-		} else if h == host {
-			return true
-		}
-	}
-	return false
 }
