@@ -184,6 +184,9 @@ type candidate struct {
 	port             intstr.IntOrString
 	claims           []claim // sorted by host
 	route            *routing.Route
+	// notGranted and notGrantedMsg say why the grants refuse a valid
+	// route ("" when they allow it); set by resolveClaims.
+	notGranted, notGrantedMsg string
 }
 
 // olderFirst orders routes by creationTimestamp, then namespace and name;
@@ -205,7 +208,12 @@ func olderFirst(a, b *candidate) int {
 // each, and returns the accepted ones in that order.
 func resolveClaims(cands []*candidate, g grants, statuses map[routing.RouteKey]RouteStatus) []*candidate {
 	owners := make(map[claim]*candidate, len(cands))
-	serving := servingOwners(cands, g)
+	for _, c := range cands {
+		if len(c.problems) == 0 {
+			c.notGranted, c.notGrantedMsg = g.notGranted(c)
+		}
+	}
+	serving := servingOwners(cands)
 	hostOwners := make(map[string]*candidate, len(cands))
 	accepted := make([]*candidate, 0, len(cands))
 	for _, c := range cands {
@@ -216,8 +224,8 @@ func resolveClaims(cands []*candidate, g grants, statuses map[routing.RouteKey]R
 		if len(c.problems) > 0 {
 			st.Reason = v1alpha1.ReasonInvalid
 			st.Message = "the route cannot be used: " + strings.Join(c.problems, "; ")
-		} else if reason, msg := g.notGranted(c); reason != "" {
-			st.Reason, st.Message = reason, msg
+		} else if c.notGranted != "" {
+			st.Reason, st.Message = c.notGranted, c.notGrantedMsg
 		} else if msg := hostConflictMessage(c, serving, hostOwners); msg != "" {
 			st.Reason = v1alpha1.ReasonHostnameConflict
 			st.Message = msg
@@ -264,14 +272,11 @@ func conflictMessage(c *candidate, owners map[claim]*candidate) string {
 // whose namespace may have the name, that claims it in its spec, and
 // whose status says the gateway accepted it for that name. Where several
 // namespaces' routes say so (a status not yet rewritten), the oldest
-// route counts. cands are oldest first.
-func servingOwners(cands []*candidate, g grants) map[string]*candidate {
+// route counts. cands are oldest first, their grants already checked.
+func servingOwners(cands []*candidate) map[string]*candidate {
 	out := make(map[string]*candidate)
 	for _, c := range cands {
-		if len(c.problems) > 0 || len(c.wr.Status.Hostnames) == 0 {
-			continue
-		}
-		if reason, _ := g.notGranted(c); reason != "" {
+		if len(c.problems) > 0 || c.notGranted != "" || len(c.wr.Status.Hostnames) == 0 {
 			continue
 		}
 		for _, cl := range c.claims {

@@ -99,10 +99,14 @@ func checkOwnership(t *testing.T, in Input, res *Result) {
 	reserved := map[string]string{}
 	cands := make([]*candidate, 0, len(in.Routes))
 	for _, wr := range in.Routes {
-		cands = append(cands, compile(wr, ""))
+		c := compile(wr, "")
+		if len(c.problems) == 0 {
+			c.notGranted, c.notGrantedMsg = g.notGranted(c)
+		}
+		cands = append(cands, c)
 	}
 	slices.SortFunc(cands, olderFirst)
-	for h, c := range servingOwners(cands, g) {
+	for h, c := range servingOwners(cands) {
 		reserved[h] = c.key.Namespace
 	}
 	byKey := map[routing.RouteKey]*v1alpha1.WsRoute{}
