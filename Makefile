@@ -76,8 +76,8 @@ unit: ## Run the tests only (no generation, vet or lint).
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: race
-race: ## Run the data plane's and the table builder's tests under the race detector.
-	go test -race -count=1 ./proxy/... ./routing/... ./builder/...
+race: ## Run the tests of the data plane (proxy, routing) and of the table build (tablebuild) under the race detector.
+	go test -race -count=1 ./proxy/... ./routing/... ./tablebuild/...
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz test (func FuzzXxx) for FUZZTIME (default 10s).
@@ -97,7 +97,7 @@ soak: ## Soak the wsgate binary under steady load and churn for SOAK_DURATION (d
 
 .PHONY: bench-build
 bench-build: ## Benchmark the routing table build (10,000 pods over 1,000 routes).
-	go test -run '^$$' -bench BenchmarkBuild -benchmem ./builder/
+	go test -run '^$$' -bench BenchmarkBuild -benchmem ./tablebuild/
 
 .PHONY: bench
 bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections on loopback (installs nginx and haproxy from Debian when missing), then the control plane on the local API server (about 12 minutes in all); writes docs/benchmarks.md.

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
-	wsbuilder "github.com/wsgate/wsgate/builder"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 // The label on the Certificates wsgate creates.
@@ -164,7 +164,7 @@ func (r *RouteReconciler) reconcileCertificate(ctx context.Context, route *wsgat
 
 // certificateCondition is the route's CertificateReady condition, or nil
 // when the route has no spec.tls or is not accepted.
-func certificateCondition(route *wsgatev1alpha1.WsRoute, st wsbuilder.RouteStatus, certManager bool, out certificateOutcome) *metav1.Condition {
+func certificateCondition(route *wsgatev1alpha1.WsRoute, st tablebuild.RouteStatus, certManager bool, out certificateOutcome) *metav1.Condition {
 	t := route.Spec.TLS
 	if t == nil || !st.Accepted {
 		return nil

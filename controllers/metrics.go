@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/wsgate/wsgate/builder"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 // TableMetrics are the control plane's Prometheus metrics.
@@ -57,7 +57,7 @@ func NewTableMetrics(reg prometheus.Registerer) *TableMetrics {
 }
 
 // published records one build.
-func (m *TableMetrics) published(res *builder.Result, secrets map[types.NamespacedName]builder.TLSSecret, took, sinceChange float64) {
+func (m *TableMetrics) published(res *tablebuild.Result, secrets map[types.NamespacedName]tablebuild.TLSSecret, took, sinceChange float64) {
 	if m == nil {
 		return
 	}

@@ -8,12 +8,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 
-	"github.com/wsgate/wsgate/builder"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 // CompactPod is the Pod cache's transform: it replaces each Pod with a
 // cachedPod, which holds only what the routing table needs (see
-// builder.CompactPod) and the resourceVersion, so that memory stays small
+// tablebuild.CompactPod) and the resourceVersion, so that memory stays small
 // at tens of thousands of pods. Records and tombstones
 // (DeletedFinalStateUnknown) pass through unchanged, as client-go may
 // transform an object twice.
@@ -27,7 +27,7 @@ func CompactPod(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	return &cachedPod{Pod: builder.CompactPod(pod), resourceVersion: pod.ResourceVersion}, nil
+	return &cachedPod{Pod: tablebuild.CompactPod(pod), resourceVersion: pod.ResourceVersion}, nil
 }
 
 var _ toolscache.TransformFunc = CompactPod
@@ -39,7 +39,7 @@ var _ toolscache.TransformFunc = CompactPod
 // the informer's store and its event handlers and must not change, so the
 // setters panic.
 type cachedPod struct {
-	builder.Pod
+	tablebuild.Pod
 	resourceVersion string
 }
 
@@ -84,7 +84,7 @@ func readOnly() { panic("controllers: a cached pod record is read-only") }
 // holds (not copies), keyed by namespace and name.
 type podSet struct {
 	mu   sync.Mutex
-	pods map[types.NamespacedName]*builder.Pod
+	pods map[types.NamespacedName]*tablebuild.Pod
 }
 
 // set stores obj and reports whether it differs, for a build, from the
@@ -98,7 +98,7 @@ func (s *podSet) set(obj any) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pods == nil {
-		s.pods = make(map[types.NamespacedName]*builder.Pod)
+		s.pods = make(map[types.NamespacedName]*tablebuild.Pod)
 	}
 	old := s.pods[k]
 	s.pods[k] = p
@@ -117,10 +117,10 @@ func (s *podSet) remove(obj any) {
 }
 
 // list returns the pods; the records are immutable.
-func (s *podSet) list() []*builder.Pod {
+func (s *podSet) list() []*tablebuild.Pod {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*builder.Pod, 0, len(s.pods))
+	out := make([]*tablebuild.Pod, 0, len(s.pods))
 	for _, p := range s.pods {
 		out = append(out, p)
 	}
@@ -129,12 +129,12 @@ func (s *podSet) list() []*builder.Pod {
 
 // podRecord returns the record of a cached object: a cachedPod, or a
 // *corev1.Pod from a cache configured without CompactPod.
-func podRecord(obj any) *builder.Pod {
+func podRecord(obj any) *tablebuild.Pod {
 	switch o := obj.(type) {
 	case *cachedPod:
 		return &o.Pod
 	case *corev1.Pod:
-		p := builder.CompactPod(o)
+		p := tablebuild.CompactPod(o)
 		return &p
 	}
 	return nil

@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
-	"github.com/wsgate/wsgate/builder"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 func testPod(name string, labels map[string]string, ready corev1.ConditionStatus) *corev1.Pod {
@@ -40,7 +40,7 @@ func TestCompactPodIsAnObjectForTheInformer(t *testing.T) {
 	if !ok {
 		t.Fatalf("CompactPod returned %T, want *cachedPod", out)
 	}
-	if want := builder.CompactPod(pod); !rec.Equal(&want) {
+	if want := tablebuild.CompactPod(pod); !rec.Equal(&want) {
 		t.Errorf("record %+v, want %+v", rec.Pod, want)
 	}
 	// What client-go's informer reads: the key, the namespace index and

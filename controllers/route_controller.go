@@ -27,8 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
-	wsbuilder "github.com/wsgate/wsgate/builder"
 	"github.com/wsgate/wsgate/routing"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 // RouteReconciler writes each WsRoute's status and Events from the latest
@@ -178,7 +178,7 @@ func podsRemoved(before, after wsgatev1alpha1.RouteEndpoints) bool {
 // applyStatus writes the build's view of a route, and its certificate's
 // condition (nil: none), into status and returns the conditions whose
 // status or reason changed (each gets an Event).
-func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st wsbuilder.RouteStatus, cert *metav1.Condition) []metav1.Condition {
+func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st tablebuild.RouteStatus, cert *metav1.Condition) []metav1.Condition {
 	status.ObservedGeneration = generation
 	status.Endpoints = st.Endpoints
 	status.Hostnames = st.Hostnames

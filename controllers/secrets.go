@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
-	"github.com/wsgate/wsgate/builder"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 // MaxCertificateSecretBytes bounds the tls.crt and tls.key of one
@@ -71,10 +71,10 @@ type parsedSecret struct {
 }
 
 // update parses the current Secrets that wanted says a route or the
-// default certificate names, and returns what the builder needs; the
+// default certificate names, and returns what tablebuild.Build needs; the
 // others are neither parsed nor kept. Secrets that are gone keep their
 // last good certificate while they are still wanted.
-func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.NamespacedName) bool) map[types.NamespacedName]builder.TLSSecret {
+func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.NamespacedName) bool) map[types.NamespacedName]tablebuild.TLSSecret {
 	if p.entries == nil {
 		p.entries = make(map[types.NamespacedName]*parsedSecret)
 	}
@@ -102,7 +102,7 @@ func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.Namespa
 		}
 		e.lastGood, e.problem = cert, ""
 	}
-	out := make(map[types.NamespacedName]builder.TLSSecret, len(p.entries))
+	out := make(map[types.NamespacedName]tablebuild.TLSSecret, len(p.entries))
 	for key, e := range p.entries {
 		if !wanted(key) {
 			delete(p.entries, key)
@@ -115,7 +115,7 @@ func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.Namespa
 			}
 			e.resourceVersion, e.problem = "", "the Secret was deleted"
 		}
-		out[key] = builder.TLSSecret{Certificate: e.lastGood, Problem: e.problem}
+		out[key] = tablebuild.TLSSecret{Certificate: e.lastGood, Problem: e.problem}
 	}
 	return out
 }

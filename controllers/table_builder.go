@@ -18,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
-	"github.com/wsgate/wsgate/builder"
 	"github.com/wsgate/wsgate/routing"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 // Default batching of rebuilds: a build starts Holdoff after the last
@@ -57,7 +57,7 @@ type TableBuilder struct {
 	generation uint64
 	secrets    secretParser
 	pods       podSet
-	latest     atomic.Pointer[builder.Result]
+	latest     atomic.Pointer[tablebuild.Result]
 
 	mu       sync.Mutex
 	watchers []func([]routing.RouteKey)
@@ -69,7 +69,7 @@ func (b *TableBuilder) NeedLeaderElection() bool { return false }
 
 // Latest returns the result of the most recent build, or nil before the
 // first one.
-func (b *TableBuilder) Latest() *builder.Result { return b.latest.Load() }
+func (b *TableBuilder) Latest() *tablebuild.Result { return b.latest.Load() }
 
 // OnBuild registers fn to be called after each build with the keys of the
 // routes whose build status changed (added, removed or different). fn
@@ -227,7 +227,7 @@ func (b *TableBuilder) build(ctx context.Context) error {
 		return fmt.Errorf("list Secrets: %w", err)
 	}
 	referenced := certificateSecrets(routes.Items, b.DefaultCertificate)
-	in := builder.Input{
+	in := tablebuild.Input{
 		Secrets: b.secrets.update(secrets.Items, func(k types.NamespacedName) bool { return referenced[k] }),
 		Routes:  make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
 		Grants:  make([]*wsgatev1alpha1.WsGrant, len(grants.Items)),
@@ -240,7 +240,7 @@ func (b *TableBuilder) build(ctx context.Context) error {
 		in.Grants[i] = &grants.Items[i]
 	}
 	b.generation++
-	res := builder.Build(in, builder.Options{
+	res := tablebuild.Build(in, tablebuild.Options{
 		DefaultHost: b.DefaultHost, DefaultCertificate: b.DefaultCertificate,
 		Generation: b.generation, Now: start,
 	})
@@ -280,7 +280,7 @@ func routeSpecChanged(oldObj, newObj any) bool {
 
 // changedRoutes lists the routes whose build status differs between two
 // results.
-func changedRoutes(prev, cur *builder.Result) []routing.RouteKey {
+func changedRoutes(prev, cur *tablebuild.Result) []routing.RouteKey {
 	var out []routing.RouteKey
 	for k, st := range cur.Routes {
 		if prev == nil {

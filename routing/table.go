@@ -138,7 +138,7 @@ func WithCertificates(certs Certificates) Option {
 
 // New builds a Table from routes, which it takes ownership of. Routes must
 // not conflict (no two with the same host and path prefix); conflicts are
-// resolved by the builder before this point. Backends are sorted and
+// resolved by tablebuild before this point. Backends are sorted and
 // indexed; a backend whose address is not canonical is dropped.
 func New(generation uint64, builtAt time.Time, routes []*Route, opts ...Option) *Table {
 	t := &Table{

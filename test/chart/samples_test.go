@@ -13,9 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
-	"github.com/wsgate/wsgate/builder"
 	"github.com/wsgate/wsgate/internal/testenv"
 	"github.com/wsgate/wsgate/routing"
+	"github.com/wsgate/wsgate/tablebuild"
 )
 
 // The samples' kustomization applies the sample WsGrant and WsRoute on the
@@ -87,7 +87,7 @@ func buildReason(t *testing.T, r *wsgatev1alpha1.WsRoute, ns string, grants []*w
 	r = r.DeepCopy()
 	r.Namespace = ns
 	r.CreationTimestamp = metav1.NewTime(time.Unix(1_700_000_000, 0))
-	res := builder.Build(builder.Input{Routes: []*wsgatev1alpha1.WsRoute{r}, Grants: grants}, builder.Options{DefaultHost: defaultHost, Now: time.Unix(1_700_000_100, 0)})
+	res := tablebuild.Build(tablebuild.Input{Routes: []*wsgatev1alpha1.WsRoute{r}, Grants: grants}, tablebuild.Options{DefaultHost: defaultHost, Now: time.Unix(1_700_000_100, 0)})
 	st, ok := res.Routes[routing.RouteKey{Namespace: ns, Name: r.Name}]
 	if !ok {
 		t.Fatalf("no status for route %s/%s", ns, r.Name)

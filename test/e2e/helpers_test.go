@@ -221,7 +221,7 @@ func waitRouteServes(t *testing.T, ns, name string, pods ...string) *wsgatev1alp
 // gateway is one replica wired as cmd/wsgate wires it: a manager with the
 // pod cache transform, the TableBuilder publishing tables, the
 // RouteReconciler writing status (leader election off), and the proxy
-// serving a loopback listener from the builder's Publisher (and, with
+// serving a loopback listener from the TableBuilder's Publisher (and, with
 // gatewayConfig.tls, a TLS listener as well).
 type gateway struct {
 	wsClient
@@ -267,7 +267,7 @@ func startGateway(t *testing.T) *gateway {
 // test ends.
 func startGatewayWith(t *testing.T, cfg gatewayConfig) *gateway {
 	t.Helper()
-	// These suites are about other rules than WsGrants, which builder,
+	// These suites are about other rules than WsGrants, which tablebuild,
 	// controllers and the tenant-isolation suite cover.
 	if cfg.ownGrants {
 		withoutGrantEverything(t)

@@ -354,7 +354,7 @@ type gatewayConfig struct {
 // startGateway starts a gateway that runs until the test ends.
 func startGateway(t *testing.T, cfg gatewayConfig) *gateway {
 	t.Helper()
-	// These suites are about other rules than WsGrants, which builder,
+	// These suites are about other rules than WsGrants, which tablebuild,
 	// controllers and the tenant-isolation suite cover.
 	env.GrantEverything(t)
 	logs.PrintOnFailure(t)

@@ -1,4 +1,4 @@
-// Package builder turns cluster state (WsRoutes and Pods) into a
+// Package tablebuild turns cluster state (WsRoutes and Pods) into a
 // routing.Table and the status each route should show. It is pure: no API
 // calls, no clock reads, no randomness.
 //
@@ -28,7 +28,7 @@
 // The output depends only on the input's contents, not on its order: the
 // same routes and pods in any order give an identical table and statuses.
 // Build never modifies its input.
-package builder
+package tablebuild
 
 import (
 	"cmp"

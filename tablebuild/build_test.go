@@ -1,4 +1,4 @@
-package builder
+package tablebuild
 
 import (
 	"fmt"
@@ -121,7 +121,7 @@ func TestDuplicateAddresses(t *testing.T) {
 }
 
 func TestManyDualStackPods(t *testing.T) {
-	// More addresses than pods: the builder's address storage must grow
+	// More addresses than pods: Build's address storage must grow
 	// without mixing up the pods' addresses.
 	lbls := map[string]string{"app": "chat"}
 	var pods []*corev1.Pod
