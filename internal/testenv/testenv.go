@@ -41,6 +41,12 @@ import (
 // build them (or to find the cached build).
 const AssetsEnv = "WSGATE_ENVTEST_ASSETS"
 
+// NoControlPlaneEnv names the variable that make unit sets: the packages
+// it tests are meant to need no control plane, so with it set Assets (and
+// so Start) fails at once, naming the Makefile list that a package whose
+// tests do start one belongs in.
+const NoControlPlaneEnv = "WSGATE_NO_CONTROL_PLANE"
+
 // Env is a running control plane.
 type Env struct {
 	// Config reaches the API server as an administrator.
@@ -96,9 +102,14 @@ var (
 )
 
 // Assets returns the folder with the control-plane binaries, building them
-// with hack/envtest.sh when AssetsEnv is not set.
+// with hack/envtest.sh when AssetsEnv is not set. It fails when
+// NoControlPlaneEnv is set.
 func Assets() (string, error) {
 	assetsOnce.Do(func() {
+		if os.Getenv(NoControlPlaneEnv) != "" {
+			assetsErr = fmt.Errorf("%s is set (make unit), but these tests start a control plane: list their package in UNIT_EXCLUDE in the Makefile", NoControlPlaneEnv)
+			return
+		}
 		if d := os.Getenv(AssetsEnv); d != "" {
 			assetsDir = d
 			return
