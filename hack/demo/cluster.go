@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/internal/testenv"
@@ -34,7 +35,7 @@ var (
 	blockedIP = "127.0.0.13"
 )
 
-func runDemo(ctx context.Context, host string) (err error) {
+func runDemo(ctx context.Context, host, gateway string) (err error) {
 	start := time.Now()
 	state, err := os.MkdirTemp("", "wsgate-demo-")
 	if err != nil {
@@ -44,8 +45,23 @@ func runDemo(ctx context.Context, host string) (err error) {
 	step := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
+	// controller-runtime's own logs (the control plane's start and stop,
+	// the clients) go to a file: without a logger it would print a
+	// warning and a stack trace 30 s in.
+	crLog, err := os.Create(filepath.Join(state, "controller-runtime.log"))
+	if err != nil {
+		return err
+	}
+	defer crLog.Close()
+	crlog.SetLogger(funcr.New(func(prefix, args string) {
+		fmt.Fprintln(crLog, time.Now().Format(time.RFC3339Nano), prefix, args)
+	}, funcr.Options{}))
 
-	step("starting the local control plane (kube-apiserver and etcd; built from source on first use, a few minutes)")
+	if os.Getenv(testenv.AssetsEnv) == "" {
+		step("starting the local control plane (kube-apiserver and etcd; hack/envtest.sh builds them from source on first use, about 10 minutes on 2 cores, and caches them)")
+	} else {
+		step("starting the local control plane (kube-apiserver and etcd from %s)", os.Getenv(testenv.AssetsEnv))
+	}
 	env, err := testenv.StartWith(testenv.Options{CertManager: true})
 	if err != nil {
 		return err
@@ -140,12 +156,17 @@ func runDemo(ctx context.Context, host string) (err error) {
 		return fmt.Errorf("create WsRoute: %w", err)
 	}
 
-	step("building and starting the gateway")
-	bin := filepath.Join(state, "wsgate")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/wsgate")
-	build.Dir, build.Stdout, build.Stderr = testenv.RepoRoot(), os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build wsgate: %w", err)
+	bin := gateway
+	if bin == "" {
+		step("building and starting the gateway")
+		bin = filepath.Join(state, "wsgate")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/wsgate")
+		build.Dir, build.Stdout, build.Stderr = testenv.RepoRoot(), os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build wsgate: %w", err)
+		}
+	} else {
+		step("starting the gateway (%s)", bin)
 	}
 	ports := make([]int, 5)
 	for i := range ports {

@@ -10,8 +10,14 @@
 //
 //	wsgate demo ready gateway=<https-url> host=<hostname> prefix=<prefix> pods=<ip,ip> blocked=<ip> ca=<pem-path> kubeconfig=<path>
 //
-// then commands to try, and runs until interrupted (Ctrl-C), when it stops
-// every process it started and removes its files.
+// then commands to try, and runs until interrupted (Ctrl-C or SIGTERM),
+// when it stops every process it started, removes its files and exits 0.
+// It stops the same way when the process that started it (make, go run)
+// dies.
+//
+// make demo compiles the demo and builds the control plane at the same
+// time (hack/demo.sh); go run compiles the demo first, then the demo runs
+// hack/envtest.sh, so a cold first run costs their sum.
 package main
 
 import (
@@ -36,6 +42,7 @@ func main() {
 	role := flag.String("role", "demo", "demo, or echo (internal: one echo pod process)")
 	listen := flag.String("listen", "", "echo role: address to listen on")
 	host := flag.String("host", "ws.demo.test", "host name of the demo route and its certificate")
+	gateway := flag.String("gateway", "", "a built wsgate binary to run (default: build ./cmd/wsgate into the demo's folder)")
 	flag.Parse()
 
 	var err error
@@ -43,9 +50,23 @@ func main() {
 	case "echo":
 		err = runEcho(*listen)
 	case "demo":
+		parent := os.Getppid()
+		// The demo stops like on SIGTERM when its parent dies: go run does
+		// not pass SIGTERM on, and would leave it running otherwise.
+		_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err = runDemo(ctx, *host)
+		if errno == 0 && os.Getppid() != parent {
+			stop()
+			return // the parent died before the demo started
+		}
+		err = runDemo(ctx, *host, *gateway)
 		stop()
+		if err != nil && ctx.Err() != nil {
+			// Interrupted before it was ready: what failed is what the
+			// signal cut short, and everything is stopped by now.
+			fmt.Fprintf(os.Stderr, "wsgate demo: stopped before it was ready (%v)\n", err)
+			err = nil
+		}
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}
