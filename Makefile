@@ -1,6 +1,8 @@
 # wsgate — build, generate and test.
 #
-# Every tool is pinned here and built from the Go module proxy into bin/.
+# Every tool's version is pinned in hack/versions.env, which this file
+# includes and the scripts in hack/ read; the tools are built from the Go
+# module proxy into bin/ (helm into a cache folder, by hack/helm.sh).
 # The local control plane (kube-apiserver, etcd, kubectl, and
 # kube-controller-manager for garbage collection) that the tests use
 # is built from source by hack/envtest.sh into a cache folder on first use.
@@ -12,8 +14,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMG ?= wsgate:$(VERSION)
 
 LOCALBIN ?= $(CURDIR)/bin
-CONTROLLER_TOOLS_VERSION ?= v0.23.0
-GOLANGCI_LINT_VERSION ?= v2.15.0
+# CONTROLLER_TOOLS_VERSION, GOLANGCI_LINT_VERSION, HELM_VERSION, ...
+include $(CURDIR)/hack/versions.env
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
@@ -149,7 +151,7 @@ chart-sync: ## Copy the generated CRD and RBAC into the chart (make manifests do
 	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml $(CHART)/files/rbac/
 
 .PHONY: helm
-helm: ## Build (or reuse) the pinned helm (version in hack/helm.sh) and print its path.
+helm: ## Build (or reuse) the pinned helm (HELM_VERSION in hack/versions.env) and print its path.
 	@hack/helm.sh
 
 .PHONY: helm-lint

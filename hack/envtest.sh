@@ -12,7 +12,11 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mod="$here/tools/envtest"
-version=1.37.2
+# The control plane's version is the k8s.io/kubernetes version that the
+# module building it requires (hack/versions.env names the pins kept in
+# go.mod files), without its "v".
+version=$(awk '$1 == "k8s.io/kubernetes" { sub(/^v/, "", $2); print $2; exit }' "$mod/go.mod")
+[[ -n $version ]] || { echo "envtest.sh: no k8s.io/kubernetes in $mod/go.mod" >&2; exit 1; }
 goos=$(go env GOOS)
 goarch=$(go env GOARCH)
 dir=${WSGATE_ENVTEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wsgate/envtest/$version-$goos-$goarch}

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Builds helm, pinned below, from the Go module proxy into a cache folder
-# and prints the binary's path. A cached build is reused; a cold one takes
-# about a minute (up to three with an empty Go build cache on two cores).
+# Builds helm, pinned by HELM_VERSION in hack/versions.env, from the Go
+# module proxy into a cache folder and prints the binary's path. A cached
+# build is reused; a cold one takes about a minute (up to three with an
+# empty Go build cache on two cores).
 # helm is a tool, not a dependency: it is not in go.mod.
 #
 #   WSGATE_HELM_DIR   where the binary goes
 #                     (default: ~/.cache/wsgate/helm/<version>-<os>-<arch>)
 set -euo pipefail
 
-version=v3.22.0
+# shellcheck source=hack/versions.env
+source "$(dirname "${BASH_SOURCE[0]}")/versions.env"
+version=$HELM_VERSION
 module=helm.sh/helm/v3
 goos=$(go env GOOS)
 goarch=$(go env GOARCH)
 dir=${WSGATE_HELM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wsgate/helm/$version-$goos-$goarch}
 bin="$dir/helm"
-# A change to this script (version, flags) rebuilds.
-stamp=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
+# A change to the version or to this script (flags) rebuilds.
+stamp=$({ cat "${BASH_SOURCE[0]}"; echo "HELM_VERSION=$version"; } | sha256sum | cut -c1-16)
 
 if [[ -x "$bin" && "$(cat "$dir/.stamp" 2>/dev/null)" == "$stamp" ]]; then
 	echo "$bin"

@@ -23,14 +23,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/internal/testenv"
 )
 
 // The Prometheus operator's module holds the ServiceMonitor CRD; the test
-// downloads it into the module cache (it is not a dependency in go.mod).
+// downloads it into the module cache (it is not a dependency in go.mod), at
+// PROMETHEUS_OPERATOR_VERSION in hack/versions.env.
 const (
-	promOperatorModule  = "github.com/prometheus-operator/prometheus-operator"
-	promOperatorVersion = "v0.85.0"
-	serviceMonitorCRD   = "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
+	promOperatorModule = "github.com/prometheus-operator/prometheus-operator"
+	serviceMonitorCRD  = "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
 )
 
 var (
@@ -83,6 +84,11 @@ var (
 // (once) and returns its folder in the module cache.
 func promOperatorModuleDir() (string, error) {
 	promOperatorOnce.Do(func() {
+		promOperatorVersion, err := testenv.PinnedVersion("PROMETHEUS_OPERATOR_VERSION")
+		if err != nil {
+			promOperatorErr = err
+			return
+		}
 		tmp, err := os.MkdirTemp("", "wsgate-chart-gomod-")
 		if err != nil {
 			promOperatorErr = err
