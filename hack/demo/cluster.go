@@ -37,6 +37,15 @@ var (
 
 func runDemo(ctx context.Context, host, gateway string) (err error) {
 	start := time.Now()
+	ready := false
+	defer func() {
+		// Stopped by a signal before it was ready: what failed is what the
+		// signal cut short, and everything is stopped by now.
+		if err != nil && !ready && ctx.Err() != nil {
+			fmt.Fprintf(os.Stderr, "wsgate demo: stopped before it was ready (%v)\n", err)
+			err = nil
+		}
+	}()
 	state, err := os.MkdirTemp("", "wsgate-demo-")
 	if err != nil {
 		return err
@@ -197,6 +206,7 @@ func runDemo(ctx context.Context, host, gateway string) (err error) {
 	kubectl := filepath.Join(env.Assets, "kubectl")
 	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3])
 	table := fmt.Sprintf("http://127.0.0.1:%d/debug/table", ports[4])
+	ready = true
 	fmt.Println(readyLine("https://"+wss, host, prefix, podIPs, blockedIP, caPath, kubeconfig))
 	fmt.Printf(`
 wsgate is serving wss://%[1]s%[2]s/<podIP>/ on %[3]s (ready in %.0fs). Try:

@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,17 +122,34 @@ func TestDemoPrintsAWorkingReadyLineAndCleansUp(t *testing.T) {
 		}
 	}
 
-	// Ctrl-C stops everything and removes the state folder.
+	// Ctrl-C stops everything (kube-apiserver, etcd, the gateway, the
+	// echo pods: every process started under the demo), exits 0 and
+	// removes the state folder.
+	children := descendants(demo.Process.Pid)
+	for _, want := range []string{"kube-apiserver", "etcd", "-role=echo"} {
+		found := false
+		for _, c := range children {
+			found = found || strings.Contains(c.cmdline, want)
+		}
+		if !found {
+			t.Errorf("no process of the demo runs %s: %v", want, children)
+		}
+	}
 	if err := demo.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Errorf("demo exit: %v\n%s", err, stderr.String())
+			t.Errorf("demo exit after Ctrl-C: %v, want status 0\n%s", err, stderr.String())
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("demo did not stop within a minute of Ctrl-C")
+	}
+	for _, c := range children {
+		if c.running() {
+			t.Errorf("process %d of the demo still runs after it exited: %s", c.pid, c.cmdline)
+		}
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("state folder %s still exists after Ctrl-C", state)
@@ -142,4 +161,65 @@ func TestDemoPrintsAWorkingReadyLineAndCleansUp(t *testing.T) {
 			t.Errorf("processes of the demo still run (%s): %s", pattern, s)
 		}
 	}
+}
+
+// process is one process found under /proc.
+type process struct {
+	pid     int
+	started string // start time in clock ticks since boot, which tells a reused pid
+	cmdline string
+}
+
+// running reports whether the process still runs (a zombie does not).
+func (p process) running() bool {
+	q, ok := readProcess(p.pid)
+	return ok && q.started == p.started
+}
+
+// readProcess reads a process's parent, start time and command line.
+func readProcess(pid int) (process, bool) {
+	p, _, ok := readProcessParent(pid)
+	return p, ok
+}
+
+func readProcessParent(pid int) (process, int, bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return process{}, 0, false
+	}
+	// The fields after the command name, which is in parentheses:
+	// state, ppid, ... starttime is the 20th of them.
+	i := strings.LastIndexByte(string(stat), ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(fields) < 20 || fields[0] == "Z" || fields[0] == "X" {
+		return process{}, 0, false
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return process{pid: pid, started: fields[19], cmdline: strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))}, ppid, true
+}
+
+// descendants returns the running processes under pid.
+func descendants(pid int) []process {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]process{}
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, ppid, ok := readProcessParent(n); ok {
+			children[ppid] = append(children[ppid], p)
+		}
+	}
+	var out []process
+	for todo := []int{pid}; len(todo) > 0; {
+		next := todo[0]
+		todo = todo[1:]
+		for _, c := range children[next] {
+			out = append(out, c)
+			todo = append(todo, c.pid)
+		}
+	}
+	return out
 }

@@ -61,12 +61,6 @@ func main() {
 		}
 		err = runDemo(ctx, *host, *gateway)
 		stop()
-		if err != nil && ctx.Err() != nil {
-			// Interrupted before it was ready: what failed is what the
-			// signal cut short, and everything is stopped by now.
-			fmt.Fprintf(os.Stderr, "wsgate demo: stopped before it was ready (%v)\n", err)
-			err = nil
-		}
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}
