@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	ws "github.com/wsgate/wsgate/proxy/internal/wstunnel"
 )
 
 // Tunnels run on an event loop (plain TCP and TLS from ServeTLS, on
@@ -122,7 +124,10 @@ func tunnelCounts(g *testGateway) (n, evented int) {
 	for _, set := range g.srv.reg.tunnels {
 		for tn := range set {
 			n++
-			if tn.ev.Load() != nil {
+			tn.mu.Lock()
+			c := tn.carrier
+			tn.mu.Unlock()
+			if _, onGoroutines := c.(*connTunnel); c != nil && !onGoroutines {
 				evented++
 			}
 		}
@@ -217,7 +222,7 @@ func forwardedFromClient(g *testGateway) int64 {
 	var n int64
 	for _, set := range g.srv.reg.tunnels {
 		for tn := range set {
-			n += tn.fromClient.Load()
+			n += tn.st.Bytes(ws.Client)
 		}
 	}
 	return n
@@ -378,7 +383,7 @@ func TestStalledClientDoesNotPinAClosingTunnel(t *testing.T) {
 		rooms.Backends = nil
 		start := time.Now()
 		f.g.publish(&rooms, f.routeOther, f.routeTenant, f.routeApp)
-		deadline := start.Add(closeGrace + 3*time.Second)
+		deadline := start.Add(ws.CloseGrace + 3*time.Second)
 		for f.g.srv.OpenTunnels() > 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("a revoked tunnel whose client reads nothing was still open %v later", time.Since(start))

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/proxy/internal/evloop"
 )
 
 // The event loops serve plain listeners themselves: these tests hold that
@@ -361,7 +363,7 @@ func TestAcceptBacklogBeyondOneBatch(t *testing.T) {
 	f := newHostileFixture(t, Options{})
 	srv, l := newLoopListener(t, f.g.tables)
 	addr := l.Addr().String()
-	const queued = 8 * maxAcceptBatch
+	const queued = 8 * evloop.MaxAcceptBatch
 	conns := make([]net.Conn, queued)
 	var err error
 	for i := range conns {

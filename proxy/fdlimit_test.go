@@ -21,6 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/routing"
+
+	"github.com/wsgate/wsgate/proxy/internal/evloop"
 )
 
 // The gateway child process of TestDescriptorLimit takes its echo pod's
@@ -230,7 +232,7 @@ func runFDChild(t *testing.T, pod string) {
 	if os.Getenv(fdChildEngineEnv) == "nethttp" {
 		l = struct{ net.Listener }{l}
 	}
-	startEvLoops()
+	evloop.Loops()
 	held, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)

@@ -94,7 +94,7 @@ func FuzzResolve(f *testing.F) {
 
 // checkResolved holds resolve's answer to the invariants of the data
 // plane rules.
-func checkResolved(t *testing.T, tbl *routing.Table, host, requestURI string, tgt target, rf *refusal) {
+func checkResolved(t *testing.T, tbl *routing.Table, host, requestURI string, tgt target, rf *answer) {
 	t.Helper()
 	if rf != nil {
 		if tgt.route != nil || tgt.backend != (routing.Backend{}) || tgt.uri != "" {

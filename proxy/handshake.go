@@ -26,7 +26,7 @@ func acceptKey(key string) string {
 // checkHandshake refuses requests that are not a websocket opening
 // handshake (RFC 6455, section 4.2.1). Other upgrades (h2c, ...) are
 // refused.
-func checkHandshake(r *http.Request) *refusal {
+func checkHandshake(r *http.Request) *answer {
 	if r.Method != http.MethodGet {
 		rf := refuse(http.StatusMethodNotAllowed, "a websocket handshake is a GET request")
 		rf.header = http.Header{"Allow": {http.MethodGet}}
@@ -69,7 +69,7 @@ func checkHandshake(r *http.Request) *refusal {
 // (browsers always send it on websockets) and passes: a non-browser
 // client could send any Origin it likes, so refusing it would protect
 // nothing.
-func checkOrigin(r *http.Request, tbl *routing.Table, tgt target) *refusal {
+func checkOrigin(r *http.Request, tbl *routing.Table, tgt target) *answer {
 	origins := r.Header.Values("Origin")
 	if len(origins) > 1 {
 		return refuse(http.StatusForbidden, "more than one Origin header")

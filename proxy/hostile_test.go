@@ -193,9 +193,9 @@ func (pc *podConn) wait(t *testing.T) {
 	}
 }
 
-// answer is a pod script: read the head, write tmpl ("{accept}" becomes
+// podAnswers is a pod script: read the head, write tmpl ("{accept}" becomes
 // the right Sec-WebSocket-Accept) in one write, then record what follows.
-func answer(tmpl string) podScript {
+func podAnswers(tmpl string) podScript {
 	return func(pc *podConn) {
 		if !pc.readHead() {
 			return
@@ -399,10 +399,10 @@ type hostileFixture struct {
 func newHostileFixture(t *testing.T, opts Options) *hostileFixture {
 	t.Helper()
 	f := &hostileFixture{
-		podA:  startFakePod(t, "127.0.0.2", answer(ok101)),
-		podB:  startFakePod(t, "127.0.0.3", answer(ok101)),
-		podC:  startFakePod(t, "127.0.0.4", answer(ok101)),
-		podV6: startFakePod(t, "::1", answer(ok101)),
+		podA:  startFakePod(t, "127.0.0.2", podAnswers(ok101)),
+		podB:  startFakePod(t, "127.0.0.3", podAnswers(ok101)),
+		podC:  startFakePod(t, "127.0.0.4", podAnswers(ok101)),
+		podV6: startFakePod(t, "::1", podAnswers(ok101)),
 		port:  strconv.Itoa(int(canaryAddr.Port())),
 	}
 	f.pods = []*fakePod{f.podA, f.podB, f.podC, f.podV6}
@@ -878,7 +878,7 @@ func TestNon101AnswersAreRelayedAndNeverTunnelled(t *testing.T) {
 			if tc.script != nil {
 				f.podA.setScript(tc.script)
 			} else {
-				f.podA.setScript(answer(tc.answer))
+				f.podA.setScript(podAnswers(tc.answer))
 			}
 			before := f.podA.accepted()
 			dials, canaryBefore := f.g.dials.Load(), canaryHits()
@@ -943,7 +943,7 @@ func TestNon101AnswersAreRelayedAndNeverTunnelled(t *testing.T) {
 			waitNoTunnels(t, f.g)
 		})
 	}
-	f.podA.setScript(answer(ok101))
+	f.podA.setScript(podAnswers(ok101))
 }
 
 // TestInvalid101AnswersAre502: a 101 that is not a valid websocket
@@ -973,7 +973,7 @@ func TestInvalid101AnswersAre502(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f.podA.setScript(answer(tc.answer))
+			f.podA.setScript(podAnswers(tc.answer))
 			before := f.podA.accepted()
 			var extra []string
 			if tc.offer != "" {
@@ -1015,7 +1015,7 @@ func TestInvalid101AnswersAre502(t *testing.T) {
 			waitNoTunnels(t, f.g)
 		})
 	}
-	f.podA.setScript(answer(ok101))
+	f.podA.setScript(podAnswers(ok101))
 }
 
 // TestFailingPods: pods that never answer, answer garbage, hang up or
@@ -1048,12 +1048,12 @@ func TestFailingPods(t *testing.T) {
 	}{
 		{name: "never answers", path: "/rooms/127.0.0.2", pod: f.podA, script: silent, want: 504, min: hs - 50*time.Millisecond, max: hs + 1500*time.Millisecond},
 		{name: "never answers, route timeout", path: "/slow/127.0.0.3", pod: f.podB, script: silent, want: 504, min: 750 * time.Millisecond, max: 2500 * time.Millisecond},
-		{name: "half an answer head, then nothing", path: "/rooms/127.0.0.2", pod: f.podA, script: answer("HTTP/1.1 101 Switching Protocols\r\nUpgrade: webs"), want: 504, min: hs - 50*time.Millisecond, max: hs + 1500*time.Millisecond},
-		{name: "100 Continue, then nothing", path: "/rooms/127.0.0.2", pod: f.podA, script: answer("HTTP/1.1 100 Continue\r\n\r\n"), want: 504, min: hs - 50*time.Millisecond, max: hs + 1500*time.Millisecond},
-		{name: "garbage", path: "/rooms/127.0.0.2", pod: f.podA, script: answer("SSH-2.0-OpenSSH_9.6\r\n\r\n"), want: 502},
-		{name: "binary garbage", path: "/rooms/127.0.0.2", pod: f.podA, script: answer("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"), want: 502},
-		{name: "bad header line", path: "/rooms/127.0.0.2", pod: f.podA, script: answer("HTTP/1.1 101 Switching Protocols\r\nno colon here\r\n\r\n"), want: 502},
-		{name: "bad version", path: "/rooms/127.0.0.2", pod: f.podA, script: answer("HTTP/9.9 101 Switching Protocols\r\n\r\n"), want: 502},
+		{name: "half an answer head, then nothing", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers("HTTP/1.1 101 Switching Protocols\r\nUpgrade: webs"), want: 504, min: hs - 50*time.Millisecond, max: hs + 1500*time.Millisecond},
+		{name: "100 Continue, then nothing", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers("HTTP/1.1 100 Continue\r\n\r\n"), want: 504, min: hs - 50*time.Millisecond, max: hs + 1500*time.Millisecond},
+		{name: "garbage", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers("SSH-2.0-OpenSSH_9.6\r\n\r\n"), want: 502},
+		{name: "binary garbage", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"), want: 502},
+		{name: "bad header line", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers("HTTP/1.1 101 Switching Protocols\r\nno colon here\r\n\r\n"), want: 502},
+		{name: "bad version", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers("HTTP/9.9 101 Switching Protocols\r\n\r\n"), want: 502},
 		{name: "closes before any byte", path: "/rooms/127.0.0.2", pod: f.podA, script: hangUp, want: 502},
 		{name: "closes after the request head", path: "/rooms/127.0.0.2", pod: f.podA, script: func(pc *podConn) { pc.readHead() }, want: 502},
 		{name: "closes mid-head", path: "/rooms/127.0.0.2", pod: f.podA, script: func(pc *podConn) {
@@ -1062,14 +1062,14 @@ func TestFailingPods(t *testing.T) {
 			}
 		}, want: 502},
 		{name: "refuses the connection", path: "/refused/127.0.0.7", want: 502},
-		{name: "oversized answer head (one line)", path: "/rooms/127.0.0.2", pod: f.podA, script: answer(bigHead), want: 502},
-		{name: "oversized answer head (many lines)", path: "/rooms/127.0.0.2", pod: f.podA, script: answer(manyLines), want: 502},
+		{name: "oversized answer head (one line)", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers(bigHead), want: 502},
+		{name: "oversized answer head (many lines)", path: "/rooms/127.0.0.2", pod: f.podA, script: podAnswers(manyLines), want: 502},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.pod != nil {
 				tc.pod.setScript(tc.script)
-				defer tc.pod.setScript(answer(ok101))
+				defer tc.pod.setScript(podAnswers(ok101))
 			}
 			canaryBefore := canaryHits()
 			start := time.Now()
@@ -1102,7 +1102,7 @@ func TestFailingPods(t *testing.T) {
 func TestBytesAroundTheHandshakeAreNotLost(t *testing.T) {
 	f := newHostileFixture(t, Options{})
 	fromPod := "\x81\x05hello\x82\x03\x00\x01\x02"
-	f.podA.setScript(answer(ok101 + fromPod)) // the frames in the same write as the 101
+	f.podA.setScript(podAnswers(ok101 + fromPod)) // the frames in the same write as the 101
 	before := f.podA.accepted()
 	fromClient := string(maskedFrame(1, "ping")) + string(maskedFrame(2, "\x00\xff"))
 

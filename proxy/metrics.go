@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgate/wsgate/proxy/internal/wstunnel"
 	"github.com/wsgate/wsgate/routing"
 )
 
@@ -106,7 +107,7 @@ func (m *Metrics) forTunnel(route *routing.Route) tunnelMetrics {
 	return m.series(route).tunnel
 }
 
-func (m *Metrics) closed(reason CloseReason, code uint16) {
+func (m *Metrics) closed(reason wstunnel.Reason, code uint16) {
 	if m == nil {
 		return
 	}

@@ -58,6 +58,9 @@ type Options struct {
 	// event loop could carry it, and bufferedReads makes those read plain
 	// TCP as they read TLS (tests run every engine and read path).
 	goroutineTunnels, bufferedReads bool
+	// acceptBatch bounds the connections an event loop accepts per
+	// wake-up (0: the default; tests lower it).
+	acceptBatch int
 	// dialHook, when set, sees every address before the default dialer
 	// connects to it, and may refuse it (tests count dials with it).
 	dialHook func(address string) error

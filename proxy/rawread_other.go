@@ -5,4 +5,4 @@ package proxy
 // rawReads is off: tunnels borrow their read buffer while they wait.
 const rawReads = false
 
-func (d *flow) rawRead(uintptr) bool { return true }
+func (d *reader) rawRead(uintptr) bool { return true }

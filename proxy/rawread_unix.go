@@ -11,7 +11,7 @@ const rawReads = true
 // rawRead is a syscall.RawConn.Read callback: it reads what the socket
 // holds into a borrowed buffer, or gives the buffer back and returns false
 // (the runtime poller then waits for readability) when there is nothing.
-func (d *flow) rawRead(fd uintptr) bool {
+func (d *reader) rawRead(fd uintptr) bool {
 	bp := bufPool.Get().(*[]byte)
 	for {
 		n, err := syscall.Read(int(fd), *bp)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/wsgate/wsgate/routing"
 )
@@ -57,29 +58,46 @@ func (c capReached) message() string {
 	}
 }
 
+// slot is one place under the caps, reserved for a handshake and then
+// held by its tunnel. Whoever holds it releases it, exactly once: a
+// second release is a bug that would let the counts drift below the
+// caps, and panics.
+type slot struct {
+	reg      *registry
+	key      backendKey
+	released atomic.Bool
+}
+
+// release gives the slot back.
+func (s *slot) release() {
+	if !s.released.CompareAndSwap(false, true) {
+		panic("wsgate: a tunnel slot was released twice")
+	}
+	s.reg.release(s.key)
+}
+
 // reserve takes a slot for a handshake to k, unless the global cap, the
 // cap of k's route namespace or the per-pod cap (each 0: no cap) is
-// reached; it returns the cap that refused, or capNone. The slot is given
-// back with release.
-func (r *registry) reserve(k backendKey, globalCap, namespaceCap, perPodCap int) capReached {
+// reached; it returns the cap that refused, or the slot.
+func (r *registry) reserve(k backendKey, globalCap, namespaceCap, perPodCap int) (*slot, capReached) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if globalCap > 0 && r.total >= globalCap {
-		return capGateway
+		return nil, capGateway
 	}
 	if namespaceCap > 0 && r.spaces[k.route.Namespace] >= namespaceCap {
-		return capNamespace
+		return nil, capNamespace
 	}
 	if perPodCap > 0 && r.count[k] >= perPodCap {
-		return capPod
+		return nil, capPod
 	}
 	r.total++
 	r.spaces[k.route.Namespace]++
 	r.count[k]++
-	return capNone
+	return &slot{reg: r, key: k}, capNone
 }
 
-// release gives back a slot taken by reserve.
+// release gives back a slot's place in the counts.
 func (r *registry) release(k backendKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -92,12 +110,15 @@ func (r *registry) release(k backendKey) {
 	}
 }
 
-// add registers an open tunnel on a reserved slot. It returns false once
-// closeAll has run: the tunnel must then be closed at once.
-func (r *registry) add(k backendKey, t *tunnel) bool {
+// add registers an open tunnel, which holds its slot from now on. It
+// returns false once closeAll has run: the slot is then released, and
+// the tunnel must be closed at once.
+func (r *registry) add(t *tunnel) bool {
+	k := t.slot.key
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
+		t.slot.release()
 		return false
 	}
 	r.wg.Add(1)
@@ -107,11 +128,13 @@ func (r *registry) add(k backendKey, t *tunnel) bool {
 		r.tunnels[k] = set
 	}
 	set[t] = struct{}{}
+	r.mu.Unlock()
 	return true
 }
 
 // remove unregisters a tunnel that add registered and releases its slot.
-func (r *registry) remove(k backendKey, t *tunnel) {
+func (r *registry) remove(t *tunnel) {
+	k := t.slot.key
 	r.mu.Lock()
 	if set := r.tunnels[k]; set != nil {
 		delete(set, t)
@@ -120,7 +143,7 @@ func (r *registry) remove(k backendKey, t *tunnel) {
 		}
 	}
 	r.mu.Unlock()
-	r.release(k)
+	t.slot.release()
 	r.wg.Done()
 }
 
@@ -193,8 +216,9 @@ func revokeReason(tbl *routing.Table, podAllowed bool, rt *routing.Route, t *tun
 }
 
 // stillAllowed says why tbl no longer allows a tunnel just registered
-// under k, or "" when it does.
-func (r *registry) stillAllowed(tbl *routing.Table, k backendKey, t *tunnel) string {
+// or "" when it does.
+func (r *registry) stillAllowed(tbl *routing.Table, t *tunnel) string {
+	k := t.slot.key
 	rt, _ := tbl.Route(k.route)
 	return revokeReason(tbl, tbl.Allows(k.route, k.backend), rt, t)
 }

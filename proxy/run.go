@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/wsgate/wsgate/proxy/internal/wstunnel"
 )
 
 // Listener is a listener the gateway serves, with TLS when TLS is set.
@@ -56,6 +58,6 @@ func (r *Runnable) Start(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), r.Grace)
 	defer cancel()
 	// Keep time for the Close frames and the peers' answers after the drain.
-	drain := min(r.Drain, max(r.Grace-2*closeGrace, 0))
+	drain := min(r.Drain, max(r.Grace-2*wstunnel.CloseGrace, 0))
 	return errors.Join(serveErr, r.Server.Shutdown(sctx, drain))
 }

@@ -190,26 +190,64 @@ func TestRegistryNamespaceShare(t *testing.T) {
 		{b, 0, capNone},
 		{b, 0, capGateway}, // 5 of 5
 	}
+	held := map[backendKey][]*slot{}
+	reserve := func(k backendKey, podCap int) capReached {
+		sl, got := r.reserve(k, 5, 3, podCap)
+		if got == capNone {
+			held[k] = append(held[k], sl)
+		}
+		return got
+	}
+	release := func(k backendKey) {
+		sl := held[k][0]
+		held[k] = held[k][1:]
+		sl.release()
+	}
 	for i, s := range steps {
-		if got := r.reserve(s.k, 5, 3, s.pod); got != s.want {
+		if got := reserve(s.k, s.pod); got != s.want {
 			t.Fatalf("step %d: reserve for %v: %v, want %v", i, s.k.route, got, s.want)
 		}
 	}
-	r.release(b)
-	if got := r.reserve(a2, 5, 3, 0); got != capNamespace {
+	release(b)
+	if got := reserve(a2, 0); got != capNamespace {
 		t.Errorf("a slot of b given back went to a: %v, want %v", got, capNamespace)
 	}
-	r.release(a1)
-	if got := r.reserve(a2, 5, 3, 0); got != capNone {
+	release(a1)
+	if got := reserve(a2, 0); got != capNone {
 		t.Errorf("a slot of a given back: %v, want %v", got, capNone)
 	}
 	for _, k := range []backendKey{a1, a2, a2, b} {
-		r.release(k)
+		release(k)
 	}
 	if r.total != 0 || len(r.spaces) != 0 || len(r.count) != 0 {
 		t.Errorf("after every release: total %d, by namespace %v, by pod %v; want none", r.total, r.spaces, r.count)
 	}
-	if got := r.reserve(a1, 5, 0, 0); got != capNone {
+	if _, got := r.reserve(a1, 5, 0, 0); got != capNone {
 		t.Errorf("without a namespace cap: %v, want %v", got, capNone)
 	}
+}
+
+// TestSlotReleasedTwicePanics: a slot is released by whoever holds it,
+// exactly once; a second release would let the counts drift below the
+// caps, and fails loudly instead.
+func TestSlotReleasedTwicePanics(t *testing.T) {
+	r := newRegistry()
+	k := backendKey{route: routing.RouteKey{Namespace: "a", Name: "one"}}
+	sl, c := r.reserve(k, 1, 0, 0)
+	if c != capNone {
+		t.Fatal(c.message())
+	}
+	sl.release()
+	if r.open() != 0 {
+		t.Fatalf("%d open after the release, want 0", r.open())
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a second release of a slot did not panic")
+		}
+		if r.open() != 0 {
+			t.Fatalf("the second release changed the count to %d", r.open())
+		}
+	}()
+	sl.release()
 }

@@ -21,18 +21,6 @@ type target struct {
 	host, path string
 }
 
-// refusal is a plain HTTP answer to a request the gateway will not forward.
-type refusal struct {
-	status int
-	msg    string
-	// route, when the request matched one (for metrics and logs).
-	route *routing.Route
-	// header lines to add, e.g. Sec-WebSocket-Version or Retry-After.
-	header http.Header
-}
-
-func refuse(status int, msg string) *refusal { return &refusal{status: status, msg: msg} }
-
 // errNotFound is the one answer for every address the gateway does not
 // serve: no route, a non-canonical address, or an address that is not
 // allowlisted all look the same to the client.
@@ -43,7 +31,7 @@ var errNotFound = refuse(http.StatusNotFound, "no allowlisted pod at this addres
 // paths (percent-encoding, dot or empty segments) and address segments
 // that are not the canonical text of an IPv4 or IPv6 address. Nothing
 // that resolve returns lies outside the table.
-func resolve(tbl *routing.Table, host, requestURI string) (target, *refusal) {
+func resolve(tbl *routing.Table, host, requestURI string) (target, *answer) {
 	path, query, hasQuery := strings.Cut(requestURI, "?")
 	if r := checkPath(path); r != nil {
 		return target{}, r
@@ -78,7 +66,7 @@ func resolve(tbl *routing.Table, host, requestURI string) (target, *refusal) {
 // checkPath accepts an absolute path of plain segments: no
 // percent-encoding, no "." or ".." segments, no empty segment except a
 // trailing slash, and nothing outside visible ASCII.
-func checkPath(path string) *refusal {
+func checkPath(path string) *answer {
 	if !strings.HasPrefix(path, "/") {
 		return refuse(http.StatusBadRequest, "the request-target must be an absolute path")
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package evloop
 
 import (
 	"net/netip"
@@ -27,12 +27,14 @@ func errno(e syscall.Errno) error {
 	return e
 }
 
-func sysRead(fd int, p []byte) (int, syscall.Errno) { return sysIO(unix.SYS_READ, fd, p) }
+// Read reads from fd.
+func Read(fd int, p []byte) (int, syscall.Errno) { return rawIO(unix.SYS_READ, fd, p) }
 
-func sysWrite(fd int, p []byte) (int, syscall.Errno) { return sysIO(unix.SYS_WRITE, fd, p) }
+// Write writes to fd.
+func Write(fd int, p []byte) (int, syscall.Errno) { return rawIO(unix.SYS_WRITE, fd, p) }
 
-// sysIO makes a read or write call (trap) on fd with p.
-func sysIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
+// rawIO makes a read or write call (trap) on fd with p.
+func rawIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
@@ -44,23 +46,25 @@ func sysIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
 	return int(n), 0
 }
 
-func sysClose(fd int) error {
+// Close closes fd (which takes it out of every epoll set).
+func Close(fd int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 	return errno(e)
 }
 
-func sysShutdownWrite(fd int) error {
+// ShutdownWrite ends fd's sending side (a TCP FIN).
+func ShutdownWrite(fd int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
 	return errno(e)
 }
 
-func sysEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+func epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
 	return errno(e)
 }
 
-// sysEpollPoll collects the events that are ready, without waiting.
-func sysEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+// epollPoll collects the events that are ready, without waiting.
+func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
@@ -68,21 +72,23 @@ func sysEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	return int(n), nil
 }
 
-func sysGetsockoptInt(fd, level, opt int) (int, error) {
+// GetsockoptInt reads an int socket option.
+func GetsockoptInt(fd, level, opt int) (int, error) {
 	var v int32
 	l := uint32(unsafe.Sizeof(v))
 	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0)
 	return int(v), errno(e)
 }
 
-func sysSetsockoptInt(fd, level, opt, value int) error {
+// SetsockoptInt sets an int socket option.
+func SetsockoptInt(fd, level, opt, value int) error {
 	v := int32(value)
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), unsafe.Sizeof(v), 0)
 	return errno(e)
 }
 
-// sysSocket opens a non-blocking TCP socket for addr's family.
-func sysSocket(addr netip.AddrPort) (int, error) {
+// Socket opens a non-blocking TCP socket for addr's family.
+func Socket(addr netip.AddrPort) (int, error) {
 	family := unix.AF_INET6
 	if addr.Addr().Is4() {
 		family = unix.AF_INET
@@ -94,9 +100,9 @@ func sysSocket(addr netip.AddrPort) (int, error) {
 	return int(fd), nil
 }
 
-// sysConnect starts connecting fd to addr; a non-blocking socket answers
+// Connect starts connecting fd to addr; a non-blocking socket answers
 // EINPROGRESS.
-func sysConnect(fd int, addr netip.AddrPort) syscall.Errno {
+func Connect(fd int, addr netip.AddrPort) syscall.Errno {
 	var (
 		p    unsafe.Pointer
 		size uintptr
@@ -146,4 +152,40 @@ func accept4(lfd int) (int, netip.AddrPort, syscall.Errno) {
 func networkPort(p uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&p))
 	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// WriteAll writes p to the socket fd until it is written or the socket
+// cannot take more now; it returns how much was written.
+func WriteAll(fd int, p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		n, e := Write(fd, p[written:])
+		switch e {
+		case 0:
+			written += n
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return written, nil
+		default:
+			return written, e
+		}
+	}
+	return written, nil
+}
+
+// Dup duplicates the descriptor of a socket in Go's poller; the
+// duplicate is the caller's, and outside Go's poller.
+func Dup(c syscall.Conn) (int, bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	nfd := -1
+	cerr := rc.Control(func(fd uintptr) {
+		nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil || err != nil {
+		return -1, false
+	}
+	return nfd, true
 }

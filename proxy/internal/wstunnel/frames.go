@@ -1,4 +1,4 @@
-package proxy
+package wstunnel
 
 import (
 	"crypto/rand"
@@ -10,14 +10,16 @@ const (
 	// CloseGoingAway (1001): the gateway is shutting down, or the tunnel
 	// reached its idle timeout or maximum lifetime.
 	CloseGoingAway = 1001
-	// ClosePolicyViolation (1008): the pod is no longer allowlisted.
+	// ClosePolicyViolation (1008): the tunnel is no longer allowed (its
+	// pod left the allowlist, or its route no longer serves its host,
+	// path or Origin).
 	ClosePolicyViolation = 1008
 )
 
-// frameTracker follows websocket frame headers in one direction of a
-// tunnel, just enough to know where each frame ends, so that a Close frame
-// can be inserted between two frames. It never changes the bytes.
-type frameTracker struct {
+// Frames follows websocket frame headers in one direction of a tunnel,
+// just enough to know where each frame ends, so that a Close frame can be
+// inserted between two frames. It never changes the bytes.
+type Frames struct {
 	// hdr collects a header split across reads; hdrLen is how much of it
 	// is filled, and 0 means the next byte starts a frame header.
 	hdr    [14]byte
@@ -37,17 +39,17 @@ type frameTracker struct {
 	offset    int // payload bytes of it read so far
 }
 
-// atBoundary reports whether the bytes seen so far end exactly at the end
+// AtBoundary reports whether the bytes seen so far end exactly at the end
 // of a frame.
-func (f *frameTracker) atBoundary() bool { return f.hdrLen == 0 && f.remaining == 0 }
+func (f *Frames) AtBoundary() bool { return f.hdrLen == 0 && f.remaining == 0 }
 
-// consume follows the frames in p and returns how many bytes it took:
+// Consume follows the frames in p and returns how many bytes it took:
 // all of p, or with stopAtBoundary, only up to the first frame boundary
 // (0 if p starts at one).
-func (f *frameTracker) consume(p []byte, stopAtBoundary bool) int {
+func (f *Frames) Consume(p []byte, stopAtBoundary bool) int {
 	i := 0
 	for i < len(p) {
-		if stopAtBoundary && f.atBoundary() {
+		if stopAtBoundary && f.AtBoundary() {
 			return i
 		}
 		if f.remaining > 0 {
@@ -66,7 +68,7 @@ func (f *frameTracker) consume(p []byte, stopAtBoundary bool) int {
 		if need := headerLen(f.hdr[:f.hdrLen]); need > 0 && f.hdrLen == need {
 			f.remaining = payloadLen(f.hdr[:f.hdrLen])
 			f.inClose = false
-			if f.hdr[0]&0x0f == 0x8 && !f.closeSeen {
+			if f.hdr[0]&0x0f == opClose && !f.closeSeen {
 				f.closeSeen, f.inClose, f.offset = true, true, 0
 				if f.masked = f.hdr[1]&0x80 != 0; f.masked {
 					copy(f.mask[:], f.hdr[need-4:need])
@@ -80,7 +82,7 @@ func (f *frameTracker) consume(p []byte, stopAtBoundary bool) int {
 
 // readCloseCode takes the status code from the first two payload bytes of
 // the first Close frame.
-func (f *frameTracker) readCloseCode(b []byte) {
+func (f *Frames) readCloseCode(b []byte) {
 	for _, c := range b {
 		if f.offset >= 2 {
 			f.inClose = false
@@ -95,9 +97,12 @@ func (f *frameTracker) readCloseCode(b []byte) {
 	}
 }
 
-// peerCloseCode returns the status code of the first Close frame seen, or
-// 0 when none was seen or it carried no code.
-func (f *frameTracker) peerCloseCode() uint16 {
+// CloseSeen reports whether a Close frame has begun.
+func (f *Frames) CloseSeen() bool { return f.closeSeen }
+
+// CloseCode returns the status code of the first Close frame seen, or 0
+// when none was seen or it carried no code (yet).
+func (f *Frames) CloseCode() uint16 {
 	if !f.closeSeen || f.closeLen < 2 {
 		return 0
 	}
@@ -135,26 +140,54 @@ func payloadLen(h []byte) uint64 {
 	}
 }
 
-// closeFrame encodes a Close frame with a status code and a reason (cut to
-// fit a control frame). masked frames are for the pod (the gateway speaks
-// as a client there); unmasked ones for the client.
-func closeFrame(code uint16, reason string, masked bool) []byte {
+// Opcodes of the frames the gateway writes.
+const (
+	opClose = 0x8
+)
+
+// AppendFrame appends one final frame (FIN set) with opcode and payload;
+// with mask, the payload is masked with it, as a client's frames are.
+func AppendFrame(dst []byte, opcode byte, payload []byte, mask *[4]byte) []byte {
+	var maskBit byte
+	if mask != nil {
+		maskBit = 0x80
+	}
+	dst = append(dst, 0x80|opcode)
+	switch n := len(payload); {
+	case n < 126:
+		dst = append(dst, maskBit|byte(n))
+	case n < 1<<16:
+		dst = append(dst, maskBit|126)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+	default:
+		dst = append(dst, maskBit|127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	if mask == nil {
+		return append(dst, payload...)
+	}
+	dst = append(dst, mask[:]...)
+	for i, c := range payload {
+		dst = append(dst, c^mask[i%4])
+	}
+	return dst
+}
+
+// CloseFrame encodes a Close frame with a status code and a reason (cut
+// to fit a control frame). Frames toward the pod are masked with a random
+// key (the gateway speaks as a client there); those toward the client
+// are not.
+func CloseFrame(code uint16, reason string, toPod bool) []byte {
 	if len(reason) > 123 {
 		reason = reason[:123]
 	}
-	payload := make([]byte, 2+len(reason))
-	binary.BigEndian.PutUint16(payload, code)
-	copy(payload[2:], reason)
-
-	frame := []byte{0x88, byte(len(payload))} // FIN + opcode 8
-	if masked {
-		var key [4]byte
-		_, _ = rand.Read(key[:])
-		frame[1] |= 0x80
-		frame = append(frame, key[:]...)
-		for i := range payload {
-			payload[i] ^= key[i%4]
-		}
+	payload := make([]byte, 0, 2+len(reason))
+	payload = binary.BigEndian.AppendUint16(payload, code)
+	payload = append(payload, reason...)
+	var mask *[4]byte
+	if toPod {
+		mask = new([4]byte)
+		_, _ = rand.Read(mask[:])
 	}
-	return append(frame, payload...)
+	return AppendFrame(make([]byte, 0, 6+len(payload)), opClose, payload, mask)
 }

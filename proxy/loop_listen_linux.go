@@ -1,0 +1,143 @@
+//go:build linux
+
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/proxy/internal/evloop"
+)
+
+// The event-loop transport: Serve hands a TCP listener to the loops,
+// which accept, read each request head, decide it with admit, connect to
+// the pod without blocking, send the request and, on a valid 101, write
+// the 101 to the client and carry the tunnel on the same loop: no
+// goroutine and no descriptor in Go's poller at any point. The rare rest
+// (an answer from the pod that is not a valid 101, a dialer other than
+// the default) is handed to a goroutine with the connections
+// (loop_handshake_linux.go).
+
+// loopServer is a Server's state on the loops.
+type loopServer struct {
+	mu     sync.Mutex
+	lns    []*evloop.Listener
+	closed bool // Shutdown stopped the listeners
+	// heads are, by loop, the handshakes whose request head is being
+	// read; each loop touches its own entry only.
+	heads []map[*loopHandshake]struct{}
+}
+
+// Keepalive of accepted client connections, as net.Listen sets it: the
+// listening socket carries the options, and Linux copies them into every
+// connection it accepts.
+const (
+	keepAliveIdle     = 15
+	keepAliveInterval = 15
+	keepAliveCount    = 9
+)
+
+// serveOnLoops serves l on the event loops until Shutdown; ok is false,
+// with nothing changed, when l cannot be served there (not TCP, no loops,
+// the tests' goroutine engine). On success l's own descriptor is closed:
+// the socket lives on in the loops.
+func (s *Server) serveOnLoops(l net.Listener) (ok bool, err error) {
+	tl, isTCP := l.(*net.TCPListener)
+	if !isTCP || s.opts.goroutineTunnels {
+		return false, nil
+	}
+	loops := evloop.Loops()
+	if len(loops) == 0 {
+		return false, nil
+	}
+	fd, dup := evloop.Dup(tl)
+	if !dup {
+		return false, nil
+	}
+	for _, o := range [...][3]int{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdle},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveInterval},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+	} {
+		if evloop.SetsockoptInt(fd, o[0], o[1], o[2]) != nil {
+			_ = evloop.Close(fd)
+			return false, nil
+		}
+	}
+	ls := &s.loops
+	ls.mu.Lock()
+	if ls.closed {
+		ls.mu.Unlock()
+		_ = evloop.Close(fd)
+		return true, nil
+	}
+	if ls.heads == nil {
+		ls.heads = make([]map[*loopHandshake]struct{}, len(loops))
+		for i := range ls.heads {
+			ls.heads[i] = map[*loopHandshake]struct{}{}
+		}
+	}
+	ln := evloop.Listen(fd, s.opts.acceptBatch, s.accepted, s.acceptBackoff)
+	ls.lns = append(ls.lns, ln)
+	ls.mu.Unlock()
+	// Go's descriptor leaves its poller, which would otherwise wake for
+	// every connection too.
+	_ = l.Close()
+	select {
+	case <-s.stop:
+		return true, nil
+	case err := <-ln.Failed():
+		ln.Stop()
+		return true, err
+	}
+}
+
+// acceptBackoff logs a pause in accepting for lack of descriptors or
+// memory and says how long it is: 5 ms doubling up to 1 s, as net/http.
+func (s *Server) acceptBackoff(err error, last time.Duration) time.Duration {
+	d := descriptorBackoff(last)
+	s.opts.Log.V(1).Info("accept failed; retrying", "err", err.Error(), "in", d.String())
+	return d
+}
+
+// stopLoopListeners stops accepting on the loops, and closes the
+// connections whose request head has not arrived.
+func (s *Server) stopLoopListeners() {
+	ls := &s.loops
+	ls.mu.Lock()
+	ls.closed = true
+	lns := ls.lns
+	ls.lns = nil
+	ls.mu.Unlock()
+	if len(lns) == 0 {
+		return
+	}
+	for _, ln := range lns {
+		ln.Stop()
+	}
+	for _, l := range evloop.Loops() {
+		l.Post(func() {
+			for hs := range ls.heads[l.ID()] {
+				hs.drop()
+			}
+		})
+	}
+}
+
+// accepted takes a connection accepted on loop l.
+func (s *Server) accepted(l *evloop.Loop, fd int, peer netip.AddrPort) {
+	hs := &loopHandshake{s: s, p: newLoopPair(l, fd, -1), remote: peer.String()}
+	if err := hs.p.register(0, hs); err != nil {
+		_ = evloop.Close(fd)
+		return
+	}
+	s.loops.heads[l.ID()][hs] = struct{}{}
+	hs.due = time.Now().Add(s.opts.ReadHeaderTimeout).UnixNano()
+	hs.timer = time.AfterFunc(s.opts.ReadHeaderTimeout, func() { l.Post(hs.expire) })
+}
