@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Listener is a listening socket served by every loop: each watches it
-// (EPOLLEXCLUSIVE: one loop wakes per arrival) and accepts on it.
+// Listener is a listening socket served by every loop: each watches it,
+// edge-triggered (EPOLLEXCLUSIVE: one loop wakes per arrival), and
+// accepts until the queue is empty or a batch is taken.
 type Listener struct {
 	fd int
 	// Accepted takes each accepted connection (non-blocking), on the loop
@@ -110,7 +111,7 @@ func (l *Loop) watch(ln *Listener) {
 		idx = len(l.lns)
 		l.lns = append(l.lns, nil)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenerToken(idx)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE | unix.EPOLLET, Fd: listenerToken(idx)}
 	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
 		ln.fail(err)
 		return
@@ -161,9 +162,9 @@ func (ln *Listener) accept(l *Loop) {
 		}
 		return
 	}
-	// More may be waiting. The listening socket stays ready in the loop's
-	// epoll set, but that wakes nobody (the loop waits for new events in
-	// Go's poller): a task wakes the loop to go on.
+	// More may be waiting. The listening socket is edge-triggered: no
+	// event comes for connections already queued, so a task wakes the
+	// loop to go on.
 	l.Post(func() {
 		if ln.slot[l.id] >= 0 {
 			ln.accept(l)
