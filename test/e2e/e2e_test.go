@@ -49,7 +49,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// Status is written after the table is published, but make sure.
 	for _, p := range pods {
-		g.waitStatus(t, podPath("/rooms", p.ip, "/"), http.StatusSwitchingProtocols)
+		g.waitStatus(t, harness.PodPath("/rooms", p.ip, "/"), http.StatusSwitchingProtocols)
 	}
 
 	big := make([]byte, 1<<20)
@@ -92,7 +92,7 @@ func TestEndToEnd(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 				defer cancel()
 				before := acceptedBy(servers)
-				c, answer := g.open(t, podPath("/rooms", p.ip, "/lobby"), cl.opts)
+				c, answer := g.open(t, harness.PodPath("/rooms", p.ip, "/lobby"), cl.opts)
 				if got := c.Subprotocol(); got != cl.subprotocol {
 					t.Errorf("negotiated subprotocol %q, want %q", got, cl.subprotocol)
 				}
@@ -129,7 +129,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("the pod sees the backend path, the rest of the path and the query", func(t *testing.T) {
 		for _, p := range pods {
-			c, _ := g.open(t, podPath("/rooms", p.ip, "/game/7?token=a%20b&x=1"), nil)
+			c, _ := g.open(t, harness.PodPath("/rooms", p.ip, "/game/7?token=a%20b&x=1"), nil)
 			seen := podSees(t, c)
 			checks := []struct{ what, got, want string }{
 				{"path", seen.Path, "/api/ws/game/7"},
@@ -149,8 +149,8 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("a pod the route does not select stays unreachable", func(t *testing.T) {
 		dials := g.dials.Load()
 		for _, path := range []string{
-			podPath("/rooms", "127.0.3.3", "/"),
-			podPath("/rooms", "127.0.3.3", "/api/ws"),
+			harness.PodPath("/rooms", "127.0.3.3", "/"),
+			harness.PodPath("/rooms", "127.0.3.3", "/api/ws"),
 		} {
 			if got := g.status(t, path); got != http.StatusNotFound {
 				t.Errorf("handshake for %s: %d, want 404", path, got)
@@ -165,7 +165,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("a cross-site Origin is refused with 403 without a dial, the same origin passes", func(t *testing.T) {
-		path := podPath("/rooms", "127.0.3.1", "/")
+		path := harness.PodPath("/rooms", "127.0.3.1", "/")
 		dials := g.dials.Load()
 		if got := g.statusWith(t, path, http.Header{"Origin": {"https://evil.example.org"}}); got != http.StatusForbidden {
 			t.Errorf("handshake from a cross-site Origin: %d, want 403", got)
@@ -181,13 +181,13 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("addresses outside the allowlist are 404 without a dial", func(t *testing.T) {
 		dials := g.dials.Load()
 		for _, path := range []string{
-			podPath("/rooms", "127.0.3.99", "/"),      // no pod there
-			podPath("/rooms", "169.254.169.254", "/"), // cloud metadata
-			podPath("/rooms", "127.0.3.01", "/"),      // not canonical
-			podPath("/rooms", "127.3.1", "/"),         // not canonical
-			podPath("/rooms", "::ffff:127.0.3.1", "/"),
-			podPath("/elsewhere", "127.0.3.1", "/"), // no route with that prefix
-			"/127.0.3.1/",                           // nor without one
+			harness.PodPath("/rooms", "127.0.3.99", "/"),      // no pod there
+			harness.PodPath("/rooms", "169.254.169.254", "/"), // cloud metadata
+			harness.PodPath("/rooms", "127.0.3.01", "/"),      // not canonical
+			harness.PodPath("/rooms", "127.3.1", "/"),         // not canonical
+			harness.PodPath("/rooms", "::ffff:127.0.3.1", "/"),
+			harness.PodPath("/elsewhere", "127.0.3.1", "/"), // no route with that prefix
+			"/127.0.3.1/", // nor without one
 		} {
 			if got := g.status(t, path); got != http.StatusNotFound {
 				t.Errorf("handshake for %s: %d, want 404", path, got)
@@ -225,10 +225,10 @@ func TestRevocationThroughTheAPI(t *testing.T) {
 			written := time.Now()
 			rc.revoke(t, s.podA)
 			for j, cl := range waitClosed(t) {
-				latency := cl.at.Sub(written)
-				t.Logf("tunnel %d to pod A: close %d %q, %s after the API write", j+1, cl.code, cl.reason, latency.Round(time.Millisecond))
-				if cl.code != websocket.StatusPolicyViolation {
-					t.Errorf("tunnel %d to pod A ended with close %d %q, want 1008", j+1, cl.code, cl.reason)
+				latency := cl.At.Sub(written)
+				t.Logf("tunnel %d to pod A: close %d %q, %s after the API write", j+1, cl.Code, cl.Reason, latency.Round(time.Millisecond))
+				if cl.Code != websocket.StatusPolicyViolation {
+					t.Errorf("tunnel %d to pod A ended with close %d %q, want 1008", j+1, cl.Code, cl.Reason)
 				}
 				if latency > revokeWithin {
 					t.Errorf("tunnel %d to pod A closed %s after the API write, want under %s", j+1, latency, revokeWithin)
@@ -266,10 +266,10 @@ func TestRevocationThroughTheAPI(t *testing.T) {
 		written := time.Now()
 		deleteRoute(t, s.route)
 		for j, cl := range waitClosed(t) {
-			latency := cl.at.Sub(written)
-			t.Logf("tunnel %d: close %d %q, %s after the API write", j+1, cl.code, cl.reason, latency.Round(time.Millisecond))
-			if cl.code != websocket.StatusPolicyViolation {
-				t.Errorf("tunnel %d ended with close %d %q, want 1008", j+1, cl.code, cl.reason)
+			latency := cl.At.Sub(written)
+			t.Logf("tunnel %d: close %d %q, %s after the API write", j+1, cl.Code, cl.Reason, latency.Round(time.Millisecond))
+			if cl.Code != websocket.StatusPolicyViolation {
+				t.Errorf("tunnel %d ended with close %d %q, want 1008", j+1, cl.Code, cl.Reason)
 			}
 			if latency > revokeWithin {
 				t.Errorf("tunnel %d closed %s after the API write, want under %s", j+1, latency, revokeWithin)
@@ -324,7 +324,7 @@ func newScenario(t *testing.T, g *gateway, n int, policy wsgatev1alpha1.RevokePo
 	port, servers := harness.EchoPods(t, ipA, ipB)
 	s := &scenario{ns: env.Namespace(t), echoA: servers[0], echoB: servers[1], gw: g}
 	s.prefix = "/" + s.ns
-	s.pathA, s.pathB = podPath(s.prefix, ipA, "/"), podPath(s.prefix, ipB, "/")
+	s.pathA, s.pathB = harness.PodPath(s.prefix, ipA, "/"), harness.PodPath(s.prefix, ipB, "/")
 	// The route names the port; the pods declare it.
 	s.podA = createPod(t, s.ns, podSpec{name: "pod-a", ip: ipA, port: port, labels: map[string]string{"app": "echo"}})
 	s.podB = createPod(t, s.ns, podSpec{name: "pod-b", ip: ipB, port: port, labels: map[string]string{"app": "echo"}})

@@ -104,7 +104,7 @@ func createPod(t *testing.T, ns string, p podSpec) *corev1.Pod {
 		spec.Ports = map[string]int32{"ws": p.port}
 	}
 	pod := env.CreatePod(t, ns, spec)
-	t.Cleanup(func() { deleteIgnoringNotFound(pod) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, pod) })
 	return pod
 }
 
@@ -130,13 +130,6 @@ func relabelPod(t *testing.T, pod *corev1.Pod, labels map[string]string) {
 func makeUnready(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
 	env.SetPodStatus(t, pod, []string{pod.Status.PodIP}, false)
-}
-
-func deleteIgnoringNotFound(obj client.Object) {
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	// Best effort: the control plane goes away with the test binary.
-	_ = client.IgnoreNotFound(env.Client.Delete(ctx, obj))
 }
 
 // ---------------------------------------------------------------------------
@@ -177,7 +170,7 @@ func createRouteObject(t *testing.T, obj *wsgatev1alpha1.WsRoute) {
 	if err := env.Client.Create(context.Background(), obj); err != nil {
 		t.Fatalf("create WsRoute %s/%s: %v", obj.Namespace, obj.Name, err)
 	}
-	t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, obj) })
 }
 
 // deleteRoute deletes a WsRoute.
@@ -365,25 +358,7 @@ func (c wsClient) handshake(ctx context.Context, path string, opts *websocket.Di
 		o = *opts
 	}
 	o.Host = host
-	return dialWebsocket(ctx, "ws://"+c.addr+path, &o)
-}
-
-// dialWebsocket opens a websocket to url and returns the handshake's
-// status and header, whether it succeeded or not; the connection reads
-// messages of up to 64 MiB.
-func dialWebsocket(ctx context.Context, url string, opts *websocket.DialOptions) (*websocket.Conn, int, http.Header, error) {
-	// The websocket library owns the response body: it is never closed
-	// here (see websocket.Dial).
-	conn, resp, err := websocket.Dial(ctx, url, opts) //nolint:bodyclose // see above
-	status, header := 0, http.Header{}
-	if resp != nil {
-		status, header = resp.StatusCode, resp.Header
-	}
-	if err != nil {
-		return nil, status, header, err
-	}
-	conn.SetReadLimit(64 << 20)
-	return conn, status, header, nil
+	return harness.Dial(ctx, "ws://"+c.addr+path, &o)
 }
 
 // open opens a websocket to path, closed when the test ends, and returns
@@ -435,11 +410,6 @@ func (c wsClient) waitStatus(t *testing.T, path string, want int) {
 	})
 }
 
-// podPath is the gateway path of a pod under a route prefix.
-func podPath(prefix, ip string, rest string) string {
-	return strings.TrimSuffix(prefix, "/") + "/" + ip + rest
-}
-
 // echo sends msg and expects it back unchanged.
 func echo(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, msg []byte) error {
 	if err := c.Write(ctx, typ, msg); err != nil {
@@ -472,44 +442,21 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-// closed is how a tunnel ended, as its client saw it.
-type closed struct {
-	code   websocket.StatusCode // -1: no Close frame
-	reason string
-	at     time.Time
-}
-
-// awaitClose reads c until the server side closes it.
-func awaitClose(ctx context.Context, c *websocket.Conn) closed {
-	for {
-		_, _, err := c.Read(ctx)
-		if err == nil {
-			continue
-		}
-		at := time.Now()
-		var ce websocket.CloseError
-		if errors.As(err, &ce) {
-			return closed{ce.Code, ce.Reason, at}
-		}
-		return closed{-1, err.Error(), at}
-	}
-}
-
 // watchClose starts reading each connection in the background (they must
 // carry no traffic of the test's own from now on) and returns a function
 // that waits for all of them to be closed by the gateway.
-func watchClose(conns ...*websocket.Conn) func(t *testing.T) []closed {
+func watchClose(conns ...*websocket.Conn) func(t *testing.T) []harness.Closed {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	out := make([]closed, len(conns))
+	out := make([]harness.Closed, len(conns))
 	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = awaitClose(ctx, c)
+			out[i] = harness.AwaitClose(ctx, c)
 		}()
 	}
-	return func(t *testing.T) []closed {
+	return func(t *testing.T) []harness.Closed {
 		t.Helper()
 		wg.Wait()
 		cancel()

@@ -72,7 +72,7 @@ func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
 	port, _ := harness.EchoPods(t, ipOf(50))
 	createPod(t, ns, podSpec{name: "echo", ip: ipOf(50), labels: map[string]string{"app": "echo"}})
 	createRoute(t, ns, routeSpec{name: "echo", prefix: "/" + ns, app: "echo", port: intstr.FromInt32(port)})
-	path := podPath("/"+ns, ipOf(50), "/")
+	path := harness.PodPath("/"+ns, ipOf(50), "/")
 	metricsAddr, adminAddr := harness.FreeAddr(t), harness.FreeAddr(t)
 	gw := startWsgate(t, bin, "--metrics-bind-address", metricsAddr, "--metrics-secure=false",
 		"--admin-bind-address", adminAddr, "--zap-log-level", "info")
@@ -85,7 +85,7 @@ func TestMetricsAccessLogAndDebugTableOfTheBinary(t *testing.T) {
 	if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatal(err)
 	}
-	if got := gw.status(t, podPath("/"+ns, "127.0.99.99", "/")); got != http.StatusNotFound {
+	if got := gw.status(t, harness.PodPath("/"+ns, "127.0.99.99", "/")); got != http.StatusNotFound {
 		t.Fatalf("unknown address: %d", got)
 	}
 

@@ -32,7 +32,7 @@ func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
 	port, servers := harness.EchoPods(t, ipOf(40))
 	createPod(t, ns, podSpec{name: "echo", ip: ipOf(40), labels: map[string]string{"app": "echo"}})
 	createRoute(t, ns, routeSpec{name: "echo", prefix: "/" + ns, app: "echo", port: intstr.FromInt32(port)})
-	path := podPath("/"+ns, ipOf(40), "/")
+	path := harness.PodPath("/"+ns, ipOf(40), "/")
 
 	gw := startWsgate(t, bin)
 	// The binary's own status reconciler reports the route, and its proxy
@@ -75,11 +75,11 @@ func TestSIGTERMClosesTunnelsWith1001(t *testing.T) {
 	// ...then gets a Close 1001.
 	ctx, cancel := context.WithTimeout(context.Background(), gracePeriod+time.Second)
 	defer cancel()
-	cl := awaitClose(ctx, tunnel)
-	after := cl.at.Sub(sent)
-	t.Logf("the tunnel got close %d %q %s after SIGTERM", cl.code, cl.reason, after.Round(time.Millisecond))
-	if cl.code != websocket.StatusGoingAway {
-		t.Errorf("the tunnel ended with close %d %q, want 1001", cl.code, cl.reason)
+	cl := harness.AwaitClose(ctx, tunnel)
+	after := cl.At.Sub(sent)
+	t.Logf("the tunnel got close %d %q %s after SIGTERM", cl.Code, cl.Reason, after.Round(time.Millisecond))
+	if cl.Code != websocket.StatusGoingAway {
+		t.Errorf("the tunnel ended with close %d %q, want 1001", cl.Code, cl.Reason)
 	}
 	if after < drainTimeout-100*time.Millisecond {
 		t.Errorf("the tunnel was closed %s after SIGTERM, before the %s drain window ended", after, drainTimeout)

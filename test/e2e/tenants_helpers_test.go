@@ -90,7 +90,7 @@ func grant(t *testing.T, ns string, hosts []string, extra ...func(*wsgatev1alpha
 	if err := env.Client.Create(context.Background(), g); err != nil {
 		t.Fatalf("create WsGrant for %s: %v", ns, err)
 	}
-	t.Cleanup(func() { deleteIgnoringNotFound(g) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, g) })
 	return g
 }
 
@@ -329,7 +329,7 @@ func (g *gateway) dial(ctx context.Context, d dialSpec) (*tenantConn, int, http.
 	} else {
 		opts.Host = d.host
 	}
-	conn, status, header, err := dialWebsocket(ctx, url, opts)
+	conn, status, header, err := harness.Dial(ctx, url, opts)
 	if err != nil {
 		return nil, status, header, err
 	}
@@ -452,7 +452,7 @@ func newClusterCA(t *testing.T) *clusterCA {
 	if err := env.Client.Create(ctx, issuer); err != nil {
 		t.Fatalf("create ClusterIssuer: %v", err)
 	}
-	t.Cleanup(func() { deleteIgnoringNotFound(issuer) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, issuer) })
 	waitIssuerReady(t, issuer)
 	return &clusterCA{name: issuer.Name, ca: ca}
 }

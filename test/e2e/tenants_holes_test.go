@@ -62,11 +62,11 @@ func TestTenantOlderRouteCannotTakeAServedNameByEditingIt(t *testing.T) {
 			t.Errorf("the victim's route on %s: %s", host, accepted(v))
 		}
 		before, attacked := vsrv.Accepted(), asrv.Accepted()
-		status := g.statusAs(t, dialSpec{host: host, path: podPath("/rooms", victimIP, "/"), header: victimSecrets})
+		status := g.statusAs(t, dialSpec{host: host, path: harness.PodPath("/rooms", victimIP, "/"), header: victimSecrets})
 		if status != http.StatusSwitchingProtocols || vsrv.Accepted() != before+1 {
 			t.Errorf("a new handshake on %s with the victim's cookies: %d, the victim's pod accepted %d", host, status, vsrv.Accepted()-before)
 		}
-		status = g.statusAs(t, dialSpec{host: host, path: podPath("/", attackerIP, "/"), header: victimSecrets})
+		status = g.statusAs(t, dialSpec{host: host, path: harness.PodPath("/", attackerIP, "/"), header: victimSecrets})
 		if status != http.StatusNotFound || asrv.Accepted() != attacked {
 			t.Errorf("the attacker's pod on %s with the victim's cookies: %d, the attacker's pod accepted %d", host, status, asrv.Accepted()-attacked)
 		}
@@ -74,7 +74,7 @@ func TestTenantOlderRouteCannotTakeAServedNameByEditingIt(t *testing.T) {
 	// open opens a busy tunnel of the victim's on host.
 	open := func(t *testing.T, host string) (*tenantConn, *chatter) {
 		t.Helper()
-		c := g.openAs(t, dialSpec{host: host, path: podPath("/rooms", victimIP, "/"), header: victimSecrets})
+		c := g.openAs(t, dialSpec{host: host, path: harness.PodPath("/rooms", victimIP, "/"), header: victimSecrets})
 		mustEcho(t, c.Conn, "the victim on "+host)
 		return c, startChatter(c.Conn)
 	}
@@ -112,7 +112,7 @@ func TestTenantSameSecondClaimCannotTakeAServedName(t *testing.T) {
 	victimIP, attackerIP := tenantIP(9), tenantIP(10)
 	vport, vsrv := echoPod(t, victim, "victim", victimIP, "victim")
 	aport, asrv := echoPod(t, attacker, "attacker", attackerIP, "attacker")
-	toVictim := dialSpec{host: "victim.example.com", path: podPath("/rooms", victimIP, "/"), header: victimSecrets}
+	toVictim := dialSpec{host: "victim.example.com", path: harness.PodPath("/rooms", victimIP, "/"), header: victimSecrets}
 
 	var (
 		rooms, shadow string
@@ -136,8 +136,8 @@ func TestTenantSameSecondClaimCannotTakeAServedName(t *testing.T) {
 			rooms, shadow, tunnel = name, s.Name, c
 			break
 		}
-		deleteIgnoringNotFound(s)
-		deleteIgnoringNotFound(r)
+		harness.DeleteIgnoringNotFound(env.Client, waitTimeout, s)
+		harness.DeleteIgnoringNotFound(env.Client, waitTimeout, r)
 		_ = c.CloseNow()
 	}
 	t.Logf("the victim's route served %v after its creation second began; the attacker's route was created in the same second", served.Round(time.Millisecond))
@@ -159,7 +159,7 @@ func TestTenantSameSecondClaimCannotTakeAServedName(t *testing.T) {
 	if got := g.statusAs(t, toVictim); got != http.StatusSwitchingProtocols || vsrv.Accepted() != before+1 {
 		t.Errorf("a new handshake to the victim's pod: %d", got)
 	}
-	if got := g.statusAs(t, dialSpec{host: "victim.example.com", path: podPath("/", attackerIP, "/"), header: victimSecrets}); got != http.StatusNotFound || asrv.Accepted() != attacked {
+	if got := g.statusAs(t, dialSpec{host: "victim.example.com", path: harness.PodPath("/", attackerIP, "/"), header: victimSecrets}); got != http.StatusNotFound || asrv.Accepted() != attacked {
 		t.Errorf("the attacker's pod on the victim's host, with the victim's cookies: %d", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // redteamIP returns the n-th address of the red-team tests' loopback
@@ -39,7 +41,7 @@ func TestTenantHeaderSpoofingByOtherSeparators(t *testing.T) {
 		"X.Forwarded.Proto": {"https"},
 		"Client.Ip":         {"6.6.6.6"},
 	}
-	c := g.openAs(t, dialSpec{host: hostname, path: podPath("/", ip, "/"), header: spoofed})
+	c := g.openAs(t, dialSpec{host: hostname, path: harness.PodPath("/", ip, "/"), header: spoofed})
 	seen := podSees(t, c.Conn)
 	for k, vs := range seen.Header {
 		if rest := strings.TrimLeft(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"); rest != "" {

@@ -32,7 +32,7 @@ func TestTenantCertificateTakeover(t *testing.T) {
 	admin, victim, attacker := env.Namespace(t), env.Namespace(t), env.Namespace(t)
 	ca := testcerts.NewCA(t, "wsgate e2e tenants CA")
 	defaultLeaf := ca.Issue(t, time.Hour, "victim.example.com", "default.example.com")
-	createSecret(t, tlsSecret(admin, "default-tls", defaultLeaf))
+	createSecret(t, harness.TLSSecret(admin, "default-tls", defaultLeaf))
 	defaultCert := leafOf(t, defaultLeaf)
 	g := startTenantGateway(t, gatewayConfig{defaultCertificate: types.NamespacedName{Namespace: admin, Name: "default-tls"}})
 	cca := newClusterCA(t)
@@ -47,14 +47,14 @@ func TestTenantCertificateTakeover(t *testing.T) {
 	// The attacker comes later (TestTenantSameSecondClaimCannotTakeAServedName
 	// is about routes of the same second).
 	afterCreationSecond(rooms)
-	toVictim := dialSpec{host: "victim.example.com", path: podPath("/rooms", victimIP, "/"), tls: true, roots: ca.Pool()}
+	toVictim := dialSpec{host: "victim.example.com", path: harness.PodPath("/rooms", victimIP, "/"), tls: true, roots: ca.Pool()}
 	g.waitStatusAs(t, toVictim, http.StatusSwitchingProtocols)
 
 	// The attacker's own CA, whose certificate names the victim's host.
 	evil := testcerts.NewCA(t, "attacker CA")
 	stolenLeaf := evil.Issue(t, time.Hour, "victim.example.com", "*.example.com")
 	stolen := leafOf(t, stolenLeaf)
-	createSecret(t, tlsSecret(attacker, "stolen", stolenLeaf))
+	createSecret(t, harness.TLSSecret(attacker, "stolen", stolenLeaf))
 	createTenantRoute(t, attacker, tenantRoute{name: "shadow", hostnames: []string{"victim.example.com"}, prefix: "/rooms/" + victimIP, app: "attacker", port: aport, secret: "stolen"})
 	createTenantRoute(t, attacker, tenantRoute{name: "wild", hostnames: []string{"*.example.com"}, prefix: "/", app: "attacker", port: aport, secret: "stolen"})
 	// And asks the admin's CA, which it is granted, for the victim's name.
@@ -125,7 +125,7 @@ func TestTenantCertificateTakeover(t *testing.T) {
 	t.Run("the victim's pod is reached on its prefix and the attacker's pod is not", func(t *testing.T) {
 		before := asrv.Accepted()
 		for _, tlsOn := range []bool{true, false} {
-			for _, path := range []string{podPath("/rooms", victimIP, "/"), podPath("/rooms", victimIP, "/"+attackerIP+"/")} {
+			for _, path := range []string{harness.PodPath("/rooms", victimIP, "/"), harness.PodPath("/rooms", victimIP, "/"+attackerIP+"/")} {
 				d := dialSpec{host: "victim.example.com", path: path, tls: tlsOn, roots: ca.Pool()}
 				c := g.openAs(t, d)
 				if tlsOn && !c.leaf.Equal(defaultCert) {
@@ -139,7 +139,7 @@ func TestTenantCertificateTakeover(t *testing.T) {
 			}
 			// The victim's host does not fall back on the attacker's
 			// wildcard for paths its routes do not hold.
-			for _, path := range []string{podPath("/", attackerIP, "/"), podPath("/rooms", attackerIP, "/")} {
+			for _, path := range []string{harness.PodPath("/", attackerIP, "/"), harness.PodPath("/rooms", attackerIP, "/")} {
 				if got := g.statusAs(t, dialSpec{host: "victim.example.com", path: path, tls: tlsOn, roots: ca.Pool()}); got != http.StatusNotFound {
 					t.Errorf("victim.example.com%s (tls %v): %d, want 404", path, tlsOn, got)
 				}
@@ -154,7 +154,7 @@ func TestTenantCertificateTakeover(t *testing.T) {
 	})
 
 	t.Run("the attacker's wildcard serves its own names", func(t *testing.T) {
-		c := g.openAs(t, dialSpec{host: "other.example.com", path: podPath("/", attackerIP, "/"), tls: true})
+		c := g.openAs(t, dialSpec{host: "other.example.com", path: harness.PodPath("/", attackerIP, "/"), tls: true})
 		if !c.leaf.Equal(stolen) {
 			t.Errorf("served %s, want the attacker's wildcard certificate", describeCert(c.leaf))
 		}
@@ -265,7 +265,7 @@ func TestTenantCertificatesForNamesNotOwned(t *testing.T) {
 			_, err := getCertificate(attacker, "grab")
 			return err
 		})
-		deleteIgnoringNotFound(ag)
+		harness.DeleteIgnoringNotFound(env.Client, waitTimeout, ag)
 		waitAccepted(t, attacker, "grab", "False/"+wsgatev1alpha1.ReasonHostnameNotAllowed, `"grab.attacker.example.com"`)
 		waitGone(t)
 	})
@@ -280,7 +280,7 @@ func TestTenantSecretTypeAndName(t *testing.T) {
 	admin, victim, attacker := env.Namespace(t), env.Namespace(t), env.Namespace(t)
 	ca := testcerts.NewCA(t, "wsgate e2e tenants CA")
 	defaultLeaf := ca.Issue(t, time.Hour, "default.example.com")
-	createSecret(t, tlsSecret(admin, "default-tls", defaultLeaf))
+	createSecret(t, harness.TLSSecret(admin, "default-tls", defaultLeaf))
 	defaultCert := leafOf(t, defaultLeaf)
 	g := startTenantGateway(t, gatewayConfig{defaultCertificate: types.NamespacedName{Namespace: admin, Name: "default-tls"}})
 	grant(t, victim, []string{"victim.example.com"})
@@ -288,16 +288,16 @@ func TestTenantSecretTypeAndName(t *testing.T) {
 
 	// The victim's Secret and route.
 	victimLeaf := ca.Issue(t, time.Hour, "victim.example.com")
-	createSecret(t, tlsSecret(victim, "victim-tls", victimLeaf))
+	createSecret(t, harness.TLSSecret(victim, "victim-tls", victimLeaf))
 	createTenantRoute(t, victim, tenantRoute{name: "rooms", hostnames: []string{"victim.example.com"}, app: "victim", port: 8080, secret: "victim-tls"})
 	waitCertificateReady(t, victim, "rooms", "True/"+wsgatev1alpha1.ReasonCertificateIssued)
 
 	opaqueLeaf := ca.Issue(t, time.Hour, "opaque.attacker.example.com")
-	opaque := tlsSecret(attacker, "opaque-tls", opaqueLeaf)
+	opaque := harness.TLSSecret(attacker, "opaque-tls", opaqueLeaf)
 	opaque.Type = corev1.SecretTypeOpaque
 	createSecret(t, opaque)
 	bigLeaf := ca.Issue(t, time.Hour, "big.attacker.example.com")
-	big := tlsSecret(attacker, "big-tls", bigLeaf)
+	big := harness.TLSSecret(attacker, "big-tls", bigLeaf)
 	// Text before the PEM block is skipped by PEM parsers: a valid pair
 	// past the size cap.
 	big.Data[corev1.TLSCertKey] = append([]byte(strings.Repeat("padding\n", 9<<10)), bigLeaf.CertPEM...)
@@ -358,7 +358,7 @@ func TestTenantDefaultHost(t *testing.T) {
 	rooms := createTenantRoute(t, victim, tenantRoute{name: "rooms", prefix: "/rooms", app: "victim", port: vport})
 	waitRouteServes(t, victim, "rooms", "victim")
 	afterCreationSecond(rooms)
-	toVictim := dialSpec{host: defaultHost, path: podPath("/rooms", victimIP, "/"+attackerIP+"/"), header: victimSecrets}
+	toVictim := dialSpec{host: defaultHost, path: harness.PodPath("/rooms", victimIP, "/"+attackerIP+"/"), header: victimSecrets}
 	g.waitStatusAs(t, toVictim, http.StatusSwitchingProtocols)
 	if got := g.statusAs(t, dialSpec{host: "anything.example.net", path: toVictim.path}); got != http.StatusNotFound {
 		t.Errorf("another host: %d, want 404 (a default host leaves no catch-all)", got)

@@ -11,6 +11,7 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/internal/testcerts"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // The tenant-isolation tests about traffic: whose pod a request reaches,
@@ -75,25 +76,25 @@ func TestTenantHostAndPathTakeover(t *testing.T) {
 	t.Run("the victim's host and prefix", func(t *testing.T) {
 		for _, path := range []string{
 			// Under the attacker's prefix, an address of its pod.
-			podPath("/rooms", victimIP, "/"+attackerIP+"/"),
-			podPath("/rooms", victimIP, "/"+attackerIP),
-			podPath("/rooms", victimIP, "/"),
+			harness.PodPath("/rooms", victimIP, "/"+attackerIP+"/"),
+			harness.PodPath("/rooms", victimIP, "/"+attackerIP),
+			harness.PodPath("/rooms", victimIP, "/"),
 		} {
 			reachesVictim(t, "victim.example.com", path)
 		}
 		// The host as clients may spell it.
 		for _, host := range []string{"VICTIM.Example.COM", "victim.example.com.", "victim.example.com:80"} {
-			reachesVictim(t, host, podPath("/rooms", victimIP, "/"))
+			reachesVictim(t, host, harness.PodPath("/rooms", victimIP, "/"))
 		}
 		// The attacker's pod is not an address of the victim's host.
-		for _, path := range []string{podPath("/rooms", attackerIP, "/"), podPath("/", attackerIP, "/")} {
+		for _, path := range []string{harness.PodPath("/rooms", attackerIP, "/"), harness.PodPath("/", attackerIP, "/")} {
 			if got := g.statusAs(t, dialSpec{host: "victim.example.com", path: path, header: victimSecrets}); got != http.StatusNotFound {
 				t.Errorf("victim.example.com%s: %d, want 404", path, got)
 			}
 		}
 		// A look-alike name (a Cyrillic letter; the client sends it as
 		// punycode) is another name, which no route has.
-		if got := g.statusAs(t, dialSpec{host: "vict\u0456m.example.com", path: podPath("/rooms", victimIP, "/"), header: victimSecrets}); got != http.StatusNotFound {
+		if got := g.statusAs(t, dialSpec{host: "vict\u0456m.example.com", path: harness.PodPath("/rooms", victimIP, "/"), header: victimSecrets}); got != http.StatusNotFound {
 			t.Errorf("a look-alike Host: %d, want 404", got)
 		}
 	})
@@ -103,7 +104,7 @@ func TestTenantHostAndPathTakeover(t *testing.T) {
 		waitRouteServes(t, victim, "lobby", "victim")
 		afterCreationSecond(lobby)
 		const anyHost = "anything.example.net"
-		path := podPath("/lobby", victimIP, "/")
+		path := harness.PodPath("/lobby", victimIP, "/")
 		g.waitStatusAs(t, dialSpec{host: anyHost, path: path}, http.StatusSwitchingProtocols)
 
 		// The attacker now has only its own names.
@@ -122,7 +123,7 @@ func TestTenantHostAndPathTakeover(t *testing.T) {
 		for _, host := range []string{anyHost, "y.example.net", "127.0.0.1", "x.attacker.example.org"} {
 			reachesVictim(t, host, path)
 		}
-		reachesVictim(t, "victim.example.com", podPath("/rooms", victimIP, "/"))
+		reachesVictim(t, "victim.example.com", harness.PodPath("/rooms", victimIP, "/"))
 		// What the attacker was granted, it has: its name leaves the
 		// catch-all.
 		if got := g.statusAs(t, dialSpec{host: "x.attacker.example.com", path: path}); got != http.StatusNotFound {
@@ -154,7 +155,7 @@ func TestTenantHeaderSpoofingBySpelling(t *testing.T) {
 	grant(t, ns, []string{hostname})
 	ip := tenantIP(5)
 	port, _ := echoPod(t, ns, "echo", ip, "echo")
-	createSecret(t, tlsSecret(ns, "headers-tls", ca.Issue(t, time.Hour, hostname)))
+	createSecret(t, harness.TLSSecret(ns, "headers-tls", ca.Issue(t, time.Hour, hostname)))
 	createTenantRoute(t, ns, tenantRoute{name: "headers", hostnames: []string{hostname}, app: "echo", port: port, secret: "headers-tls"})
 	waitRouteServes(t, ns, "headers", "echo")
 	waitCertificateReady(t, ns, "headers", "True/"+wsgatev1alpha1.ReasonCertificateIssued)
@@ -176,7 +177,7 @@ func TestTenantHeaderSpoofingBySpelling(t *testing.T) {
 	}
 	for _, overTLS := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls %v", overTLS), func(t *testing.T) {
-			c := g.openAs(t, dialSpec{host: hostname, path: podPath("/", ip, "/"), header: spoofed, tls: overTLS, roots: ca.Pool()})
+			c := g.openAs(t, dialSpec{host: hostname, path: harness.PodPath("/", ip, "/"), header: spoofed, tls: overTLS, roots: ca.Pool()})
 			seen := podSees(t, c.Conn)
 			for k, vs := range seen.Header {
 				if strings.ContainsRune(k, '_') {
@@ -218,14 +219,14 @@ func TestTenantOriginRules(t *testing.T) {
 	grant(t, ns, []string{hostname}, catchAll)
 	ip := tenantIP(6)
 	port, _ := echoPod(t, ns, "echo", ip, "echo")
-	createSecret(t, tlsSecret(ns, "ws-tls", ca.Issue(t, time.Hour, hostname)))
+	createSecret(t, harness.TLSSecret(ns, "ws-tls", ca.Issue(t, time.Hour, hostname)))
 	createTenantRoute(t, ns, tenantRoute{name: "any", prefix: "/any", app: "echo", port: port})
 	createTenantRoute(t, ns, tenantRoute{name: "named", hostnames: []string{hostname}, prefix: "/named", app: "echo", port: port, secret: "ws-tls"})
 	waitRouteServes(t, ns, "any", "echo")
 	waitRouteServes(t, ns, "named", "echo")
 	waitCertificateReady(t, ns, "named", "True/"+wsgatev1alpha1.ReasonCertificateIssued)
 
-	anyPath, namedPath := podPath("/any", ip, "/"), podPath("/named", ip, "/")
+	anyPath, namedPath := harness.PodPath("/any", ip, "/"), harness.PodPath("/named", ip, "/")
 	cases := []struct {
 		what, host, path, origin string
 		tls                      bool
@@ -280,18 +281,18 @@ func TestTenantRevocationOnLoss(t *testing.T) {
 	bport, _ := echoPod(t, b, "b", bIP, "b")
 	createTenantRoute(t, a, tenantRoute{name: "wild", hostnames: []string{"*.example.com"}, app: "a", port: aport})
 	waitRouteServes(t, a, "wild", "a")
-	onX := dialSpec{host: "x.example.com", path: podPath("/", aIP, "/")}
-	onY := dialSpec{host: "y.example.com", path: podPath("/", aIP, "/")}
+	onX := dialSpec{host: "x.example.com", path: harness.PodPath("/", aIP, "/")}
+	onY := dialSpec{host: "y.example.com", path: harness.PodPath("/", aIP, "/")}
 	g.waitStatusAs(t, onX, http.StatusSwitchingProtocols)
 
 	// revoked checks that a closed tunnel got a 1008 within revokeWithin
 	// of the API write.
-	revoked := func(t *testing.T, what string, cl closed, written time.Time) {
+	revoked := func(t *testing.T, what string, cl harness.Closed, written time.Time) {
 		t.Helper()
-		latency := cl.at.Sub(written)
-		t.Logf("%s: close %d %q, %s after the API write", what, cl.code, cl.reason, latency.Round(time.Millisecond))
-		if cl.code != websocket.StatusPolicyViolation {
-			t.Errorf("%s: close %d %q, want 1008", what, cl.code, cl.reason)
+		latency := cl.At.Sub(written)
+		t.Logf("%s: close %d %q, %s after the API write", what, cl.Code, cl.Reason, latency.Round(time.Millisecond))
+		if cl.Code != websocket.StatusPolicyViolation {
+			t.Errorf("%s: close %d %q, want 1008", what, cl.Code, cl.Reason)
 		}
 		if latency > revokeWithin {
 			t.Errorf("%s: closed %s after the API write, want under %s", what, latency, revokeWithin)
@@ -327,14 +328,14 @@ func TestTenantRevocationOnLoss(t *testing.T) {
 		if got := g.statusAs(t, onX); got != http.StatusNotFound {
 			t.Errorf("a's pod on x.example.com: %d, want 404", got)
 		}
-		g.openAs(t, dialSpec{host: "x.example.com", path: podPath("/", bIP, "/")})
+		g.openAs(t, dialSpec{host: "x.example.com", path: harness.PodPath("/", bIP, "/")})
 	})
 
 	t.Run("the owner drops a name", func(t *testing.T) {
 		createTenantRoute(t, a, tenantRoute{name: "named", hostnames: []string{"keep.example.org", "drop.example.org"}, app: "a", port: aport})
 		waitRouteServes(t, a, "named", "a")
-		onKeep := dialSpec{host: "keep.example.org", path: podPath("/", aIP, "/")}
-		onDrop := dialSpec{host: "drop.example.org", path: podPath("/", aIP, "/")}
+		onKeep := dialSpec{host: "keep.example.org", path: harness.PodPath("/", aIP, "/")}
+		onDrop := dialSpec{host: "drop.example.org", path: harness.PodPath("/", aIP, "/")}
 		g.waitStatusAs(t, onDrop, http.StatusSwitchingProtocols)
 		keep, drop := g.openAs(t, onKeep), g.openAs(t, onDrop)
 		mustEcho(t, drop.Conn, "drop")
@@ -350,11 +351,11 @@ func TestTenantRevocationOnLoss(t *testing.T) {
 	})
 
 	t.Run("the cluster admin takes the grant back", func(t *testing.T) {
-		bx := g.openAs(t, dialSpec{host: "x.example.com", path: podPath("/", bIP, "/")})
+		bx := g.openAs(t, dialSpec{host: "x.example.com", path: harness.PodPath("/", bIP, "/")})
 		mustEcho(t, bx.Conn, "b on x")
 		waitClosed := watchClose(bx.Conn)
 		written := time.Now()
-		deleteIgnoringNotFound(bg)
+		harness.DeleteIgnoringNotFound(env.Client, waitTimeout, bg)
 		revoked(t, "b's tunnel on x.example.com", waitClosed(t)[0], written)
 		waitAccepted(t, b, "exact", "False/"+wsgatev1alpha1.ReasonHostnameNotAllowed, `"x.example.com"`)
 		// The name falls back to a's wildcard.
@@ -377,9 +378,9 @@ func TestTenantFairShare(t *testing.T) {
 	createTenantRoute(t, a, tenantRoute{name: "one", hostnames: []string{"a.example.com"}, prefix: "/one", app: "a", port: aport})
 	createTenantRoute(t, a, tenantRoute{name: "two", hostnames: []string{"a.example.com"}, prefix: "/two", app: "a", port: aport})
 	createTenantRoute(t, b, tenantRoute{name: "b", hostnames: []string{"b.example.com"}, app: "b", port: bport})
-	aOne := dialSpec{host: "a.example.com", path: podPath("/one", aIP, "/")}
-	aTwo := dialSpec{host: "a.example.com", path: podPath("/two", aIP, "/")}
-	toB := dialSpec{host: "b.example.com", path: podPath("/", bIP, "/")}
+	aOne := dialSpec{host: "a.example.com", path: harness.PodPath("/one", aIP, "/")}
+	aTwo := dialSpec{host: "a.example.com", path: harness.PodPath("/two", aIP, "/")}
+	toB := dialSpec{host: "b.example.com", path: harness.PodPath("/", bIP, "/")}
 	for _, d := range []dialSpec{aOne, aTwo, toB} {
 		g.waitStatusAs(t, d, http.StatusSwitchingProtocols)
 	}

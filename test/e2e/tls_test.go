@@ -146,7 +146,7 @@ func newTestCA(t *testing.T, ns string) *testCA {
 		if err := env.Client.Create(ctx, obj); err != nil {
 			t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
 		}
-		t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+		t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, obj) })
 	}
 	waitIssuerReady(t, caIssuer)
 
@@ -240,23 +240,13 @@ func echoPod(t *testing.T, ns, name, ip, app string) (int32, *echopod.Server) {
 	return port, servers[0]
 }
 
-// tlsSecret is a kubernetes.io/tls Secret holding leaf, labelled for
-// wsgate.
-func tlsSecret(ns, name string, leaf testcerts.Leaf) *corev1.Secret {
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{wsgatev1alpha1.CertificateLabel: "true"}},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM},
-	}
-}
-
 // createSecret creates a Secret; it is deleted when the test ends.
 func createSecret(t *testing.T, s *corev1.Secret) {
 	t.Helper()
 	if err := env.Client.Create(context.Background(), s); err != nil {
 		t.Fatalf("create Secret %s/%s: %v", s.Namespace, s.Name, err)
 	}
-	t.Cleanup(func() { deleteIgnoringNotFound(s) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, s) })
 }
 
 // updateSecretData replaces some of a Secret's data.
@@ -468,17 +458,10 @@ func (c wssClient) dial(ctx context.Context, hostname, path string) (*wssConn, i
 		},
 	}
 	defer tr.CloseIdleConnections()
-	// The websocket library owns the response body: it is never closed
-	// here (see websocket.Dial).
-	conn, resp, err := websocket.Dial(ctx, "wss://"+hostname+path, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}}) //nolint:bodyclose // see above
+	conn, status, _, err := harness.Dial(ctx, "wss://"+hostname+path, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
 		return nil, status, err
 	}
-	conn.SetReadLimit(64 << 20)
 	mu.Lock()
 	defer mu.Unlock()
 	if state == nil || len(state.PeerCertificates) == 0 {
@@ -610,7 +593,7 @@ func TestTLSIssuesTheRouteCertificate(t *testing.T) {
 
 	created := time.Now()
 	route := createTLSRoute(t, ns, tlsRouteSpec{name: "a", hostnames: []string{hostname}, secretName: "a-tls", issuer: ca.issuer, app: "echo", port: port})
-	conn := g.wss(ca.roots).waitOpen(t, issueTimeout, hostname, podPath("/", ip, "/"), nil)
+	conn := g.wss(ca.roots).waitOpen(t, issueTimeout, hostname, harness.PodPath("/", ip, "/"), nil)
 	t.Logf("route created → first wss handshake: %v (cert-manager issued the certificate, the gateway served it)", time.Since(created).Round(time.Millisecond))
 
 	exchange(t, conn.Conn, "a.example.com")
@@ -689,7 +672,7 @@ func TestTLSCertificateBySNI(t *testing.T) {
 	// --default-certificate: a Secret made by hand from the same CA, and
 	// labelled.
 	defaultLeaf := ca.ca.Issue(t, time.Hour, "default.example.com")
-	createSecret(t, tlsSecret(ns, "default-tls", defaultLeaf))
+	createSecret(t, harness.TLSSecret(ns, "default-tls", defaultLeaf))
 	defaultCert := testcerts.ParseCertificates(t, defaultLeaf.CertPEM)[0]
 	g := startGatewayWith(t, gatewayConfig{certManager: true, tls: true, defaultCertificate: types.NamespacedName{Namespace: ns, Name: "default-tls"}})
 	wss := g.wss(ca.roots)
@@ -706,7 +689,7 @@ func TestTLSCertificateBySNI(t *testing.T) {
 	}
 	var serials []string
 	for _, h := range hosts {
-		conn := wss.waitOpen(t, issueTimeout, h.hostname, podPath("/", h.ip, "/"), wantDNSNames(h.hostname))
+		conn := wss.waitOpen(t, issueTimeout, h.hostname, harness.PodPath("/", h.ip, "/"), wantDNSNames(h.hostname))
 		exchange(t, conn.Conn, h.hostname)
 		if n := h.srv.Accepted(); n != 1 {
 			t.Errorf("pod %s accepted %d handshakes, want 1", h.name, n)
@@ -728,7 +711,7 @@ func TestTLSCertificateBySNI(t *testing.T) {
 	// Each host again, alternating: the choice is made per handshake.
 	for range 2 {
 		for _, h := range hosts {
-			conn := wss.open(t, h.hostname, podPath("/", h.ip, "/"))
+			conn := wss.open(t, h.hostname, harness.PodPath("/", h.ip, "/"))
 			if err := wantDNSNames(h.hostname)(conn.leaf); err != nil {
 				t.Error(err)
 			}
@@ -750,14 +733,14 @@ func TestTLSCertificateBySNI(t *testing.T) {
 		// A client that checks the name refuses it...
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		_, _, err := wss.dial(ctx, "unknown.example.com", podPath("/", hosts[0].ip, "/"))
+		_, _, err := wss.dial(ctx, "unknown.example.com", harness.PodPath("/", hosts[0].ip, "/"))
 		var hostErr x509.HostnameError
 		if !errors.As(err, &hostErr) {
 			t.Errorf("a wss handshake for unknown.example.com: %v, want a certificate name mismatch", err)
 		}
 		// ...and where the name matches, TLS succeeds and the gateway
 		// answers 404: no route has that host.
-		_, status, err := wss.dial(ctx, "default.example.com", podPath("/", hosts[0].ip, "/"))
+		_, status, err := wss.dial(ctx, "default.example.com", harness.PodPath("/", hosts[0].ip, "/"))
 		if err == nil || status != http.StatusNotFound {
 			t.Errorf("a wss handshake for default.example.com: status %d, %v; want 404", status, err)
 		}
@@ -777,7 +760,7 @@ func TestTLSRenewalAppliesToNewHandshakes(t *testing.T) {
 	ip := tlsIP(4)
 	port, _ := echoPod(t, ns, "echo", ip, "echo")
 	createTLSRoute(t, ns, tlsRouteSpec{name: "renew", hostnames: []string{hostname}, secretName: "renew-tls", issuer: ca.issuer, app: "echo", port: port})
-	path := podPath("/", ip, "/")
+	path := harness.PodPath("/", ip, "/")
 
 	before := wss.waitOpen(t, issueTimeout, hostname, path, wantDNSNames(hostname))
 	waitRouteServes(t, ns, "renew", "echo")
@@ -880,7 +863,7 @@ func TestTLSHostnameChangeAndRouteDeletion(t *testing.T) {
 	ip := tlsIP(5)
 	port, _ := echoPod(t, ns, "echo", ip, "echo")
 	route := createTLSRoute(t, ns, tlsRouteSpec{name: "move", hostnames: []string{"before.example.com"}, secretName: "move-tls", issuer: ca.issuer, app: "echo", port: port})
-	path := podPath("/", ip, "/")
+	path := harness.PodPath("/", ip, "/")
 	first := wss.waitOpen(t, issueTimeout, "before.example.com", path, wantDNSNames("before.example.com"))
 	waitRouteServes(t, ns, "move", "echo")
 
@@ -965,9 +948,9 @@ func TestTLSBrokenSecretKeepsTheLastGoodCertificate(t *testing.T) {
 	ip := tlsIP(6)
 	port, _ := echoPod(t, ns, "echo", ip, "echo")
 	good := ca.ca.Issue(t, time.Hour, hostname)
-	createSecret(t, tlsSecret(ns, "hand-tls", good))
+	createSecret(t, harness.TLSSecret(ns, "hand-tls", good))
 	createTLSRoute(t, ns, tlsRouteSpec{name: "hand", hostnames: []string{hostname}, secretName: "hand-tls", app: "echo", port: port})
-	path := podPath("/", ip, "/")
+	path := harness.PodPath("/", ip, "/")
 
 	tunnel := wss.waitOpen(t, waitTimeout, hostname, path, wantDNSNames(hostname))
 	goodCert := testcerts.ParseCertificates(t, good.CertPEM)[0]
@@ -991,7 +974,7 @@ func TestTLSBrokenSecretKeepsTheLastGoodCertificate(t *testing.T) {
 			updateSecretData(t, ns, "hand-tls", map[string][]byte{corev1.TLSCertKey: []byte("not a certificate")})
 		}, "PEM"},
 		{"a deleted Secret", func(t *testing.T) {
-			deleteIgnoringNotFound(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hand-tls"}})
+			harness.DeleteIgnoringNotFound(env.Client, waitTimeout, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hand-tls"}})
 		}, "deleted"},
 	}
 	for i, b := range breakages {
@@ -1034,7 +1017,7 @@ func TestTLSBrokenSecretKeepsTheLastGoodCertificate(t *testing.T) {
 
 	t.Run("a repaired Secret serves its new certificate", func(t *testing.T) {
 		renewed := ca.ca.Issue(t, 2*time.Hour, hostname)
-		createSecret(t, tlsSecret(ns, "hand-tls", renewed))
+		createSecret(t, harness.TLSSecret(ns, "hand-tls", renewed))
 		renewedCert := testcerts.ParseCertificates(t, renewed.CertPEM)[0]
 		wss.waitOpen(t, waitTimeout, hostname, path, func(c *x509.Certificate) error {
 			if !c.Equal(renewedCert) {
@@ -1065,7 +1048,7 @@ func TestTLSBrokenManagedSecretIsReissued(t *testing.T) {
 	ip := tlsIP(7)
 	port, _ := echoPod(t, ns, "echo", ip, "echo")
 	createTLSRoute(t, ns, tlsRouteSpec{name: "managed", hostnames: []string{hostname}, secretName: "managed-tls", issuer: ca.issuer, app: "echo", port: port})
-	path := podPath("/", ip, "/")
+	path := harness.PodPath("/", ip, "/")
 	tunnel := wss.waitOpen(t, issueTimeout, hostname, path, wantDNSNames(hostname))
 	lastGood := tunnel.leaf
 	waitCertificateReady(t, ns, "managed", "True/"+wsgatev1alpha1.ReasonCertificateIssued)

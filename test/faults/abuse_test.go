@@ -111,10 +111,10 @@ func setUpAbuse(t *testing.T) *abuse {
 	createRoute(t, a.ns, route{name: "stream", prefix: prefix + "/stream", app: "streaming", port: intstr.FromString("ws")})
 	createRoute(t, a.ns, route{name: "stream-idle", prefix: prefix + "/stream-idle", app: "streaming", port: intstr.FromString("ws"),
 		timeouts: &wsgatev1alpha1.Timeouts{Idle: &metav1.Duration{Duration: time.Second}}})
-	a.floodPath = podPath(prefix+"/flooded", "127.0.6.30", "/")
-	a.goodPath = podPath(prefix+"/good", "127.0.6.31", "/")
-	a.streamPath = podPath(prefix+"/stream", "127.0.6.32", "/")
-	a.streamIdlePath = podPath(prefix+"/stream-idle", "127.0.6.32", "/")
+	a.floodPath = harness.PodPath(prefix+"/flooded", "127.0.6.30", "/")
+	a.goodPath = harness.PodPath(prefix+"/good", "127.0.6.31", "/")
+	a.streamPath = harness.PodPath(prefix+"/stream", "127.0.6.32", "/")
+	a.streamIdlePath = harness.PodPath(prefix+"/stream-idle", "127.0.6.32", "/")
 	for _, name := range []string{"flooded", "good", "stream", "stream-idle"} {
 		waitRoute(t, a.ns, name, readyWith(1))
 	}

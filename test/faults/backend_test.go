@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 )
 
 // Timeouts of the route that the failing pods belong to.
@@ -69,10 +70,10 @@ func TestFailingPodsGiveAClearAnswerAndLeakNothing(t *testing.T) {
 			if f.script != nil {
 				pod = startRawPod(t, ips[i], port, f.script)
 			}
-			path := podPath(prefix, ips[i], "/")
+			path := harness.PodPath(prefix, ips[i], "/")
 			// Warm up the client side (the HTTP transport's goroutines)
 			// before the baseline.
-			_ = g.status(podPath(prefix, "127.0.6.254", "/"), nil)
+			_ = g.status(harness.PodPath(prefix, "127.0.6.254", "/"), nil)
 			base := steadyUsage(5 * time.Second)
 			f.client(t, g, path)
 			// The gateway ends its side of every tunnel on its own...
@@ -147,11 +148,11 @@ func expectEnd(send bool, want websocket.StatusCode, within time.Duration) func(
 				t.Fatalf("write: %v", err)
 			}
 		}
-		cl := awaitClose(ctx, conn)
-		took := cl.at.Sub(opened)
-		t.Logf("the tunnel ended %s after it opened: close %d %q", took.Round(time.Millisecond), cl.code, shorten(cl.reason))
-		if cl.code != want {
-			t.Errorf("the tunnel ended with close %d %q, want %d", cl.code, cl.reason, want)
+		cl := harness.AwaitClose(ctx, conn)
+		took := cl.At.Sub(opened)
+		t.Logf("the tunnel ended %s after it opened: close %d %q", took.Round(time.Millisecond), cl.Code, shorten(cl.Reason))
+		if cl.Code != want {
+			t.Errorf("the tunnel ended with close %d %q, want %d", cl.Code, cl.Reason, want)
 		}
 		if took > within {
 			t.Errorf("the tunnel ended %s after it opened, want under %s", took, within)

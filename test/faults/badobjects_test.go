@@ -38,10 +38,10 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteIgnoringNotFound(starting) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, starting) })
 	createRoute(t, ns, route{name: "good", prefix: prefix + "/good", app: "good", port: intstr.FromString("ws")})
 	waitRoute(t, ns, "good", readyWith(2))
-	paths := []string{podPath(prefix+"/good", "127.0.5.60", "/"), podPath(prefix+"/good", "127.0.5.61", "/")}
+	paths := []string{harness.PodPath(prefix+"/good", "127.0.5.60", "/"), harness.PodPath(prefix+"/good", "127.0.5.61", "/")}
 	for _, p := range paths {
 		g.waitServes(t, p)
 	}
@@ -105,7 +105,7 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 			check: func(t *testing.T, r *wsgatev1alpha1.WsRoute) {
 				// The contender's pod is not reachable on the good
 				// route's prefix.
-				if got := g.status(podPath(prefix+"/good", "127.0.5.62", "/"), nil); got != http.StatusNotFound {
+				if got := g.status(harness.PodPath(prefix+"/good", "127.0.5.62", "/"), nil); got != http.StatusNotFound {
 					t.Errorf("a handshake to the losing route's pod: %d, want 404", got)
 				}
 			},
@@ -127,7 +127,7 @@ func TestWrongButValidRoutesExplainThemselvesAndDisturbNothing(t *testing.T) {
 			if err := env.Client.Create(t.Context(), obj); err != nil {
 				t.Fatalf("the API server refused the route (it should pass schema validation): %v", err)
 			}
-			t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+			t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, obj) })
 			typ, want, _ := strings.Cut(c.cond, "=")
 			check := func(r *wsgatev1alpha1.WsRoute) error {
 				if got := harness.Condition(r, typ); got != want {

@@ -19,6 +19,7 @@ import (
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 	"github.com/wsgate/wsgate/internal/testcerts"
+	"github.com/wsgate/wsgate/internal/testenv/harness"
 	"github.com/wsgate/wsgate/routing"
 )
 
@@ -377,7 +378,7 @@ func (c *churner) removePod(ctx context.Context) (string, error) {
 func (c *churner) leaf() testcerts.Leaf { return c.leaves[c.rng.IntN(len(c.leaves))] }
 
 func (c *churner) createSecret(ctx context.Context) (string, error) {
-	obj := tlsSecret(c.ns, c.name("cert"), c.leaf())
+	obj := harness.TLSSecret(c.ns, c.name("cert"), c.leaf())
 	if err := env.Client.Create(ctx, obj); err != nil {
 		return "", fmt.Errorf("create secret %s/%s: %w", c.ns, obj.Name, err)
 	}
@@ -398,22 +399,13 @@ func (c *churner) renewSecret(ctx context.Context) (string, error) {
 // cleanup deletes what the churner left (not counted as changes).
 func (c *churner) cleanup() {
 	for _, r := range c.routes {
-		deleteIgnoringNotFound(r)
+		harness.DeleteIgnoringNotFound(env.Client, waitTimeout, r)
 	}
 	for _, p := range c.pods {
-		deleteIgnoringNotFound(p)
+		harness.DeleteIgnoringNotFound(env.Client, waitTimeout, p)
 	}
 	for _, s := range c.secrets {
-		deleteIgnoringNotFound(s)
-	}
-}
-
-// tlsSecret is a kubernetes.io/tls Secret labelled for wsgate.
-func tlsSecret(ns, name string, l testcerts.Leaf) *corev1.Secret {
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{wsgatev1alpha1.CertificateLabel: "true"}},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: l.CertPEM, corev1.TLSPrivateKeyKey: l.KeyPEM},
+		harness.DeleteIgnoringNotFound(env.Client, waitTimeout, s)
 	}
 }
 

@@ -46,7 +46,7 @@ func newStableRoute(t *testing.T, g *gateway, ips ...string) *stableRoute {
 	s.servers, s.port = servers, port
 	for i, ip := range ips {
 		s.pods = append(s.pods, createPod(t, s.ns, pod{name: fmt.Sprintf("echo-%d", i), ip: ip, port: port, labels: map[string]string{"app": "echo"}}))
-		s.paths = append(s.paths, podPath("/"+s.ns, ip, "/stable"))
+		s.paths = append(s.paths, harness.PodPath("/"+s.ns, ip, "/stable"))
 	}
 	createRoute(t, s.ns, route{name: "stable", prefix: "/" + s.ns, app: "echo", port: intstr.FromString("ws")})
 	waitRoute(t, s.ns, "stable", readyWith(len(ips)))
@@ -171,7 +171,7 @@ func TestRevocationsCloseOnlyTheRevokedTunnelsWithinASecond(t *testing.T) {
 		c.podA = createPod(t, ns, pod{name: name + "-a", ip: ips[2*i], port: port, labels: map[string]string{"app": app}})
 		c.podB = createPod(t, ns, pod{name: name + "-b", ip: ips[2*i+1], port: port, labels: map[string]string{"app": app, "keep": "yes"}})
 		c.route = createRoute(t, ns, route{name: name, prefix: prefix, app: app, port: intstr.FromString("ws")})
-		c.pathA, c.pathB = podPath(prefix, ips[2*i], "/"), podPath(prefix, ips[2*i+1], "/")
+		c.pathA, c.pathB = harness.PodPath(prefix, ips[2*i], "/"), harness.PodPath(prefix, ips[2*i+1], "/")
 		cases[i] = c
 	}
 	for i, c := range cases {
@@ -222,8 +222,8 @@ func TestRevocationsCloseOnlyTheRevokedTunnelsWithinASecond(t *testing.T) {
 				codes[0]++
 				continue
 			}
-			codes[end.code]++
-			lat = append(lat, end.at.Sub(written))
+			codes[end.Code]++
+			lat = append(lat, end.At.Sub(written))
 			if p.received.Load() == 0 {
 				t.Errorf("%s: tunnel %d exchanged no message", c.name, p.id)
 			}
@@ -299,7 +299,7 @@ func testOriginRemoval(t *testing.T, g *gateway, ns string) {
 	const kept, removed = "https://kept.example.com", "https://removed.example.com"
 	r := createRoute(t, ns, route{name: "origins", prefix: "/" + ns + "/origins", app: "origins", port: intstr.FromString("ws"),
 		origins: []wsgatev1alpha1.Origin{kept, removed}})
-	path := podPath("/"+ns+"/origins", "127.0.5.40", "/")
+	path := harness.PodPath("/"+ns+"/origins", "127.0.5.40", "/")
 	waitRoute(t, ns, "origins", readyWith(1))
 	g.waitServes(t, path)
 	withRemoved := openPaced(t, g.wsClient, 3000, []string{path}, 20, http.Header{"Origin": {removed}}, 100*time.Millisecond, 5*time.Minute)
@@ -323,7 +323,7 @@ func testOriginRemoval(t *testing.T, g *gateway, ns string) {
 	for _, p := range withRemoved {
 		if end := p.ended(); end != nil {
 			closedN++
-			codes[end.code]++
+			codes[end.Code]++
 		} else {
 			stillOpen = append(stillOpen, p)
 		}
@@ -350,7 +350,7 @@ func testDrainUntilLifetime(t *testing.T, g *gateway, ns string) {
 	p := createPod(t, ns, pod{name: "drain-a", ip: "127.0.5.41", port: port, labels: map[string]string{"app": "drain"}})
 	createRoute(t, ns, route{name: "drain", prefix: "/" + ns + "/drain", app: "drain", port: intstr.FromString("ws"),
 		revoke: wsgatev1alpha1.RevokeDrain, timeouts: &wsgatev1alpha1.Timeouts{MaxLifetime: &metav1.Duration{Duration: lifetime}}})
-	path := podPath("/"+ns+"/drain", "127.0.5.41", "/")
+	path := harness.PodPath("/"+ns+"/drain", "127.0.5.41", "/")
 	waitRoute(t, ns, "drain", readyWith(1))
 	g.waitServes(t, path)
 	opened := time.Now()
@@ -374,8 +374,8 @@ func testDrainUntilLifetime(t *testing.T, g *gateway, ns string) {
 			codes[0]++
 			continue
 		}
-		codes[end.code]++
-		lived = append(lived, end.at.Sub(opened))
+		codes[end.Code]++
+		lived = append(lived, end.At.Sub(opened))
 		if tn.received.Load() <= atRevoke[i] {
 			t.Errorf("tunnel %d exchanged no message after its pod was revoked", tn.id)
 		}

@@ -155,7 +155,7 @@ func createPod(t *testing.T, ns string, p pod) *corev1.Pod {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, obj) })
 	return obj
 }
 
@@ -165,14 +165,6 @@ func mustDelete(t *testing.T, obj client.Object) {
 	if err := env.Client.Delete(context.Background(), obj); err != nil {
 		t.Fatalf("delete %T %s: %v", obj, obj.GetName(), err)
 	}
-}
-
-func deleteIgnoringNotFound(obj client.Object) {
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	// Best effort: the control plane goes away with the test binary, and
-	// may be down after a failed outage test.
-	_ = client.IgnoreNotFound(env.Client.Delete(ctx, obj))
 }
 
 // ---------------------------------------------------------------------------
@@ -228,7 +220,7 @@ func createRoute(t *testing.T, ns string, r route) *wsgatev1alpha1.WsRoute {
 	if err := env.Client.Create(context.Background(), obj); err != nil {
 		t.Fatalf("create WsRoute %s/%s: %v", ns, r.name, err)
 	}
-	t.Cleanup(func() { deleteIgnoringNotFound(obj) })
+	t.Cleanup(func() { harness.DeleteIgnoringNotFound(env.Client, waitTimeout, obj) })
 	return obj
 }
 
@@ -309,9 +301,10 @@ func waitEvent(t *testing.T, ns, name, typ, reason string) eventsv1.Event {
 	return harness.WaitEvent(t, env.Client, waitTimeout, ns, name, typ, reason)
 }
 
-// podPath is the gateway path of a pod under a route prefix.
+// podPath is harness.PodPath, the gateway path of a pod under a route
+// prefix.
 func podPath(prefix, ip, rest string) string {
-	return strings.TrimSuffix(prefix, "/") + "/" + ip + rest
+	return harness.PodPath(prefix, ip, rest)
 }
 
 // ---------------------------------------------------------------------------
@@ -471,18 +464,7 @@ type wsClient struct{ addr string }
 // handshake opens a websocket to path on host with extra headers, and
 // returns the gateway's answer: its status (0 when none came) and headers.
 func (c wsClient) handshake(ctx context.Context, path string, header http.Header) (*websocket.Conn, int, http.Header, error) {
-	// The websocket library owns the response body: it is never closed
-	// here (see websocket.Dial).
-	conn, resp, err := websocket.Dial(ctx, "ws://"+c.addr+path, &websocket.DialOptions{Host: hostFor(path), HTTPHeader: header}) //nolint:bodyclose // see above
-	status, h := 0, http.Header{}
-	if resp != nil {
-		status, h = resp.StatusCode, resp.Header
-	}
-	if err != nil {
-		return nil, status, h, err
-	}
-	conn.SetReadLimit(64 << 20)
-	return conn, status, h, nil
+	return harness.Dial(ctx, "ws://"+c.addr+path, &websocket.DialOptions{Host: hostFor(path), HTTPHeader: header})
 }
 
 // open opens a websocket to path, closed when the test ends; it fails the
@@ -545,30 +527,5 @@ func mustEcho(t *testing.T, c *websocket.Conn, msg string) {
 	defer cancel()
 	if err := echo(ctx, c, msg); err != nil {
 		t.Fatalf("echo %q: %v", msg, err)
-	}
-}
-
-// closed is how a tunnel ended, as its client saw it.
-type closed struct {
-	code   websocket.StatusCode // -1: no Close frame
-	reason string
-	at     time.Time
-}
-
-func closedBy(err error) closed {
-	at := time.Now()
-	var ce websocket.CloseError
-	if errors.As(err, &ce) {
-		return closed{ce.Code, ce.Reason, at}
-	}
-	return closed{-1, err.Error(), at}
-}
-
-// awaitClose reads c until it is closed.
-func awaitClose(ctx context.Context, c *websocket.Conn) closed {
-	for {
-		if _, _, err := c.Read(ctx); err != nil {
-			return closedBy(err)
-		}
 	}
 }

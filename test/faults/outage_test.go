@@ -179,7 +179,7 @@ func checkTunnelsAlive(t *testing.T, what string, ps []*pacedTunnel) {
 	t.Helper()
 	for _, p := range ps {
 		if end := p.ended(); end != nil {
-			t.Errorf("%s: tunnel %d ended with close %d %q", what, p.id, end.code, end.reason)
+			t.Errorf("%s: tunnel %d ended with close %d %q", what, p.id, end.Code, end.Reason)
 			return
 		}
 		if r := p.result(); r.lost+r.reordered+r.corrupt > 0 {
@@ -198,7 +198,7 @@ func checkReplicaSurvived(t *testing.T, r *wsgateProcess, tunnels []*pacedTunnel
 		codes := map[string]int{}
 		for _, p := range tunnels {
 			if end := p.ended(); end != nil {
-				codes[strconv.Itoa(int(end.code))+" "+shorten(end.reason)]++
+				codes[strconv.Itoa(int(end.Code))+" "+shorten(end.Reason)]++
 			} else {
 				codes["still open"]++
 			}
@@ -266,7 +266,7 @@ func checkResync(t *testing.T, g *gateway, s *stableRoute, ip, name string) {
 	t.Cleanup(func() { _ = srv.Close() })
 	written := time.Now()
 	p := createPod(t, s.ns, pod{name: name, ip: ip, port: s.port, labels: map[string]string{"app": "echo"}})
-	path := podPath("/"+s.ns, ip, "/stable")
+	path := harness.PodPath("/"+s.ns, ip, "/stable")
 	harness.Eventually(t, resyncWithin, "the new pod is served", func() error {
 		if got := g.status(path, nil); got != http.StatusSwitchingProtocols {
 			return fmt.Errorf("status %d", got)
@@ -283,14 +283,14 @@ func checkResync(t *testing.T, g *gateway, s *stableRoute, ip, name string) {
 	mustEcho(t, conn, "hello new pod")
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	ended := make(chan closed, 1)
-	go func() { ended <- awaitClose(ctx, conn) }()
+	ended := make(chan harness.Closed, 1)
+	go func() { ended <- harness.AwaitClose(ctx, conn) }()
 	written = time.Now()
 	mustDelete(t, p)
 	cl := <-ended
-	t.Logf("deleting the pod closed its tunnel with %d %q %s after the API write", cl.code, cl.reason, cl.at.Sub(written).Round(time.Millisecond))
-	if cl.code != websocket.StatusPolicyViolation || cl.at.Sub(written) > revokeWithin {
-		t.Errorf("the new pod's tunnel ended with %d %q %s after its deletion, want 1008 within %s", cl.code, cl.reason, cl.at.Sub(written), revokeWithin)
+	t.Logf("deleting the pod closed its tunnel with %d %q %s after the API write", cl.Code, cl.Reason, cl.At.Sub(written).Round(time.Millisecond))
+	if cl.Code != websocket.StatusPolicyViolation || cl.At.Sub(written) > revokeWithin {
+		t.Errorf("the new pod's tunnel ended with %d %q %s after its deletion, want 1008 within %s", cl.Code, cl.Reason, cl.At.Sub(written), revokeWithin)
 	}
 	if got := g.status(path, nil); got != http.StatusNotFound {
 		t.Errorf("a handshake to the deleted pod: %d, want 404", got)

@@ -38,7 +38,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 	var paths []string
 	for i, ip := range ips {
 		createPod(t, ns, pod{name: fmt.Sprintf("echo-%d", i), ip: ip, port: port, labels: map[string]string{"app": "echo"}})
-		paths = append(paths, podPath("/"+ns, ip, "/rolling"))
+		paths = append(paths, harness.PodPath("/"+ns, ip, "/rolling"))
 	}
 	createRoute(t, ns, route{name: "rolling", prefix: "/" + ns, app: "echo", port: intstr.FromString("ws")})
 
@@ -128,7 +128,7 @@ func TestRollingRestartLosesNoClient(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 	createPod(t, ns, pod{name: "late", ip: late, port: port, labels: map[string]string{"app": "echo"}})
 	waitRoute(t, ns, "rolling", readyWith(len(ips)+1))
-	survivor.waitServes(t, podPath("/"+ns, late, "/rolling"))
+	survivor.waitServes(t, harness.PodPath("/"+ns, late, "/rolling"))
 	t.Logf("after %s exited, the survivor wrote the route's status with the new pod", leader.Name)
 
 	// Every client carries on; those of the terminated replica moved once.
@@ -240,14 +240,14 @@ func (c *rollingClient) run(addrs []string, path string, every time.Duration) {
 			err := echo(ctx, conn, msg)
 			cancel()
 			if err != nil {
-				cl := closedBy(err)
+				cl := harness.ClosedBy(err)
 				c.mu.Lock()
 				if strings.HasPrefix(err.Error(), "echo ") {
 					// A wrong answer, not an ended tunnel.
 					c.r.problems = append(c.r.problems, err.Error())
 				}
-				c.r.closes[int(cl.code)]++
-				c.r.closedAt = append(c.r.closedAt, cl.at)
+				c.r.closes[int(cl.Code)]++
+				c.r.closedAt = append(c.r.closedAt, cl.At)
 				c.r.reconnects++
 				c.mu.Unlock()
 				_ = conn.CloseNow()

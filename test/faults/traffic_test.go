@@ -47,8 +47,8 @@ type pacedTunnel struct {
 
 	mu       sync.Mutex
 	writeErr error
-	end      *closed // how the tunnel ended, unless the test ended it
-	next     int64   // next expected number
+	end      *harness.Closed // how the tunnel ended, unless the test ended it
+	next     int64           // next expected number
 }
 
 // message is the text of message seq of tunnel id, padded to 64 bytes.
@@ -122,7 +122,7 @@ func (p *pacedTunnel) read(ctx context.Context) {
 		_, msg, err := p.conn.Read(ctx)
 		if err != nil {
 			if !p.finishing.Load() {
-				c := closedBy(err)
+				c := harness.ClosedBy(err)
 				p.mu.Lock()
 				p.end = &c
 				p.mu.Unlock()
@@ -152,14 +152,14 @@ func (p *pacedTunnel) read(ctx context.Context) {
 
 // ended returns how the tunnel ended if it ended on its own (not by
 // finish), or nil.
-func (p *pacedTunnel) ended() *closed {
+func (p *pacedTunnel) ended() *harness.Closed {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.end
 }
 
 // waitEnded waits up to timeout for the tunnel to end on its own.
-func (p *pacedTunnel) waitEnded(timeout time.Duration) *closed {
+func (p *pacedTunnel) waitEnded(timeout time.Duration) *harness.Closed {
 	select {
 	case <-p.readerDone:
 	case <-time.After(timeout):
@@ -215,7 +215,7 @@ func (p *pacedTunnel) result() pacedResult {
 	switch {
 	case p.end != nil:
 		r.dropped = 1
-		r.firstProblem = fmt.Sprintf("tunnel %d (%s) ended with close %d %q after %d messages", p.id, p.path, p.end.code, p.end.reason, r.received)
+		r.firstProblem = fmt.Sprintf("tunnel %d (%s) ended with close %d %q after %d messages", p.id, p.path, p.end.Code, p.end.Reason, r.received)
 	case p.writeErr != nil:
 		r.dropped = 1
 		r.firstProblem = fmt.Sprintf("tunnel %d (%s): write failed after %d messages: %v", p.id, p.path, r.sent, p.writeErr)

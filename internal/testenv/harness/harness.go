@@ -1,10 +1,12 @@
 // Package harness holds what the end-to-end suite (test/e2e) and the fault
 // suite (test/faults) share besides the control plane: a log buffer that
 // a failing test prints, Eventually, loopback ports, the wsgate binary
-// run as a child process (Binary, StartWsgate), and pieces of the
-// in-process gateways (echo pods, the loopback-only dialer, route
-// conditions). It starts no control plane; see the parent package
-// testenv for that.
+// run as a child process (Binary, StartWsgate), pieces of the in-process
+// gateways (echo pods, the loopback-only dialer, route conditions), of
+// their websocket clients (Dial, PodPath, AwaitClose and how a tunnel
+// Closed) and of the objects the tests create (TLSSecret,
+// DeleteIgnoringNotFound). It starts no control plane; see the parent
+// package testenv for that.
 package harness
 
 import (
