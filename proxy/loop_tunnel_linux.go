@@ -37,65 +37,6 @@ import (
 // raises a new edge), unless the peer's end of stream or an error was
 // reported, in which case reading goes on until it is seen.
 
-// loopSocket is one socket of a connection pair on a loop.
-type loopSocket struct {
-	fd   int
-	reg  evloop.Registration
-	side ws.Side
-	// on is told of the socket's events: the handshake, then the tunnel.
-	on interface{ ready(ws.Side, evloop.Events) }
-	// readable: the socket may hold bytes not read yet. drain: the peer's
-	// end of stream or an error was reported, so a short read does not
-	// mean the socket is drained.
-	readable, drain bool
-}
-
-// Ready notes what the loop reported and passes it on.
-func (s *loopSocket) Ready(ev evloop.Events) {
-	if ev.Readable() {
-		s.readable = true
-		if ev.Ended() {
-			s.drain = true
-		}
-	}
-	s.on.ready(s.side, ev)
-}
-
-// loopPair is the client's socket and the pod's on one loop.
-type loopPair struct {
-	loop *evloop.Loop
-	sock [2]loopSocket // by side; fd -1: none
-}
-
-func newLoopPair(l *evloop.Loop, clientFD, podFD int) *loopPair {
-	p := &loopPair{loop: l}
-	for i, fd := range [2]int{clientFD, podFD} {
-		p.sock[i] = loopSocket{fd: fd, reg: evloop.NewRegistration(), side: ws.Side(i)}
-	}
-	return p
-}
-
-// register adds side's socket to the loop, reporting to on.
-func (p *loopPair) register(side ws.Side, on interface{ ready(ws.Side, evloop.Events) }) error {
-	s := &p.sock[side]
-	s.on = on
-	if s.reg.Registered() {
-		return nil
-	}
-	return p.loop.Register(s.fd, s, &s.reg)
-}
-
-// closeAll closes both sockets.
-func (p *loopPair) closeAll() {
-	for i := range p.sock {
-		if s := &p.sock[i]; s.fd >= 0 {
-			p.loop.Forget(&s.reg)
-			_ = evloop.Close(s.fd)
-			s.fd = -1
-		}
-	}
-}
-
 // loopOut is what one direction's destination could not take yet.
 type loopOut struct {
 	// out holds the bytes, in a borrowed buffer; shutAfter ends the

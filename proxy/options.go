@@ -66,22 +66,35 @@ type Options struct {
 	dialHook func(address string) error
 }
 
+// Defaults are the values that zero Options take: the defaults of the
+// gateway's flags.
+var Defaults = Options{
+	HandshakeTimeout:  10 * time.Second,
+	DialTimeout:       5 * time.Second,
+	IdleTimeout:       time.Hour,
+	ReadHeaderTimeout: 10 * time.Second,
+	MaxHeaderBytes:    16 << 10,
+	MaxTunnels:        9000,
+	RetryAfter:        5 * time.Second,
+	RefusalLogRate:    20,
+}
+
 func (o *Options) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
 		}
 	}
-	def(&o.HandshakeTimeout, 10*time.Second)
-	def(&o.DialTimeout, 5*time.Second)
-	def(&o.IdleTimeout, time.Hour)
-	def(&o.ReadHeaderTimeout, 10*time.Second)
-	def(&o.RetryAfter, 5*time.Second)
+	def(&o.HandshakeTimeout, Defaults.HandshakeTimeout)
+	def(&o.DialTimeout, Defaults.DialTimeout)
+	def(&o.IdleTimeout, Defaults.IdleTimeout)
+	def(&o.ReadHeaderTimeout, Defaults.ReadHeaderTimeout)
+	def(&o.RetryAfter, Defaults.RetryAfter)
 	if o.MaxHeaderBytes <= 0 {
-		o.MaxHeaderBytes = 16 << 10
+		o.MaxHeaderBytes = Defaults.MaxHeaderBytes
 	}
 	if o.MaxTunnels <= 0 {
-		o.MaxTunnels = 9000
+		o.MaxTunnels = Defaults.MaxTunnels
 	}
 	if o.Dial == nil {
 		d := &net.Dialer{KeepAlive: -1}
@@ -98,6 +111,6 @@ func (o *Options) setDefaults() {
 		}
 	}
 	if o.RefusalLogRate <= 0 {
-		o.RefusalLogRate = 20
+		o.RefusalLogRate = Defaults.RefusalLogRate
 	}
 }
