@@ -101,7 +101,7 @@ SOAK_DURATION ?= 15m
 SOAK_TIMEOUT ?= 60m
 
 .PHONY: soak
-soak: ## Soak the wsgate binary under steady load and churn for SOAK_DURATION (default 15m; not in CI) and report RSS, goroutine and fd slopes per hour.
+soak: ## Soak the wsgate binary under steady load and churn for SOAK_DURATION (default 15m; not in CI): fails if RSS, goroutines or fds grow after a 3-minute warm-up (slopes judged on runs of 13m or more) or do not come back to idle after the load.
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" WSGATE_SOAK_DURATION=$(SOAK_DURATION) go test -count=1 -v -timeout $(SOAK_TIMEOUT) -run '^TestSoak' ./test/faults/
 
 .PHONY: bench-build

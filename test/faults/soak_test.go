@@ -25,16 +25,52 @@ const (
 	soakSampleEnv = "WSGATE_SOAK_SAMPLE"
 )
 
+// Bounds of the soak test. The slopes are least-squares fits over the
+// samples after the warm-up; they are asserted only when that window is
+// long enough for a leak to stand out from the noise of a busy 2-core
+// machine (make soak's 15 minutes leave 12). A shorter run asserts the
+// return to idle only.
+const (
+	// soakWarmup is left out of the slopes: the heap, the connection
+	// pools and the caches grow to their working size in it.
+	soakWarmup = 3 * time.Minute
+	// soakSlopeWindow and soakSlopeSamples are the least window and
+	// number of samples after the warm-up for asserting slopes.
+	soakSlopeWindow  = 10 * time.Minute
+	soakSlopeSamples = 60
+	// Slopes per hour above which the soak fails. Idle noise (a GC cycle,
+	// four short connections in flight, a churn burst) fits a slope of a
+	// few units per hour over 12 minutes; one goroutine or fd lost per
+	// churn burst is 360/h, per replaced long tunnel 2,400/h, and a
+	// kilobyte per short connection over a gigabyte an hour.
+	maxRSSSlopeMiBPerHour  = 30
+	maxGoroutinesPerHour   = 60
+	maxFDsPerHour          = 60
+	idleSlackGoroutines    = 10
+	idleSlackFDs           = 10
+	idleSettle             = 30 * time.Second
+	idleBaselineSettleTime = 10 * time.Second
+)
+
 // TestSoakKeepsResourcesFlat runs the wsgate binary under steady load for
 // WSGATE_SOAK_DURATION (make soak: 15 minutes unless SOAK_DURATION says
 // otherwise): long-lived tunnels exchanging numbered messages (a tenth of
 // them replaced every 30s), short connections opened and closed without
 // pause, and a burst of unrelated API changes every 10s. It samples the
 // gateway's RSS, goroutines and open file descriptors and reports their
-// least-squares slopes per hour. It fails only on errors (a failed
-// handshake, a dropped tunnel, a lost or reordered message, a failed API
-// change, the gateway exiting), not on slopes: judge those from the
-// report.
+// least-squares slopes per hour.
+//
+// It fails on errors (a failed handshake, a dropped tunnel, a lost or
+// reordered message, a failed API change, the gateway exiting), and on
+// resources:
+//   - idle_after_load (any duration): once the load has stopped, the
+//     gateway's goroutines and fds come back within idleSlackGoroutines
+//     and idleSlackFDs of what it had idle before the load;
+//   - slopes_after_warmup (runs of at least soakWarmup+soakSlopeWindow,
+//     make soak's default): the slopes of RSS, goroutines and fds after
+//     the warm-up stay under maxRSSSlopeMiBPerHour, maxGoroutinesPerHour
+//     and maxFDsPerHour. A shorter run skips it, saying so: its slopes
+//     are reported, not judged.
 func TestSoakKeepsResourcesFlat(t *testing.T) {
 	v := os.Getenv(soakEnv)
 	if v == "" {
@@ -64,7 +100,12 @@ func TestSoakKeepsResourcesFlat(t *testing.T) {
 	for _, p := range paths {
 		gw.waitServes(t, p)
 	}
-	t.Logf("soak: %s against %s (pid %d), sampling every %s", duration, gw.addr, gw.PID(), every)
+	idle, err := idleStats(gw, idleBaselineSettleTime)
+	if err != nil {
+		t.Fatalf("stats of the idle gateway: %v", err)
+	}
+	t.Logf("soak: %s against %s (pid %d), sampling every %s; idle before the load: RSS %.1f MiB, %d goroutines, %d fds",
+		duration, gw.addr, gw.PID(), every, float64(idle.rssBytes)/(1<<20), idle.goroutines, idle.fds)
 
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
@@ -210,7 +251,8 @@ sampling:
 	if sampleErr != nil {
 		t.Logf("a sample failed: %v", sampleErr)
 	}
-	t.Logf("%s", soakSlopes(samples))
+	warmup := min(soakWarmup, duration/4)
+	t.Logf("%s", soakSlopes(samples, warmup))
 	longRes.check(t, "long-lived tunnels")
 	if n := shortFailed.Load(); n > 0 {
 		t.Errorf("%d short connections failed; first: %v", n, shortErr.Load())
@@ -221,6 +263,102 @@ sampling:
 	if len(samples) < 3 {
 		t.Errorf("only %d samples", len(samples))
 	}
+
+	t.Run("idle_after_load", func(t *testing.T) {
+		if gw.Exited() {
+			t.Fatal("the gateway exited")
+		}
+		// Closed tunnels take a moment to be reaped: wait for the counts
+		// to come down, and judge the last sample.
+		var after processStats
+		deadline := time.Now().Add(idleSettle)
+		for {
+			var err error
+			if after, err = gw.stats(); err != nil {
+				t.Fatalf("stats after the load: %v", err)
+			}
+			if after.goroutines <= idle.goroutines+idleSlackGoroutines && after.fds <= idle.fds+idleSlackFDs || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		t.Logf("idle before the load: %d goroutines, %d fds; %s after it: %d goroutines, %d fds",
+			idle.goroutines, idle.fds, time.Since(start.Add(duration)).Round(time.Second), after.goroutines, after.fds)
+		if after.goroutines > idle.goroutines+idleSlackGoroutines {
+			t.Errorf("goroutines did not come back after the load: %d, against %d before it (slack %d)", after.goroutines, idle.goroutines, idleSlackGoroutines)
+		}
+		if after.fds > idle.fds+idleSlackFDs {
+			t.Errorf("open fds did not come back after the load: %d, against %d before it (slack %d)", after.fds, idle.fds, idleSlackFDs)
+		}
+	})
+	t.Run("slopes_after_warmup", func(t *testing.T) {
+		window := steady(samples, soakWarmup)
+		var span time.Duration
+		if len(window) > 1 {
+			span = window[len(window)-1].at - window[0].at
+		}
+		if span < soakSlopeWindow || len(window) < soakSlopeSamples {
+			t.Skipf("slopes not judged: %d samples over %s after a %s warm-up, fewer than the %d over %s needed to tell a leak from noise (run at least %s, as make soak does)",
+				len(window), span.Round(time.Second), soakWarmup, soakSlopeSamples, soakSlopeWindow, soakWarmup+soakSlopeWindow+every)
+		}
+		for _, p := range slopeProblems(window) {
+			t.Error(p)
+		}
+	})
+}
+
+// idleStats returns the gateway's stats once two samples a second apart
+// agree on goroutines and fds (or after settle).
+func idleStats(gw *wsgateProcess, settle time.Duration) (processStats, error) {
+	deadline := time.Now().Add(settle)
+	last, err := gw.stats()
+	for err == nil {
+		time.Sleep(time.Second)
+		var next processStats
+		if next, err = gw.stats(); err != nil {
+			break
+		}
+		if next.goroutines == last.goroutines && next.fds == last.fds || time.Now().After(deadline) {
+			return next, nil
+		}
+		last = next
+	}
+	return last, err
+}
+
+// steady returns the samples taken after warmup.
+func steady(samples []soakSample, warmup time.Duration) []soakSample {
+	for i, s := range samples {
+		if s.at >= warmup {
+			return samples[i:]
+		}
+	}
+	return nil
+}
+
+// soakSeries are the measures whose slopes the soak reports and bounds.
+var soakSeries = []struct {
+	name, unit string
+	scale      float64
+	max        float64 // per hour, in unit
+	value      func(processStats) float64
+}{
+	{"RSS", "MiB", 1.0 / (1 << 20), maxRSSSlopeMiBPerHour, func(s processStats) float64 { return float64(s.rssBytes) }},
+	{"goroutines", "", 1, maxGoroutinesPerHour, func(s processStats) float64 { return float64(s.goroutines) }},
+	{"fds", "", 1, maxFDsPerHour, func(s processStats) float64 { return float64(s.fds) }},
+}
+
+// slopeProblems returns one line for each measure whose slope over the
+// samples exceeds its bound.
+func slopeProblems(samples []soakSample) []string {
+	var out []string
+	for _, s := range soakSeries {
+		if slope := slopePerHour(samples, s.value) * s.scale; slope > s.max {
+			out = append(out, fmt.Sprintf("%s grows %+.1f %s/h over %d samples from %s to %s (bound %.0f %s/h)",
+				s.name, slope, s.unit, len(samples), samples[0].at.Round(time.Second), samples[len(samples)-1].at.Round(time.Second), s.max, s.unit))
+		}
+	}
+	return out
 }
 
 // shortConnection opens a tunnel, exchanges ten messages and closes it.
@@ -247,24 +385,16 @@ type soakSample struct {
 }
 
 // soakSlopes reports the least-squares slopes per hour of RSS,
-// goroutines and fds, over all samples and over the second half (after
-// warm-up).
-func soakSlopes(samples []soakSample) string {
+// goroutines and fds, over all samples and over those after warmup.
+func soakSlopes(samples []soakSample, warmup time.Duration) string {
 	if len(samples) < 2 {
 		return "too few samples for slopes"
 	}
-	series := []struct {
-		name, unit string
-		scale      float64
-		value      func(processStats) float64
-	}{
-		{"RSS", "MiB", 1.0 / (1 << 20), func(s processStats) float64 { return float64(s.rssBytes) }},
-		{"goroutines", "", 1, func(s processStats) float64 { return float64(s.goroutines) }},
-		{"fds", "", 1, func(s processStats) float64 { return float64(s.fds) }},
-	}
+	after := steady(samples, warmup)
 	var b strings.Builder
-	fmt.Fprintf(&b, "gateway resources over %d samples (%s to %s):\n", len(samples), samples[0].at.Round(time.Second), samples[len(samples)-1].at.Round(time.Second))
-	for _, s := range series {
+	fmt.Fprintf(&b, "gateway resources over %d samples (%s to %s; %d after the %s warm-up):\n",
+		len(samples), samples[0].at.Round(time.Second), samples[len(samples)-1].at.Round(time.Second), len(after), warmup)
+	for _, s := range soakSeries {
 		first, last := s.value(samples[0].stats)*s.scale, s.value(samples[len(samples)-1].stats)*s.scale
 		lo, hi := first, first
 		for _, x := range samples {
@@ -272,9 +402,9 @@ func soakSlopes(samples []soakSample) string {
 			lo, hi = min(lo, v), max(hi, v)
 		}
 		all := slopePerHour(samples, s.value) * s.scale
-		half := slopePerHour(samples[len(samples)/2:], s.value) * s.scale
-		fmt.Fprintf(&b, "  %-10s first %9.1f  last %9.1f  min %9.1f  max %9.1f %-3s  slope %+9.1f %s/h (second half %+9.1f %s/h)\n",
-			s.name, first, last, lo, hi, s.unit, all, s.unit, half, s.unit)
+		steadySlope := slopePerHour(after, s.value) * s.scale
+		fmt.Fprintf(&b, "  %-10s first %9.1f  last %9.1f  min %9.1f  max %9.1f %-3s  slope %+9.1f %s/h (after warm-up %+9.1f %s/h, bound %.0f)\n",
+			s.name, first, last, lo, hi, s.unit, all, s.unit, steadySlope, s.unit, s.max)
 	}
 	return b.String()
 }
@@ -301,4 +431,43 @@ func slopePerHour(samples []soakSample, value func(processStats) float64) float6
 		return 0
 	}
 	return num / den
+}
+
+// TestSlopeBoundsTellALeakFromNoise checks the soak's flatness judgement
+// on made-up samples of make soak's shape (12 minutes after the warm-up,
+// every 5 s): idle noise passes, and a leak of one goroutine or fd per
+// churn burst (every 10 s), or of 1 MiB a minute, fails on that measure
+// alone.
+func TestSlopeBoundsTellALeakFromNoise(t *testing.T) {
+	samplesWith := func(leak func(i int, s *processStats)) []soakSample {
+		var out []soakSample
+		for i := range 144 {
+			s := processStats{
+				// A GC sawtooth of ±3 MiB, and up to four short
+				// connections in flight.
+				rssBytes:   60<<20 + int64(i%13-6)<<19,
+				goroutines: 92 + (i*7)%5,
+				fds:        426 + (i*3)%9 - 4,
+			}
+			if i >= 72 {
+				s.rssBytes += 2 << 20 // a burst the heap keeps
+			}
+			leak(i, &s)
+			out = append(out, soakSample{at: soakWarmup + time.Duration(i)*5*time.Second, stats: s})
+		}
+		return out
+	}
+	if p := slopeProblems(samplesWith(func(int, *processStats) {})); len(p) > 0 {
+		t.Errorf("noise judged a leak: %v", p)
+	}
+	for name, leak := range map[string]func(int, *processStats){
+		"goroutines": func(i int, s *processStats) { s.goroutines += i / 2 },
+		"fds":        func(i int, s *processStats) { s.fds += i / 2 },
+		"RSS":        func(i int, s *processStats) { s.rssBytes += int64(i) << 20 / 12 },
+	} {
+		p := slopeProblems(samplesWith(leak))
+		if len(p) != 1 || !strings.HasPrefix(p[0], name+" grows") {
+			t.Errorf("a leak of %s: got %q, want one problem about %s", name, p, name)
+		}
+	}
 }
