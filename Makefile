@@ -117,6 +117,10 @@ bench: ## Benchmark the data plane beside nginx, HAProxy and direct connections 
 bench-controlplane: ## Measure the control plane on the local API server: memory per cached pod and rebuild time at 10,000 pods, pod Ready -> first upgrade while 1,000 pods churn (about 5 minutes); rewrites the control plane's part of docs/benchmarks.md only.
 	go run ./test/bench/controlplane
 
+.PHONY: bench-pod-ready
+bench-pod-ready: ## Benchmark pod Ready -> allowlisted in the published table on the local API server, 200 pods one at a time (BenchmarkPodReadyToPublished in controllers/; reports p50/p99/max).
+	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test -run '^$$' -bench '^BenchmarkPodReadyToPublished$$' -benchtime 200x ./controllers/
+
 .PHONY: bench-smoke
 bench-smoke: ## A seconds-long run of the data-plane benchmark (peers not installed are skipped; prints the report, writes no file).
 	go run ./test/bench -smoke

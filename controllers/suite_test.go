@@ -49,7 +49,7 @@ type gateway struct {
 }
 
 // startGateway runs a manager like cmd/wsgate does until the test ends.
-func startGateway(t *testing.T, defaultHost string) *gateway {
+func startGateway(t testing.TB, defaultHost string) *gateway {
 	t.Helper()
 	return startReplica(t, defaultHost, replicaOptions{})
 }
@@ -64,7 +64,7 @@ type replicaOptions struct {
 }
 
 // startReplica is startGateway with options.
-func startReplica(t *testing.T, defaultHost string, o replicaOptions) *gateway {
+func startReplica(t testing.TB, defaultHost string, o replicaOptions) *gateway {
 	t.Helper()
 	// The manager's own goroutines (the Event broadcaster) may log after
 	// the test ends, so they do not log through t.
@@ -88,7 +88,7 @@ func startReplica(t *testing.T, defaultHost string, o replicaOptions) *gateway {
 	}
 	env.GrantEverything(t)
 	g := &gateway{tables: routing.NewPublisher()}
-	g.builder = &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultHost: defaultHost, Log: testr.New(t)}
+	g.builder = &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultHost: defaultHost, Log: testr.NewWithInterface(t, testr.Options{})}
 	if err := mgr.Add(g.builder); err != nil {
 		t.Fatal(err)
 	}
