@@ -24,6 +24,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +33,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
 )
@@ -144,7 +146,9 @@ func Start() (*Env, error) {
 	return StartWith(Options{})
 }
 
-// StartWith is Start with the additions that opts asks for.
+// StartWith is Start with the additions that opts asks for. Programs that
+// call it themselves (not through Main or Run) set controller-runtime's
+// logger first (log.SetLogger): envtest logs through it.
 func StartWith(opts Options) (*Env, error) {
 	assets, err := Assets()
 	if err != nil {
@@ -254,7 +258,12 @@ func MainWith(m *testing.M, env **Env, opts Options) {
 // TestMain with more to do. beforeStop, when not nil, runs after the tests
 // and before the control plane stops: it stops what the tests started for
 // the whole package, so that it does not see the API server disappear.
+//
+// controller-runtime's logs are discarded unless the package set a logger
+// before (controller-runtime keeps the first one); without any, it would
+// print a warning and a stack trace at its first log line 30 s in.
 func Run(m *testing.M, env **Env, opts Options, beforeStop func()) int {
+	crlog.SetLogger(logr.Discard())
 	e, err := StartWith(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
