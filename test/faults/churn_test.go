@@ -76,7 +76,16 @@ func TestUnrelatedChangesDropNoTunnelAndLoseNoMessage(t *testing.T) {
 	s := newStableRoute(t, g, "127.0.5.1", "127.0.5.2", "127.0.5.3", "127.0.5.4")
 	others := []string{env.Namespace(t), env.Namespace(t), env.Namespace(t), env.Namespace(t)}
 
+	opened := s.accepted()
 	tunnels := openPaced(t, g.wsClient, 0, s.paths, churnTunnels, nil, churnPace, 5*time.Minute)
+	// A pod counts a handshake after writing its 101, which the client
+	// may read first: wait for the pods to count every tunnel.
+	harness.Eventually(t, 5*time.Second, "the pods count every tunnel's handshake", func() error {
+		if n := s.accepted() - opened; n < churnTunnels {
+			return fmt.Errorf("%d of %d counted", n, churnTunnels)
+		}
+		return nil
+	})
 	acceptedBefore, dialsBefore := s.accepted(), g.dials.Load()
 	gens := watchGenerations(g.tables)
 	defer gens.stop()
