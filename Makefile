@@ -128,8 +128,8 @@ bench-smoke: ## A seconds-long run of the data-plane benchmark (peers not instal
 ##@ Try it
 
 .PHONY: demo
-demo: ## Run wsgate on this machine with a local control plane, cert-manager, echo pods and TLS (go run ./hack/demo).
-	go run ./hack/demo
+demo: ## Run wsgate on this machine with a local control plane, cert-manager, echo pods and TLS (hack/demo.sh: compiles bin/demo while hack/envtest.sh builds the control plane, then runs it; 10-20 minutes the first time on 2 cores, seconds after).
+	@hack/demo.sh
 
 ##@ Build
 
