@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # make demo: compiles the demo and the gateway into bin/ while
 # hack/envtest.sh builds (or finds cached) the local control plane, then
-# runs the demo with both. On a cold machine the first run costs the longer
-# of the two builds instead of their sum (go run ./hack/demo does one after
-# the other).
+# runs the demo with both. Where a build leaves cores idle, the other uses
+# them; on 2 cores each build alone keeps both busy, and a cold first run
+# costs about as much as one build after the other (go run ./hack/demo).
 #
 #   hack/demo.sh [demo flags ...]
 #
@@ -40,7 +40,7 @@ trap cleanup EXIT
 trap 'echo "make demo: interrupted while building" >&2; exit 130' INT
 trap 'echo "make demo: terminated while building" >&2; exit 143' TERM
 
-echo "make demo: compiling the demo and the gateway into $bin while hack/envtest.sh builds the control plane (about 10 minutes on 2 cores when nothing is cached, seconds when it is)" >&2
+echo "make demo: compiling the demo and the gateway into $bin while hack/envtest.sh builds the control plane (10 to 20 minutes on 2 cores when nothing is cached, seconds when it is)" >&2
 set -m
 (
 	rc=0

@@ -67,7 +67,7 @@ func runDemo(ctx context.Context, host, gateway string) (err error) {
 	}, funcr.Options{}))
 
 	if os.Getenv(testenv.AssetsEnv) == "" {
-		step("starting the local control plane (kube-apiserver and etcd; hack/envtest.sh builds them from source on first use, about 10 minutes on 2 cores, and caches them)")
+		step("starting the local control plane (kube-apiserver and etcd; hack/envtest.sh builds them from source on first use, 5 to 10 minutes on 2 cores, and caches them)")
 	} else {
 		step("starting the local control plane (kube-apiserver and etcd from %s)", os.Getenv(testenv.AssetsEnv))
 	}

@@ -15,9 +15,9 @@
 // It stops the same way when the process that started it (make, go run)
 // dies.
 //
-// make demo compiles the demo and builds the control plane at the same
-// time (hack/demo.sh); go run compiles the demo first, then the demo runs
-// hack/envtest.sh, so a cold first run costs their sum.
+// make demo compiles the demo while it builds the control plane
+// (hack/demo.sh); go run compiles the demo first, then the demo runs
+// hack/envtest.sh.
 package main
 
 import (
