@@ -52,15 +52,10 @@ const (
 type Direction struct {
 	frames Frames
 	phase  Phase
-	// from is the side the bytes come from.
-	from Side
 }
 
 // Phase reports where the direction is.
 func (d *Direction) Phase() Phase { return d.phase }
-
-// Frames is the direction's frame tracking.
-func (d *Direction) Frames() *Frames { return &d.frames }
 
 // Forward takes bytes read from the source and returns how many of them,
 // from the start, go to the destination; the rest are dropped. With

@@ -97,9 +97,6 @@ func (f *Frames) readCloseCode(b []byte) {
 	}
 }
 
-// CloseSeen reports whether a Close frame has begun.
-func (f *Frames) CloseSeen() bool { return f.closeSeen }
-
 // CloseCode returns the status code of the first Close frame seen, or 0
 // when none was seen or it carried no code (yet).
 func (f *Frames) CloseCode() uint16 {

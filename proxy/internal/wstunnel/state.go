@@ -70,7 +70,6 @@ type State struct {
 // (0: no bound); pending are the bytes each side sent with the handshake.
 func New(now time.Time, idle, lifetime time.Duration, clientPending, podPending []byte) *State {
 	s := &State{idle: max(idle, 0), pending: [2][]byte{clientPending, podPending}}
-	s.dir[Client].from, s.dir[Pod].from = Client, Pod
 	if lifetime > 0 {
 		s.deadline = now.Add(lifetime)
 	}
