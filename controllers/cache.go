@@ -14,9 +14,10 @@ import (
 // CacheOptions configures the manager's cache for these controllers: Pods
 // compacted to what routing needs (see CompactPod), and only the Secrets of
 // type kubernetes.io/tls labelled wsgate.io/certificate=true, trimmed to
-// their certificate and key (see TrimSecret), and
-// (when certManager says cert-manager is installed) the cert-manager
-// Certificates that wsgate created. namespaces, when not empty, limits the
+// their certificate and key (see TrimSecret), Services trimmed to their
+// selector and ports (see TrimService), and (when certManager says
+// cert-manager is installed) the cert-manager Certificates that wsgate
+// created. Key Secrets have a cache of their own (KeySecretCacheOptions). namespaces, when not empty, limits the
 // watched namespaces.
 func CacheOptions(certManager bool, namespaces ...string) cache.Options {
 	opts := cache.Options{
@@ -27,6 +28,7 @@ func CacheOptions(certManager bool, namespaces ...string) cache.Options {
 				Field:     fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)),
 				Transform: TrimSecret,
 			},
+			&corev1.Service{}: {Transform: TrimService},
 		},
 	}
 	if certManager {

@@ -58,6 +58,7 @@ type RouteReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=list;watch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 
 // Reconcile brings one route's status in line with the latest build.
@@ -175,13 +176,16 @@ func podsRemoved(before, after wsgatev1alpha1.RouteEndpoints) bool {
 	return false
 }
 
-// applyStatus writes the build's view of a route, and its certificate's
-// condition (nil: none), into status and returns the conditions whose
-// status or reason changed (each gets an Event).
+// applyStatus writes the build's view of a route (its AuthReady condition
+// included, on accepted routes with auth), and its certificate's condition
+// (nil: none), into status and returns the conditions whose status or
+// reason changed (each gets an Event: an unusable key Secret, an issuer
+// not granted or not reachable, a forward-auth Service without pods).
 func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st tablebuild.RouteStatus, cert *metav1.Condition) []metav1.Condition {
 	status.ObservedGeneration = generation
 	status.Endpoints = st.Endpoints
 	status.Hostnames = st.Hostnames
+	status.Access = st.Access
 
 	accepted := metav1.Condition{
 		Type: wsgatev1alpha1.ConditionAccepted, Status: metav1.ConditionTrue,
@@ -200,6 +204,9 @@ func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st tabl
 	case cert != nil && cert.Status != metav1.ConditionTrue:
 		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonCertificateNotReady
 		ready.Message = "The route's certificate is not ready: see the CertificateReady condition."
+	case st.Auth != nil && !st.Auth.Ready:
+		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonAuthNotReady
+		ready.Message = "The route's auth cannot be fully checked: see the AuthReady condition."
 	case st.Endpoints.Count == 0:
 		ready.Status, ready.Reason = metav1.ConditionFalse, wsgatev1alpha1.ReasonNoEndpoints
 		ready.Message = "No selected pod is allowlisted" + skippedSummary(st.Endpoints.Skipped) + "."
@@ -213,6 +220,18 @@ func applyStatus(status *wsgatev1alpha1.WsRouteStatus, generation int64, st tabl
 		conds = append(conds, *cert)
 	} else {
 		meta.RemoveStatusCondition(&status.Conditions, wsgatev1alpha1.ConditionCertificateReady)
+	}
+	if st.Auth != nil {
+		c := metav1.Condition{
+			Type: wsgatev1alpha1.ConditionAuthReady, Status: metav1.ConditionFalse,
+			Reason: st.Auth.Reason, Message: st.Auth.Message, ObservedGeneration: generation,
+		}
+		if st.Auth.Ready {
+			c.Status = metav1.ConditionTrue
+		}
+		conds = append(conds, c)
+	} else {
+		meta.RemoveStatusCondition(&status.Conditions, wsgatev1alpha1.ConditionAuthReady)
 	}
 	var transitions []metav1.Condition
 	for _, c := range conds {

@@ -23,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/internal/testenv"
 	"github.com/wsgate/wsgate/internal/testenv/harness"
@@ -89,6 +90,14 @@ func startReplica(t testing.TB, defaultHost string, o replicaOptions) *gateway {
 	env.GrantEverything(t)
 	g := &gateway{tables: routing.NewPublisher()}
 	g.builder = &controllers.TableBuilder{Cache: mgr.GetCache(), Publisher: g.tables, DefaultHost: defaultHost, Log: testr.NewWithInterface(t, testr.Options{})}
+	if g.builder.KeySecrets, err = controllers.NewKeySecretCache(mgr); err != nil {
+		t.Fatal(err)
+	}
+	saKeys, err := controllers.ServiceAccountFetcher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.builder.Keyring = auth.NewKeyring(auth.KeyringOptions{ServiceAccount: saKeys, OnChange: g.builder.KeysChanged})
 	if err := mgr.Add(g.builder); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/routing"
 	"github.com/wsgate/wsgate/tablebuild"
 )
@@ -30,12 +32,21 @@ const (
 )
 
 // TableBuilder rebuilds the routing table from the cache whenever WsRoutes,
-// WsGrants, Pods or certificate Secrets change, and publishes it. It runs on every replica (it does not
-// need leader election) and never writes to the API server.
+// WsGrants, Pods, certificate or key Secrets, the Services that forward
+// auth names, or the fetched token keys change, and publishes it. It runs
+// on every replica (it does not need leader election) and never writes to
+// the API server.
 type TableBuilder struct {
 	// Cache is the manager's cache, configured by CacheOptions (Pods
 	// compacted by CompactPod).
 	Cache cache.Cache
+	// KeySecrets is the cache of key Secrets, configured by
+	// KeySecretCacheOptions; nil: routes find no key Secret.
+	KeySecrets cache.Cache
+	// Keyring fetches the keys of token issuers and of the cluster's
+	// ServiceAccount issuer; Start starts it. Nil: routes that need those
+	// keys have none. Its OnChange should call KeysChanged.
+	Keyring *auth.Keyring
 	// Publisher receives each new table.
 	Publisher *routing.Publisher
 	// DefaultHost replaces an empty spec.hostnames.
@@ -56,8 +67,13 @@ type TableBuilder struct {
 	firstDirty atomic.Int64 // unix nanoseconds of the first change not yet built
 	generation uint64
 	secrets    secretParser
+	keySecrets keySecretParser
 	pods       podSet
-	latest     atomic.Pointer[tablebuild.Result]
+	started    atomic.Bool
+	// services are the Services that forward auth names, as of the last
+	// build: changes to other Services trigger no build.
+	services atomic.Pointer[map[types.NamespacedName]bool]
+	latest   atomic.Pointer[tablebuild.Result]
 
 	mu       sync.Mutex
 	watchers []func([]routing.RouteKey)
@@ -80,9 +96,17 @@ func (b *TableBuilder) OnBuild(fn func(changed []routing.RouteKey)) {
 	b.watchers = append(b.watchers, fn)
 }
 
-// Start watches WsRoutes and Pods, waits for the cache to sync, publishes
-// the first table and then rebuilds after each batch of changes until ctx
-// ends.
+// KeysChanged asks for a rebuild: the keyring's sets changed (keys
+// fetched, or a fetch failed). It may be called before Start.
+func (b *TableBuilder) KeysChanged() {
+	if b.started.Load() {
+		b.markDirty()
+	}
+}
+
+// Start watches WsRoutes, WsGrants, Pods, Secrets and Services, starts the
+// keyring, waits for the caches to sync, publishes the first table and
+// then rebuilds after each batch of changes until ctx ends.
 func (b *TableBuilder) Start(ctx context.Context) error {
 	if b.Clock == nil {
 		b.Clock = clock.RealClock{}
@@ -94,6 +118,7 @@ func (b *TableBuilder) Start(ctx context.Context) error {
 		b.MaxHoldoff = max(DefaultMaxHoldoff, b.Holdoff)
 	}
 	b.dirty = make(chan struct{}, 1)
+	b.started.Store(true)
 
 	if err := b.watch(ctx, &wsgatev1alpha1.WsRoute{}, routeSpecChanged); err != nil {
 		return err
@@ -108,8 +133,28 @@ func (b *TableBuilder) Start(ctx context.Context) error {
 	if err := b.watch(ctx, &corev1.Secret{}, nil); err != nil {
 		return err
 	}
+	if err := b.watchServices(ctx); err != nil {
+		return err
+	}
+	if b.KeySecrets != nil {
+		inf, err := b.KeySecrets.GetInformer(ctx, &corev1.Secret{})
+		if err != nil {
+			return fmt.Errorf("informer for key Secrets: %w", err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { b.markDirty() },
+			UpdateFunc: func(any, any) { b.markDirty() },
+			DeleteFunc: func(any) { b.markDirty() },
+		}); err != nil {
+			return fmt.Errorf("event handler for key Secrets: %w", err)
+		}
+	}
 	b.secrets.now = b.Clock.Now
-	if !b.Cache.WaitForCacheSync(ctx) || !toolscache.WaitForCacheSync(ctx.Done(), pods.HasSynced) {
+	if b.Keyring != nil {
+		b.Keyring.Start(ctx)
+	}
+	if !b.Cache.WaitForCacheSync(ctx) || !toolscache.WaitForCacheSync(ctx.Done(), pods.HasSynced) ||
+		(b.KeySecrets != nil && !b.KeySecrets.WaitForCacheSync(ctx)) {
 		return fmt.Errorf("wait for cache sync: %w", ctx.Err())
 	}
 	if err := b.build(ctx); err != nil {
@@ -181,6 +226,32 @@ func (b *TableBuilder) watchPods(ctx context.Context) (toolscache.ResourceEventH
 	return reg, nil
 }
 
+// watchServices rebuilds when a Service that forward auth names changes.
+func (b *TableBuilder) watchServices(ctx context.Context) error {
+	inf, err := b.Cache.GetInformer(ctx, &corev1.Service{})
+	if err != nil {
+		return fmt.Errorf("informer for Services: %w", err)
+	}
+	named := func(obj any) {
+		key, err := toolscache.DeletionHandlingObjectToName(obj)
+		if err != nil {
+			return
+		}
+		if m := b.services.Load(); m != nil && (*m)[types.NamespacedName{Namespace: key.Namespace, Name: key.Name}] {
+			b.markDirty()
+		}
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    named,
+		UpdateFunc: func(_, obj any) { named(obj) },
+		DeleteFunc: named,
+	})
+	if err != nil {
+		return fmt.Errorf("event handler for Services: %w", err)
+	}
+	return nil
+}
+
 func (b *TableBuilder) markDirty() {
 	b.firstDirty.CompareAndSwap(0, b.Clock.Now().UnixNano())
 	select {
@@ -226,12 +297,24 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	if err := b.Cache.List(ctx, &secrets, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list Secrets: %w", err)
 	}
+	var keySecrets corev1.SecretList
+	if b.KeySecrets != nil {
+		if err := b.KeySecrets.List(ctx, &keySecrets, client.UnsafeDisableDeepCopy); err != nil {
+			return fmt.Errorf("list key Secrets: %w", err)
+		}
+	}
+	services, err := b.forwardServices(ctx, routes.Items)
+	if err != nil {
+		return err
+	}
 	referenced := certificateSecrets(routes.Items, b.DefaultCertificate)
 	in := tablebuild.Input{
-		Secrets: b.secrets.update(secrets.Items, func(k types.NamespacedName) bool { return referenced[k] }),
-		Routes:  make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
-		Grants:  make([]*wsgatev1alpha1.WsGrant, len(grants.Items)),
-		Pods:    b.pods.list(),
+		Secrets:    b.secrets.update(secrets.Items, func(k types.NamespacedName) bool { return referenced[k] }),
+		KeySecrets: b.keySecrets.update(keySecrets.Items, keySecretRefs(routes.Items)),
+		Services:   services,
+		Routes:     make([]*wsgatev1alpha1.WsRoute, len(routes.Items)),
+		Grants:     make([]*wsgatev1alpha1.WsGrant, len(grants.Items)),
+		Pods:       b.pods.list(),
 	}
 	for i := range routes.Items {
 		in.Routes[i] = &routes.Items[i]
@@ -242,8 +325,11 @@ func (b *TableBuilder) build(ctx context.Context) error {
 	b.generation++
 	res := tablebuild.Build(in, tablebuild.Options{
 		DefaultHost: b.DefaultHost, DefaultCertificate: b.DefaultCertificate,
-		Generation: b.generation, Now: start,
+		Generation: b.generation, Now: start, Keyring: tablebuild.AuthKeyring(b.Keyring),
 	})
+	if b.Keyring != nil {
+		b.Keyring.Retain(res.TokenIssuers)
+	}
 	prev := b.latest.Swap(res)
 	b.Publisher.Publish(res.Table)
 	sinceChange := -1.0
@@ -266,6 +352,25 @@ func (b *TableBuilder) build(ctx context.Context) error {
 		fn(changed)
 	}
 	return nil
+}
+
+// forwardServices reads the Services that the routes' forward auth names
+// from the cache, and remembers their names for the Service watch.
+func (b *TableBuilder) forwardServices(ctx context.Context, routes []wsgatev1alpha1.WsRoute) (map[types.NamespacedName]tablebuild.Service, error) {
+	names := forwardServices(routes)
+	b.services.Store(&names)
+	out := make(map[types.NamespacedName]tablebuild.Service, len(names))
+	for key := range names {
+		var svc corev1.Service
+		if err := b.Cache.Get(ctx, key, &svc, client.UnsafeDisableDeepCopy); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("get Service %s: %w", key, err)
+		}
+		out[key] = tablebuild.CompactService(&svc)
+	}
+	return out, nil
 }
 
 // routeSpecChanged ignores most status-only updates of a WsRoute (the

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +51,14 @@ func (s *Server) logRefusal(r *http.Request, route *routing.Route, status int, r
 	ns, name := routeLabels(route)
 	s.opts.AccessLog.Info("handshake refused",
 		"namespace", ns, "route", name, "client", r.RemoteAddr, "host", r.Host, "method", r.Method,
-		"path", truncatePath(r.RequestURI), "status", status, "reason", reason, "suppressedSinceLast", suppressed)
+		"path", logPath(r.RequestURI), "status", status, "reason", reason, "suppressedSinceLast", suppressed)
+}
+
+// logPath is the path of a request-target for a log line: without the
+// query, which may carry a token, and bounded.
+func logPath(uri string) string {
+	path, _, _ := strings.Cut(uri, "?")
+	return truncatePath(path)
 }
 
 // truncatePath bounds what a client can put into a log line.

@@ -11,42 +11,98 @@ import (
 type admitted struct {
 	target
 	slot *slot
+	// id is who the token says is asking; nil on routes without tokens.
+	id *identity
+	// header is what the pod gets of the client's header on a route with
+	// auth (see podHeader); nil: the client's, as is.
+	header http.Header
 }
 
 // admit decides a handshake, whatever transport carried it, before any
 // dial: the gateway's state, the websocket handshake itself, the host
-// (and TLS server name), the address in the current table, the route's
-// Origin rule and the caps. It returns either the handshake admitted,
-// holding a reserved slot, or the answer to give.
+// (and TLS server name), the route, who is asking (on routes with auth),
+// the address in the current table, the route's Origin rule and the
+// caps. It returns either the handshake admitted, holding a reserved
+// slot, or the answer to give. Only forward auth, which asks a service,
+// comes after it (see dialPod).
 func (s *Server) admit(r *http.Request) (admitted, *answer) {
-	if a := s.check(r); a != nil {
-		return admitted{}, a
-	}
-	host, ok := normalizeHost(r.Host)
-	if !ok {
-		return admitted{}, refuse(http.StatusBadRequest, "invalid Host")
-	}
-	if sni, _ := normalizeHost(serverName(r)); sni != "" && sni != host {
-		return admitted{}, refuse(http.StatusMisdirectedRequest, "the TLS server name and the Host header differ")
-	}
-	tbl := s.tables.Load()
-	tgt, a := resolve(tbl, host, r.RequestURI)
+	m, a := s.match(r)
 	if a != nil {
 		return admitted{}, a
 	}
-	if a := checkOrigin(r, tbl, tgt); a != nil {
-		a.route = tgt.route
+	return s.admitMatched(r, m)
+}
+
+// match is admit up to the route: the gateway's state, the handshake,
+// the host and the path. What follows may wait (for a route's keys), so
+// the event loops finish routes with auth on a goroutine.
+func (s *Server) match(r *http.Request) (matched, *answer) {
+	if a := s.check(r); a != nil {
+		return matched{}, a
+	}
+	host, ok := normalizeHost(r.Host)
+	if !ok {
+		return matched{}, refuse(http.StatusBadRequest, "invalid Host")
+	}
+	if sni, _ := normalizeHost(serverName(r)); sni != "" && sni != host {
+		return matched{}, refuse(http.StatusMisdirectedRequest, "the TLS server name and the Host header differ")
+	}
+	return match(s.tables.Load(), host, r.RequestURI)
+}
+
+// admitMatched is admit after the route is found. On a route with
+// tokens, the token is checked before the address is looked up, and a
+// pod that the token may not reach is answered as one that does not
+// exist.
+func (s *Server) admitMatched(r *http.Request, m matched) (admitted, *answer) {
+	route := m.route
+	var id *identity
+	if route.Auth != nil {
+		var a *answer
+		if id, a = s.authenticate(r, route); a != nil {
+			a.route = route
+			return admitted{}, a
+		}
+	}
+	tgt, a := m.target()
+	if a != nil {
 		return admitted{}, a
 	}
-	key := backendKey{route: tgt.route.Key, backend: tgt.backend}
-	sl, c := s.reg.reserve(key, s.opts.MaxTunnels, s.opts.MaxTunnelsPerNamespace, tgt.route.MaxConnectionsPerPod)
+	if id != nil && !id.bound(route, tgt.backend) {
+		s.opts.Metrics.auth(route, "unbound")
+		return admitted{}, errNotFound
+	}
+	if a := checkOrigin(r, m.tbl, tgt); a != nil {
+		a.route = route
+		return admitted{}, a
+	}
+	adm := admitted{target: tgt, id: id}
+	if au := route.Auth; au != nil {
+		adm.header = podHeader(r, au, id, nil)
+		if au.Tokens != nil && au.Query != "" {
+			adm.uri = withoutQueryParameter(adm.uri, au.Query)
+		}
+	}
+	key := backendKey{route: route.Key, backend: tgt.backend}
+	sl, c := s.reg.reserve(key, s.opts.MaxTunnels, s.opts.MaxTunnelsPerNamespace, route.MaxConnectionsPerPod)
 	if c != capNone {
 		a := refuse(http.StatusServiceUnavailable, c.message())
 		a.header = s.retryAfter()
-		a.route = tgt.route
+		a.route = route
 		return admitted{}, a
 	}
-	return admitted{target: tgt, slot: sl}, nil
+	adm.slot = sl
+	return adm, nil
+}
+
+// podRequest is the handshake the pod gets.
+func (adm admitted) podRequest(r *http.Request) []byte {
+	if adm.header == nil {
+		return podRequest(r, adm.uri)
+	}
+	c := *r
+	c.Header = adm.header
+	return podRequest(&c, adm.uri)
 }
 
 // check refuses requests before any lookup: the gateway draining or

@@ -166,7 +166,29 @@ func (hs *loopHandshake) gotHead(head, pending []byte) {
 	r.RemoteAddr = hs.remote
 	hs.r = r
 	hs.head = nil
-	adm, a := s.admit(r)
+	m, a := s.match(r)
+	if a != nil {
+		hs.reply(a)
+		return
+	}
+	if m.route.Auth != nil {
+		// Checking who is asking may wait for the route's keys, and
+		// forward auth asks a service: not on the loop.
+		if len(pending) > 0 {
+			pending = append([]byte(nil), pending...)
+		}
+		hs.handOff(func(client, _ net.Conn) {
+			c := hs.connClient(client, pending)
+			adm, a := s.admitMatched(r, m)
+			if a != nil {
+				s.reply(c, r, a)
+				return
+			}
+			s.dialPod(c, r, adm)
+		})
+		return
+	}
+	adm, a := s.admitMatched(r, m)
 	if a != nil {
 		hs.reply(a)
 		return
@@ -335,7 +357,7 @@ func (hs *loopHandshake) connected() {
 	}
 	hs.phase = hsAnswer
 	hs.setDue(hs.answerDue)
-	hs.out = podRequest(hs.r, hs.adm.uri)
+	hs.out = hs.adm.podRequest(hs.r)
 	hs.writeRequest()
 }
 

@@ -20,6 +20,7 @@ type Metrics struct {
 	bytes      *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	closes     *prometheus.CounterVec
+	auths      *prometheus.CounterVec
 
 	// routes holds each route's series for opened tunnels
 	// (*routing.Route -> *routeSeries), resolved on its first tunnel
@@ -55,10 +56,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"namespace", "route"}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsgate_tunnel_closes_total",
-			Help: "Tunnels closed, by who or what ended them (client, pod, idle, lifetime, revoked, shutdown, error) and the websocket close code (none when there was no Close frame).",
+			Help: "Tunnels closed, by who or what ended them (client, pod, idle, lifetime, revoked, expired, shutdown, error) and the websocket close code (none when there was no Close frame).",
 		}, []string{"reason", "code"}),
+		auths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_auth_total",
+			Help: "Identity checks of handshakes on routes with auth, by route and result: ok, missing (no token), malformed (ambiguous or undecodable), invalid (the token failed verification), unavailable (the route's keys are not loaded), unbound (valid token, pod not its own), forward_ok, forward_denied (the forward-auth service said 401 or 403), forward_error (it failed or timed out).",
+		}, []string{"namespace", "route", "result"}),
 	}
-	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes)
+	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes, m.auths)
 	return m
 }
 
@@ -73,6 +78,15 @@ func (m *Metrics) handshake(route *routing.Route, code int) {
 	}
 	ns, name := routeLabels(route)
 	m.handshakes.WithLabelValues(ns, name, strconv.Itoa(code)).Inc()
+}
+
+// auth counts one identity check of a handshake on route.
+func (m *Metrics) auth(route *routing.Route, result string) {
+	if m == nil {
+		return
+	}
+	ns, name := routeLabels(route)
+	m.auths.WithLabelValues(ns, name, result).Inc()
 }
 
 // series returns route's series for opened tunnels.

@@ -56,6 +56,13 @@ func writeUpgrade(conn net.Conn, head []byte, deadline time.Time) error {
 // dialPod dials the pod of an admitted handshake, sends it the handshake
 // and takes its answer (takeAnswer). The slot goes with it.
 func (s *Server) dialPod(c client, r *http.Request, adm admitted) {
+	if adm.route.Auth != nil && adm.route.Auth.Forward != nil {
+		if a := s.askForwardAuth(r, &adm); a != nil {
+			adm.slot.release()
+			s.reply(c, r, a)
+			return
+		}
+	}
 	now := time.Now()
 	dialDue, answerDue := s.handshakeDeadlines(adm, now)
 	// One context, for the dial only: the rest of the handshake is bound
@@ -69,7 +76,7 @@ func (s *Server) dialPod(c client, r *http.Request, adm admitted) {
 		return
 	}
 	_ = pod.SetDeadline(answerDue)
-	if _, err := pod.Write(podRequest(r, adm.uri)); err != nil {
+	if _, err := pod.Write(adm.podRequest(r)); err != nil {
 		_ = pod.Close()
 		adm.slot.release()
 		s.reply(c, r, s.podFailure(adm, err, podWriteFailed))
@@ -143,6 +150,9 @@ func (s *Server) newTunnel(r *http.Request, adm admitted, clientPending, podPend
 	t := newTunnel(max(idle, 0), route.Timeouts.MaxLifetime, clientPending, podPending)
 	t.slot = adm.slot
 	t.drainOnRevoke = route.DrainOnRevoke
+	if adm.id != nil && route.Auth.CloseOnExpiry {
+		t.st.ExpireAt(route.Auth.Tokens.ValidUntil(adm.id.claims))
+	}
 	t.setMetrics(s.opts.Metrics.forTunnel(route))
 	// Only what the access log and revocation need is kept: holding r
 	// would keep the request and its connection state alive as long as
@@ -152,6 +162,9 @@ func (s *Server) newTunnel(r *http.Request, adm admitted, clientPending, podPend
 		// query included.
 		matchHost: adm.host, path: strings.Clone(adm.path), overTLS: r.TLS != nil}
 	t.info.origin, t.info.hasOrigin = requestOrigin(r)
+	if adm.id != nil {
+		t.info.subject = adm.id.claims.Subject
+	}
 	s.opts.Metrics.handshake(route, http.StatusSwitchingProtocols)
 	return t
 }
@@ -204,6 +217,8 @@ type tunnelInfo struct {
 	// origin is the handshake's Origin, normalized, if it had one.
 	origin    string
 	hasOrigin bool
+	// subject is the token's subject on routes with tokens.
+	subject string
 }
 
 // originSite is where the tunnel's handshake was sent, for its route's
@@ -235,5 +250,5 @@ func (s *Server) tunnelDone(t *tunnel) {
 		"namespace", in.route.Key.Namespace, "route", in.route.Key.Name, "pod", in.backend.Pod,
 		"podAddress", in.backend.Addr.String(), "client", in.client, "host", in.host,
 		"status", http.StatusSwitchingProtocols, "bytesFromClient", t.st.Bytes(ws.Client), "bytesFromPod", t.st.Bytes(ws.Pod),
-		"durationSeconds", dur.Seconds(), "closeCode", code, "reason", string(reason))
+		"durationSeconds", dur.Seconds(), "closeCode", code, "reason", string(reason), "subject", in.subject)
 }

@@ -61,6 +61,8 @@ type Server struct {
 	loopDial bool
 	// loops is the state of the event-loop transport.
 	loops loopServer
+	// forwardAuth asks routes' forward-auth services.
+	forwardAuth *http.Client
 
 	draining atomic.Bool
 	stopOnce sync.Once
@@ -73,6 +75,7 @@ func New(tables Tables, opts Options) *Server {
 	opts.setDefaults()
 	s := &Server{tables: tables, opts: opts, reg: newRegistry(), stop: make(chan struct{}), loopDial: loopDial}
 	s.refusals = newSampler(opts.RefusalLogRate)
+	s.forwardAuth = newForwardAuthClient(s.opts.Dial)
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,

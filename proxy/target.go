@@ -26,41 +26,72 @@ type target struct {
 // allowlisted all look the same to the client.
 var errNotFound = refuse(http.StatusNotFound, "no allowlisted pod at this address")
 
-// resolve maps a request's host and raw request-target to a target. It
-// rejects, before any lookup, request-targets that are not plain absolute
-// paths (percent-encoding, dot or empty segments) and address segments
-// that are not the canonical text of an IPv4 or IPv6 address. Nothing
-// that resolve returns lies outside the table.
-func resolve(tbl *routing.Table, host, requestURI string) (target, *answer) {
+// matched is a request whose host and path found a route; the pod
+// address in its path is not looked up yet.
+type matched struct {
+	tbl   *routing.Table
+	route *routing.Route
+	// rest is the path after the route's prefix: "" or "/...".
+	rest string
+	// query is the request-target's query, with hasQuery.
+	query    string
+	hasQuery bool
+	// host and path are what the table matched.
+	host, path string
+}
+
+// match finds the route for a request's host and raw request-target. It
+// rejects, before any lookup, request-targets that are not plain
+// absolute paths (percent-encoding, dot or empty segments).
+func match(tbl *routing.Table, host, requestURI string) (matched, *answer) {
 	path, query, hasQuery := strings.Cut(requestURI, "?")
 	if r := checkPath(path); r != nil {
-		return target{}, r
+		return matched{}, r
 	}
 	route, rest, ok := tbl.Match(host, path)
 	if !ok {
-		return target{}, errNotFound
+		return matched{}, errNotFound
 	}
+	return matched{tbl: tbl, route: route, rest: rest, query: query, hasQuery: hasQuery, host: host, path: path}, nil
+}
+
+// target looks up the pod address that follows the route's prefix. An
+// address segment that is not the canonical text of an IPv4 or IPv6
+// address, or an address the route does not allowlist, is not found.
+// Nothing that target returns lies outside the table.
+func (m matched) target() (target, *answer) {
 	// rest is "/<address>" or "/<address>/<more>".
-	if rest == "" {
+	if m.rest == "" {
 		return target{}, errNotFound
 	}
-	seg, more, _ := strings.Cut(rest[1:], "/")
+	seg, more, _ := strings.Cut(m.rest[1:], "/")
 	addr, ok := parseAddr(seg)
 	if !ok {
 		return target{}, errNotFound
 	}
-	b, ok := route.Backend(addr)
+	b, ok := m.route.Backend(addr)
 	if !ok {
 		return target{}, errNotFound
 	}
+	route := m.route
 	uri := route.BackendPath
-	if rest := rest[1+len(seg):]; rest != "" {
+	if rest := m.rest[1+len(seg):]; rest != "" {
 		uri = strings.TrimSuffix(route.BackendPath, "/") + "/" + more
 	}
-	if hasQuery {
-		uri += "?" + query
+	if m.hasQuery {
+		uri += "?" + m.query
 	}
-	return target{route: route, backend: b, uri: uri, host: host, path: path}, nil
+	return target{route: route, backend: b, uri: uri, host: m.host, path: m.path}, nil
+}
+
+// resolve maps a request's host and raw request-target to a target:
+// match, then target.
+func resolve(tbl *routing.Table, host, requestURI string) (target, *answer) {
+	m, a := match(tbl, host, requestURI)
+	if a != nil {
+		return target{}, a
+	}
+	return m.target()
 }
 
 // checkPath accepts an absolute path of plain segments: no

@@ -32,6 +32,9 @@ type Backend struct {
 	Pod string
 	// Addr is the pod IP (canonical, unmapped, no zone) and resolved port.
 	Addr netip.AddrPort
+	// Bound is the pod's value that a token's binding claim must include,
+	// on routes whose auth binds tokens to pods; "" otherwise.
+	Bound string
 }
 
 // Timeouts of a route's tunnels; zero means "the gateway's default" for
@@ -67,6 +70,8 @@ type Route struct {
 	// DrainOnRevoke keeps open tunnels of revoked pods running instead of
 	// closing them.
 	DrainOnRevoke bool
+	// Auth checks who is asking; nil for an open route.
+	Auth *Auth
 	// Backends are the allowlisted pod addresses, sorted by address.
 	Backends []Backend
 
@@ -232,7 +237,8 @@ func (t *Table) Route(key RouteKey) (*Route, bool) {
 func (t *Table) Backends() int { return t.backends }
 
 // Allows reports whether the route key still allowlists backend b (same
-// address and port). The data plane uses it to find tunnels a new table
+// address and port, and the same bound value on routes that bind tokens
+// to pods). The data plane uses it to find tunnels a new table
 // revokes.
 func (t *Table) Allows(key RouteKey, b Backend) bool {
 	r, ok := t.byKey[key]
@@ -240,7 +246,7 @@ func (t *Table) Allows(key RouteKey, b Backend) bool {
 		return false
 	}
 	got, ok := r.byAddr[b.Addr.Addr()]
-	return ok && got.Addr == b.Addr
+	return ok && got.Addr == b.Addr && got.Bound == b.Bound
 }
 
 // Match finds the route for a request's host and path. host must be lower

@@ -11,8 +11,9 @@
 //     namespace and name). Each claims hostnames (the catch-all when it has
 //     none and there is no default host) and (host, pathPrefix) pairs. A
 //     route is accepted only if WsGrants give its namespace every name it
-//     claims and the ClusterIssuer it names (else HostnameNotAllowed or
-//     IssuerNotAllowed), none of its names belongs to another namespace
+//     claims, the ClusterIssuer it names and the token issuer whose keys
+//     it asks for (else HostnameNotAllowed, IssuerNotAllowed or
+//     TokenIssuerNotAllowed), none of its names belongs to another namespace
 //     (else HostnameConflict), and no accepted route holds one of its
 //     (host, pathPrefix) pairs (else Conflict). A name belongs to the
 //     namespace whose route serves it, as that route's status says
@@ -23,11 +24,22 @@
 //     one created in the same second, never takes it over. Each refusal
 //     names what stands in the way.
 //  3. Each accepted route is matched against the pods of its own namespace
-//     through a label index, and its eligible pods become its backends.
+//     through a label index, and its eligible pods become its backends
+//     (on a route that binds tokens to pods, only those with a value to
+//     bind to). Its spec.auth is completed from the cluster: token keys
+//     from a key Secret of its namespace, a granted issuer or the
+//     cluster's ServiceAccount issuer (through Options.Keyring), and the
+//     addresses of the eligible pods its forward-auth Service selects in
+//     its namespace. What cannot be used is reported (AuthReady) and set
+//     as routing.Auth.Problem, so that the data plane refuses what it
+//     cannot check.
 //
 // The output depends only on the input's contents, not on its order: the
 // same routes and pods in any order give an identical table and statuses.
-// Build never modifies its input.
+// Build never modifies its input. Its one effect outside its result is to
+// ask Options.Keyring for the key sets of the issuers accepted routes use,
+// which the keyring then keeps fetching; their state at that moment is
+// part of the build's input.
 package tablebuild
 
 import (
@@ -61,6 +73,12 @@ type Options struct {
 	// DefaultCertificate names the Secret whose certificate serves TLS
 	// names that no route's certificate covers; optional.
 	DefaultCertificate types.NamespacedName
+	// Keyring gives the keys of token issuers and of the cluster's
+	// ServiceAccount issuer. Build asks it for the set of each issuer an
+	// accepted route's grant allows (which the keyring then fetches in
+	// the background) and reads the sets' state; nil: routes whose keys
+	// come from an issuer have none.
+	Keyring Keyring
 }
 
 // Input is the cluster state one build reads. Build does not modify it.
@@ -77,9 +95,17 @@ type Input struct {
 	// may name, already parsed.
 	Secrets map[types.NamespacedName]TLSSecret
 	// Grants are the cluster's WsGrants: a route is accepted only for
-	// names and ClusterIssuers they give its namespace. Nil entries are
-	// ignored.
+	// names, ClusterIssuers and token issuers they give its namespace.
+	// Nil entries are ignored.
 	Grants []*v1alpha1.WsGrant
+	// KeySecrets are the key Secrets' data that routes name (see
+	// KeySecretRefOf), already parsed. A route only ever reads a Secret of
+	// its own namespace.
+	KeySecrets map[KeySecretRef]KeySecret
+	// Services are the Services that routes' forward auth names, compacted
+	// by CompactService. A route only ever uses a Service of its own
+	// namespace.
+	Services map[types.NamespacedName]Service
 }
 
 // RouteStatus is what one build observed of one route.
@@ -94,7 +120,8 @@ type RouteStatus struct {
 	Accepted bool
 	// Reason is v1alpha1.ReasonAccepted, ReasonInvalid,
 	// ReasonHostnameNotAllowed, ReasonIssuerNotAllowed,
-	// ReasonHostnameConflict or ReasonConflict.
+	// ReasonTokenIssuerNotAllowed, ReasonHostnameConflict or
+	// ReasonConflict.
 	Reason string
 	// Message is a human sentence; for a conflict it names the winner:
 	// `host "h" and pathPrefix "/p" are already claimed by WsRoute ns/name (older)`.
@@ -114,6 +141,13 @@ type RouteStatus struct {
 	// its hosts, sorted, or v1alpha1.CatchAllHostname; nil unless
 	// Accepted.
 	Hostnames []string
+	// Access is status.access: AccessOpen without spec.auth, else what
+	// the route checks ("Token", "Token bound to pod", "ForwardAuth",
+	// joined by "+").
+	Access string
+	// Auth is the AuthReady condition of an accepted route with
+	// spec.auth; nil otherwise.
+	Auth *AuthStatus
 }
 
 // Result is the output of one build.
@@ -122,6 +156,9 @@ type Result struct {
 	Table *routing.Table
 	// Routes has one entry for every input route, accepted or not.
 	Routes map[routing.RouteKey]RouteStatus
+	// TokenIssuers are the issuers whose keys accepted routes use (keys
+	// source Issuer), sorted: the keyring keeps fetching these only.
+	TokenIssuers []string
 }
 
 // Build compiles the routes, resolves their conflicts, matches the accepted
@@ -141,15 +178,45 @@ func Build(in Input, opts Options) *Result {
 	res := &Result{Routes: make(map[routing.RouteKey]RouteStatus, len(cands))}
 	accepted := resolveClaims(cands, compileGrants(in.Grants), res.Routes)
 
+	// The forward-auth Services resolve before the pods are indexed: the
+	// index then covers their selectors' keys too.
+	fwdProblems := make(map[routing.RouteKey]string)
+	for _, c := range accepted {
+		if c.auth != nil && c.auth.forward != nil {
+			if p := resolveForwardService(c, in.Services); p != "" {
+				fwdProblems[c.key] = p
+			}
+		}
+	}
 	idx := newPodIndex(in.Pods, accepted)
 	routes := make([]*routing.Route, 0, len(accepted))
+	issuers := make(map[string]bool)
 	var scratch endpointScratch
 	for _, c := range accepted {
 		st := res.Routes[c.key]
 		c.route.Backends, st.Endpoints = idx.endpoints(c, &scratch)
+		if c.auth != nil {
+			var keys keyOutcome
+			if c.auth.source != "" {
+				keys = routeKeys(c, &in, opts.Keyring, issuers)
+			}
+			var fwd forwardOutcome
+			if c.auth.forward != nil {
+				if p, bad := fwdProblems[c.key]; bad {
+					fwd.problem = p
+				} else {
+					fwd = idx.forwardAddrs(c, &scratch)
+				}
+			}
+			st.Auth = finishAuth(c, &keys, &fwd)
+		}
 		res.Routes[c.key] = st
 		routes = append(routes, c.route)
 	}
+	for iss := range issuers {
+		res.TokenIssuers = append(res.TokenIssuers, iss)
+	}
+	slices.Sort(res.TokenIssuers)
 	certs := certificates(accepted, in.Secrets, opts.DefaultCertificate, res.Routes)
 	res.Table = routing.New(opts.Generation, opts.Now, routes, routing.WithCertificates(certs))
 	return res
@@ -176,17 +243,37 @@ type candidate struct {
 	// problems say why the route cannot be used; empty when it is valid.
 	problems []string
 
+	podSelector
+	port   intstr.IntOrString
+	claims []claim // sorted by host
+	route  *routing.Route
+	// auth is spec.auth compiled; nil for an open route.
+	auth *compiledAuth
+	// access is status.access.
+	access string
+	// forward is the forward-auth Service's selector and target port,
+	// once resolved for an accepted route; nil otherwise.
+	forward *forwardTarget
+	// notGranted and notGrantedMsg say why the grants refuse a valid
+	// route ("" when they allow it); set by resolveClaims.
+	notGranted, notGrantedMsg string
+}
+
+// podSelector is a label selector over the pods of one namespace, with the
+// requirements the label index can answer.
+type podSelector struct {
 	selector labels.Selector
 	lookups  []lookup
 	// lookupIsSelector is true when the selector is a single Equals or In
 	// requirement, so that the index's answer needs no further check.
 	lookupIsSelector bool
-	port             intstr.IntOrString
-	claims           []claim // sorted by host
-	route            *routing.Route
-	// notGranted and notGrantedMsg say why the grants refuse a valid
-	// route ("" when they allow it); set by resolveClaims.
-	notGranted, notGrantedMsg string
+}
+
+func newPodSelector(sel labels.Selector) podSelector {
+	ps := podSelector{selector: sel, lookups: lookups(sel)}
+	reqs, _ := sel.Requirements()
+	ps.lookupIsSelector = len(reqs) == 1 && len(ps.lookups) == 1
+	return ps
 }
 
 // olderFirst orders routes by creationTimestamp, then namespace and name;
@@ -220,7 +307,7 @@ func resolveClaims(cands []*candidate, g grants, statuses map[routing.RouteKey]R
 		if _, dup := statuses[c.key]; dup {
 			continue // a second object with the same key; the older one stands
 		}
-		st := RouteStatus{Generation: c.wr.Generation}
+		st := RouteStatus{Generation: c.wr.Generation, Access: c.access}
 		if len(c.problems) > 0 {
 			st.Reason = v1alpha1.ReasonInvalid
 			st.Message = "the route cannot be used: " + strings.Join(c.problems, "; ")
@@ -357,9 +444,10 @@ func acceptedMessage(c *candidate) string {
 func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 	spec := &wr.Spec
 	c := &candidate{
-		wr:   wr,
-		key:  routing.RouteKey{Namespace: wr.Namespace, Name: wr.Name},
-		port: spec.Port,
+		wr:     wr,
+		key:    routing.RouteKey{Namespace: wr.Namespace, Name: wr.Name},
+		port:   spec.Port,
+		access: accessOf(spec.Auth),
 	}
 	problem := func(format string, args ...any) {
 		c.problems = append(c.problems, fmt.Sprintf(format, args...))
@@ -372,10 +460,7 @@ func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 	case sel.Empty():
 		problem("spec.selector is empty, and an empty selector would expose every pod in the namespace")
 	default:
-		c.selector = sel
-		c.lookups = lookups(sel)
-		reqs, _ := sel.Requirements()
-		c.lookupIsSelector = len(reqs) == 1 && len(c.lookups) == 1
+		c.podSelector = newPodSelector(sel)
 	}
 
 	switch spec.Port.Type {
@@ -446,6 +531,8 @@ func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 		slices.Sort(origins)
 		origins = slices.Compact(origins)
 	}
+
+	c.auth = compileAuth(wr, problem)
 
 	if len(c.problems) > 0 {
 		return c

@@ -22,14 +22,16 @@ type addrSpan struct{ first, n int }
 // endpoints returns the backends of an accepted route and its status
 // endpoints. Pods are taken in name order; an address already allowlisted
 // for an earlier pod of the same route is dropped, and a pod left with no
-// address of its own is neither counted nor listed.
+// address of its own is neither counted nor listed. On a route that binds
+// tokens to pods, an eligible pod without a value to bind to is skipped
+// (SkippedUnbound), and each backend carries its pod's value.
 func (idx *podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Backend, v1alpha1.RouteEndpoints) {
 	var ep v1alpha1.RouteEndpoints
 	ns := idx.namespaces[c.key.Namespace]
 	if ns == nil {
 		return nil, ep
 	}
-	s.matched = idx.match(ns, c, s.matched)
+	s.matched = idx.match(ns, &c.podSelector, s.matched)
 	if len(s.matched) == 0 {
 		return nil, ep
 	}
@@ -66,6 +68,12 @@ func (idx *podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Back
 				skip = v1alpha1.SkippedPortNotFound
 			}
 		}
+		var bound string
+		if skip == "" && c.auth != nil && c.auth.binding != bindNone {
+			if bound = c.auth.boundValue(pod, name); bound == "" {
+				skip = v1alpha1.SkippedUnbound
+			}
+		}
 		if skip != "" {
 			skipped[slices.Index(skipReasons[:], skip)]++
 			continue
@@ -73,7 +81,7 @@ func (idx *podIndex) endpoints(c *candidate, s *endpointScratch) ([]routing.Back
 		first := len(backends)
 		for _, a := range addrs {
 			if !dup(a) {
-				backends = append(backends, routing.Backend{Pod: name, Addr: netip.AddrPortFrom(a, port)})
+				backends = append(backends, routing.Backend{Pod: name, Addr: netip.AddrPortFrom(a, port), Bound: bound})
 			}
 		}
 		if len(backends) == first {

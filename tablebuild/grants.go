@@ -2,14 +2,16 @@ package tablebuild
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/wsgate/wsgate/api/v1alpha1"
 )
 
 // grants is what the cluster's WsGrants give each namespace: the
-// hostnames its routes may claim, whether they may be the catch-all, and
-// the ClusterIssuers they may name.
+// hostnames its routes may claim, whether they may be the catch-all, the
+// ClusterIssuers they may name and the token issuers whose keys the
+// gateway may fetch for them.
 type grants struct {
 	byNamespace map[string][]*v1alpha1.WsGrantSpec
 	// all are the grants that apply to every namespace ("*").
@@ -77,6 +79,14 @@ func (g grants) clusterIssuer(ns, name string) bool {
 	})
 }
 
+// tokenIssuer reports whether namespace ns may have the keys of the token
+// issuer (an exact URL) fetched.
+func (g grants) tokenIssuer(ns, url string) bool {
+	return g.any(ns, func(s *v1alpha1.WsGrantSpec) bool {
+		return slices.Contains(s.TokenIssuers, url)
+	})
+}
+
 // patternCovers reports whether a grant's hostname pattern covers a
 // route's host (lower case; it may be a "*." wildcard itself): "*" covers
 // everything, "*.example.com" every name that ends in ".example.com", and
@@ -93,8 +103,8 @@ func patternCovers(pattern, host string) bool {
 }
 
 // notGranted says why namespace ns may not have route c: the first of its
-// hostnames (or the catch-all, or its ClusterIssuer) that no grant gives
-// ns, with the reason; "" when the grants allow all of it.
+// hostnames (or the catch-all, its ClusterIssuer or its token issuer) that
+// no grant gives ns, with the reason; "" when the grants allow all of it.
 func (g grants) notGranted(c *candidate) (reason, msg string) {
 	ns := c.key.Namespace
 	for _, cl := range c.claims {
@@ -119,6 +129,12 @@ func (g grants) notGranted(c *candidate) (reason, msg string) {
 				"no WsGrant lets namespace %q use issuer %q (%s) in tls.issuerRef; use an Issuer of the namespace, or ask the cluster admin for a grant (kubectl get wsgrants)",
 				ns, t.IssuerRef.Name, kind)
 		}
+	}
+	if a := c.auth; a != nil && a.source == v1alpha1.KeysFromIssuer && !g.tokenIssuer(ns, a.issuer) {
+		return v1alpha1.ReasonTokenIssuerNotAllowed, fmt.Sprintf(
+			"no WsGrant lets namespace %q fetch token keys from issuer %q (auth.jwt.keys.source Issuer); "+
+				"use keys from a Secret of the namespace, or ask the cluster admin to add the issuer to a grant's tokenIssuers (kubectl get wsgrants)",
+			ns, a.issuer)
 	}
 	return "", ""
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/wsgate/wsgate/routing"
 )
 
-// Pod is what a build reads of a pod: its namespace, name and labels,
-// and either the reason it cannot be allowlisted or its addresses and
-// named TCP ports. CompactPod makes one from a corev1.Pod; it is immutable.
+// Pod is what a build reads of a pod: its namespace, name, labels and
+// binding annotations (those under v1alpha1.BindingAnnotationPrefix), and
+// either the reason it cannot be allowlisted or its addresses and named
+// TCP ports. CompactPod makes one from a corev1.Pod; it is immutable.
 //
 // A Pod is a few hundred bytes where a corev1.Pod trimmed to the same
 // fields is a few KiB (the corev1.Pod struct alone is about 1.2 KiB): the
@@ -25,17 +26,22 @@ import (
 // interned; and the label values share one allocation. Values are not
 // interned, as many are unique to their pod (a StatefulSet's pod name, a
 // room or user id), and an interned string costs about 200 bytes more
-// than a plain one.
+// than a plain one. Of the annotations only the binding ones are kept
+// (most pods have none), in the labels' slice and allocation, after the
+// labels: a pod with none pays nothing for them.
 type Pod struct {
 	namespace unique.Handle[string]
 	name      string
-	labels    podLabels
+	// meta holds the labels (meta[:nlabels]), then the binding
+	// annotations (meta[nlabels:]), each part sorted by key.
+	meta podLabels
 	// addrs and ports are set only when the pod is not skipped.
 	addrs []netip.Addr
 	ports []namedPort
 	// skip is 0 when the pod is not skipped, and i+1 when it is skipped
 	// for skipReasons[i].
-	skip uint8
+	skip    uint8
+	nlabels uint32
 }
 
 // podLabel is one label of a Pod.
@@ -96,9 +102,13 @@ type namedPort struct {
 // Its named ports are the TCP ports of spec.containers, then of the
 // sidecars (init containers with restartPolicy Always), in order; see
 // Eligible for how a route's port name resolves.
+//
+// Of its annotations it keeps only those whose key starts with
+// v1alpha1.BindingAnnotationPrefix: what auth.podBinding.annotation may
+// name.
 func CompactPod(pod *corev1.Pod) Pod {
 	out := Pod{namespace: unique.Make(pod.Namespace), name: strings.Clone(pod.Name)}
-	out.labels = compactLabels(pod.Labels)
+	out.meta, out.nlabels = compactMeta(pod.Labels, pod.Annotations)
 	addrs, skip := podAddrs(pod)
 	if skip != "" {
 		out.skip = uint8(slices.Index(skipReasons[:], skip) + 1)
@@ -117,20 +127,39 @@ func (p *Pod) Name() string { return p.name }
 
 // Labels returns a new map of the pod's labels.
 func (p *Pod) Labels() map[string]string {
-	if len(p.labels) == 0 {
+	return p.labels().toMap()
+}
+
+// BindingAnnotations returns a new map of the pod's annotations under
+// v1alpha1.BindingAnnotationPrefix, the only ones a Pod keeps.
+func (p *Pod) BindingAnnotations() map[string]string {
+	return p.meta[p.nlabels:].toMap()
+}
+
+// labels returns the pod's labels.
+func (p *Pod) labels() podLabels { return p.meta[:p.nlabels:p.nlabels] }
+
+// annotation returns the value of a binding annotation and whether it is
+// set.
+func (p *Pod) annotation(key string) (string, bool) {
+	return p.meta[p.nlabels:].Lookup(key)
+}
+
+func (l podLabels) toMap() map[string]string {
+	if len(l) == 0 {
 		return nil
 	}
-	m := make(map[string]string, len(p.labels))
-	for _, l := range p.labels {
-		m[l.key.Value()] = l.value
+	m := make(map[string]string, len(l))
+	for _, e := range l {
+		m[e.key.Value()] = e.value
 	}
 	return m
 }
 
 // Equal reports whether p and q are the same to a build.
 func (p *Pod) Equal(q *Pod) bool {
-	return p.namespace == q.namespace && p.name == q.name && p.skip == q.skip &&
-		slices.Equal(p.labels, q.labels) && slices.Equal(p.addrs, q.addrs) && slices.Equal(p.ports, q.ports)
+	return p.namespace == q.namespace && p.name == q.name && p.skip == q.skip && p.nlabels == q.nlabels &&
+		slices.Equal(p.meta, q.meta) && slices.Equal(p.addrs, q.addrs) && slices.Equal(p.ports, q.ports)
 }
 
 // skipped returns the reason the pod is skipped, or "".
@@ -141,30 +170,52 @@ func (p *Pod) skipped() v1alpha1.SkippedReason {
 	return skipReasons[p.skip-1]
 }
 
-// compactLabels returns labels sorted by key, with interned keys and
-// values cut from one new string.
-func compactLabels(labels map[string]string) podLabels {
-	if len(labels) == 0 {
-		return nil
+// compactMeta returns the labels sorted by key, then the binding
+// annotations sorted by key, with interned keys and values cut from one
+// new string, and the number of labels.
+func compactMeta(labels, annotations map[string]string) (podLabels, uint32) {
+	nann := 0
+	for k := range annotations {
+		if strings.HasPrefix(k, v1alpha1.BindingAnnotationPrefix) {
+			nann++
+		}
 	}
-	out := make(podLabels, 0, len(labels))
+	if len(labels)+nann == 0 {
+		return nil, 0
+	}
+	out := make(podLabels, 0, len(labels)+nann)
 	size := 0
 	for k, v := range labels {
 		out = append(out, podLabel{key: unique.Make(k)})
 		size += len(v)
 	}
-	slices.SortFunc(out, func(a, b podLabel) int { return cmp.Compare(a.key.Value(), b.key.Value()) })
+	for k, v := range annotations {
+		if strings.HasPrefix(k, v1alpha1.BindingAnnotationPrefix) {
+			out = append(out, podLabel{key: unique.Make(k)})
+			size += len(v)
+		}
+	}
+	byKey := func(a, b podLabel) int { return cmp.Compare(a.key.Value(), b.key.Value()) }
+	nlabels := len(labels)
+	slices.SortFunc(out[:nlabels], byKey)
+	slices.SortFunc(out[nlabels:], byKey)
+	value := func(i int) string {
+		if i < nlabels {
+			return labels[out[i].key.Value()]
+		}
+		return annotations[out[i].key.Value()]
+	}
 	var b strings.Builder
 	b.Grow(size)
-	for _, l := range out {
-		b.WriteString(labels[l.key.Value()])
+	for i := range out {
+		b.WriteString(value(i))
 	}
 	values := b.String()
 	for i := range out {
-		n := len(labels[out[i].key.Value()])
+		n := len(value(i))
 		out[i].value, values = values[:n], values[n:]
 	}
-	return out
+	return out, uint32(nlabels)
 }
 
 // podAddrs returns the pod's addresses, or the reason it is skipped.

@@ -71,21 +71,21 @@ func TestCompactPodSharesStrings(t *testing.T) {
 	if unsafe.StringData(a.Namespace()) != unsafe.StringData(b.Namespace()) {
 		t.Error("two pods' namespaces are not shared")
 	}
-	for i := range a.labels {
-		if a.labels[i].key != b.labels[i].key {
-			t.Errorf("two pods' label keys %q are not shared", a.labels[i].key.Value())
+	for i := range a.labels() {
+		if a.labels()[i].key != b.labels()[i].key {
+			t.Errorf("two pods' label keys %q are not shared", a.labels()[i].key.Value())
 		}
 	}
 	if want := map[string]string{"kkk": "vvv", "jjj": "www", "empty": ""}; !reflect.DeepEqual(a.Labels(), want) {
 		t.Errorf("labels %v, want %v", a.Labels(), want)
 	}
-	if v, ok := a.labels.Lookup("jjj"); !ok || v != "www" {
+	if v, ok := a.labels().Lookup("jjj"); !ok || v != "www" {
 		t.Errorf("Lookup(jjj) = %q, %v; want www", v, ok)
 	}
-	if _, ok := a.labels.Lookup("vvv"); ok {
+	if _, ok := a.labels().Lookup("vvv"); ok {
 		t.Error("a label value is found as a key")
 	}
-	for _, s := range []string{a.Name(), a.Namespace(), a.labels.Get("kkk"), a.labels[0].key.Value()} {
+	for _, s := range []string{a.Name(), a.Namespace(), a.labels().Get("kkk"), a.labels()[0].key.Value()} {
 		for _, orig := range []string{p1.Name, p1.Namespace, p1.Labels["kkk"]} {
 			if unsafe.StringData(s) == unsafe.StringData(orig) {
 				t.Errorf("the record keeps the string %q of the pod it was made from", s)

@@ -68,6 +68,7 @@ var skipReasons = [...]v1alpha1.SkippedReason{
 	v1alpha1.SkippedNotReady,
 	v1alpha1.SkippedPortNotFound,
 	v1alpha1.SkippedTerminating,
+	v1alpha1.SkippedUnbound,
 }
 
 // podEntry is one pod of an indexed namespace.
@@ -126,17 +127,23 @@ func newPodIndex(pods []*Pod, routes []*candidate) *podIndex {
 			ns = &namespacePods{}
 			idx.namespaces[c.key.Namespace] = ns
 		}
-		if len(c.lookups) == 0 {
-			ns.scan = true
+		sels := []*podSelector{&c.podSelector}
+		if c.forward != nil {
+			sels = append(sels, &c.forward.podSelector)
 		}
-		for _, l := range c.lookups {
-			if !slices.Contains(ns.keys, l.key) {
-				ns.keys = append(ns.keys, l.key)
+		for _, sel := range sels {
+			if len(sel.lookups) == 0 {
+				ns.scan = true
 			}
-			if ns.pairs == nil {
-				ns.pairs = make(map[labelPair]int32)
+			for _, l := range sel.lookups {
+				if !slices.Contains(ns.keys, l.key) {
+					ns.keys = append(ns.keys, l.key)
+				}
+				if ns.pairs == nil {
+					ns.pairs = make(map[labelPair]int32)
+				}
+				indexed = true
 			}
-			indexed = true
 		}
 	}
 	if len(idx.namespaces) == 0 {
@@ -163,7 +170,7 @@ func newPodIndex(pods []*Pod, routes []*candidate) *podIndex {
 			ns.members = append(ns.members, i)
 		}
 		for _, k := range ns.keys {
-			if v, ok := pod.labels.Lookup(k); ok {
+			if v, ok := pod.labels().Lookup(k); ok {
 				idx.add(ns, labelPair{k, v}, i)
 			}
 		}
@@ -217,7 +224,7 @@ func (idx *podIndex) withLabel(ns *namespacePods, p labelPair) []int32 {
 // bestLookup returns the position in c.lookups of the requirement with the
 // fewest candidates in namespace ns, and their number; -1 when c has no
 // lookups.
-func (idx *podIndex) bestLookup(ns *namespacePods, c *candidate) (best, candidates int) {
+func (idx *podIndex) bestLookup(ns *namespacePods, c *podSelector) (best, candidates int) {
 	best = -1
 	for i, l := range c.lookups {
 		n := 0
@@ -231,12 +238,12 @@ func (idx *podIndex) bestLookup(ns *namespacePods, c *candidate) (best, candidat
 	return best, candidates
 }
 
-// match appends to dst[:0] the entries of namespace ns that c's selector
+// match appends to dst[:0] the entries of namespace ns that the selector c
 // matches, sorted by pod name. With an Equals or In requirement it takes
 // the one with the fewest candidates from the index and checks the full
 // selector on those only (or not at all when that requirement is the whole
 // selector); without one it checks every pod of the namespace.
-func (idx *podIndex) match(ns *namespacePods, c *candidate, dst []int32) []int32 {
+func (idx *podIndex) match(ns *namespacePods, c *podSelector, dst []int32) []int32 {
 	dst = dst[:0]
 	best, bestLen := idx.bestLookup(ns, c)
 	switch {
@@ -246,14 +253,14 @@ func (idx *podIndex) match(ns *namespacePods, c *candidate, dst []int32) []int32
 		l := c.lookups[best]
 		for _, v := range l.values {
 			for _, i := range idx.withLabel(ns, labelPair{l.key, v}) {
-				if c.lookupIsSelector || c.selector.Matches(idx.entries[i].pod.labels) {
+				if c.lookupIsSelector || c.selector.Matches(idx.entries[i].pod.labels()) {
 					dst = append(dst, i)
 				}
 			}
 		}
 	default:
 		for _, i := range ns.members {
-			if c.selector.Matches(idx.entries[i].pod.labels) {
+			if c.selector.Matches(idx.entries[i].pod.labels()) {
 				dst = append(dst, i)
 			}
 		}

@@ -245,11 +245,11 @@ func TestIndexPicksTheSmallestCandidateList(t *testing.T) {
 			}
 			idx := newPodIndex(compact(pods...), []*candidate{c})
 			ns := idx.namespaces["a"]
-			best, n := idx.bestLookup(ns, c)
+			best, n := idx.bestLookup(ns, &c.podSelector)
 			if best < 0 || c.lookups[best].key != tc.wantKey || n != tc.wantCandidates {
 				t.Errorf("best lookup %d (%+v) with %d candidates, want key %q with %d", best, c.lookups, n, tc.wantKey, tc.wantCandidates)
 			}
-			if got := idx.match(ns, c, nil); len(got) != tc.wantMatches {
+			if got := idx.match(ns, &c.podSelector, nil); len(got) != tc.wantMatches {
 				t.Errorf("%d matches, want %d", len(got), tc.wantMatches)
 			}
 		})

@@ -480,7 +480,7 @@ func TestPrinterColumns(t *testing.T) {
 	}
 
 	wide, row := header("-o", "wide")
-	if want := []string{"NAME", "HOSTS", "PREFIX", "PODS", "READY", "REASON", "ACCEPTED", "AGE"}; strings.Join(wide, " ") != strings.Join(want, " ") {
+	if want := []string{"NAME", "HOSTS", "PREFIX", "PODS", "READY", "REASON", "ACCEPTED", "ACCESS", "AGE"}; strings.Join(wide, " ") != strings.Join(want, " ") {
 		t.Errorf("kubectl get wsr -o wide header = %q, want %q", wide, want)
 	}
 	for _, cell := range []string{"columns", "ws.example.com", "/rooms"} {
@@ -489,7 +489,7 @@ func TestPrinterColumns(t *testing.T) {
 		}
 	}
 
-	// REASON and ACCEPTED are wide-only columns (priority 1).
+	// REASON, ACCEPTED and ACCESS are wide-only columns (priority 1).
 	narrow, _ := header()
 	if want := []string{"NAME", "HOSTS", "PREFIX", "PODS", "READY", "AGE"}; strings.Join(narrow, " ") != strings.Join(want, " ") {
 		t.Errorf("kubectl get wsr header = %q, want %q", narrow, want)

@@ -31,7 +31,7 @@ type GrantedIssuer string
 
 // WsGrantSpec says what the WsRoutes of some namespaces may claim.
 //
-// +kubebuilder:validation:XValidation:rule="(has(self.hostnames) && size(self.hostnames) > 0) || self.catchAll || (has(self.clusterIssuers) && size(self.clusterIssuers) > 0)",message="a grant must grant something: hostnames, catchAll or clusterIssuers"
+// +kubebuilder:validation:XValidation:rule="(has(self.hostnames) && size(self.hostnames) > 0) || self.catchAll || (has(self.clusterIssuers) && size(self.clusterIssuers) > 0) || (has(self.tokenIssuers) && size(self.tokenIssuers) > 0)",message="a grant must grant something: hostnames, catchAll, clusterIssuers or tokenIssuers"
 type WsGrantSpec struct {
 	// Namespaces are the namespaces whose WsRoutes this grant applies to,
 	// by name; "*" applies it to every namespace.
@@ -70,6 +70,19 @@ type WsGrantSpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	ClusterIssuers []GrantedIssuer `json:"clusterIssuers,omitempty"`
+
+	// TokenIssuers are the token issuers (exact https:// URLs, as in a
+	// route's auth.jwt.issuer) whose keys the gateway may fetch for these
+	// namespaces' routes (auth.jwt.keys.source Issuer). The gateway
+	// connects to no other address than pods and these issuers (and the
+	// jwks_uri their discovery document names on the same host).
+	//
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:items:Pattern=`^https://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$`
+	TokenIssuers []string `json:"tokenIssuers,omitempty"`
 }
 
 // WsGrant is the cluster admin's grant of hostnames, the catch-all and
@@ -85,6 +98,7 @@ type WsGrantSpec struct {
 // +kubebuilder:printcolumn:name="Hosts",type=string,JSONPath=`.spec.hostnames`
 // +kubebuilder:printcolumn:name="Catch-all",type=boolean,JSONPath=`.spec.catchAll`
 // +kubebuilder:printcolumn:name="ClusterIssuers",type=string,JSONPath=`.spec.clusterIssuers`,priority=1
+// +kubebuilder:printcolumn:name="TokenIssuers",type=string,JSONPath=`.spec.tokenIssuers`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WsGrant struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -146,6 +146,13 @@ type WsRouteSpec struct {
 	//
 	// +optional
 	TLS *RouteTLS `json:"tls,omitempty"`
+
+	// Auth says who may open tunnels through the route, and to which pod.
+	// Without it the route is open (status.access Open): anyone who
+	// reaches the gateway may reach every pod the route selects.
+	//
+	// +optional
+	Auth *RouteAuth `json:"auth,omitempty"`
 }
 
 // Timeouts bound the phases of a tunnel. Durations use Go syntax ("30s",
@@ -252,8 +259,15 @@ type WsRouteStatus struct {
 	// +kubebuilder:validation:MaxItems=17
 	Hostnames []string `json:"hostnames,omitempty"`
 
+	// Access says who may use the route: Open (anyone), or what it
+	// checks: Token, Token bound to pod, ForwardAuth, or both.
+	//
+	// +optional
+	Access string `json:"access,omitempty"`
+
 	// Conditions: Accepted (valid and not in conflict), CertificateReady
-	// (when tls.issuerRef is set) and Ready (serving traffic).
+	// (when tls.issuerRef is set), AuthReady (when auth is set: its keys
+	// and forward-auth Service are usable) and Ready (serving traffic).
 	//
 	// +optional
 	// +listType=map
@@ -322,6 +336,10 @@ const (
 	// SkippedHostNetwork means the pod uses the node's network: its IP is
 	// the node's, and allowlisting it would expose the node's ports.
 	SkippedHostNetwork SkippedReason = "HostNetwork"
+	// SkippedUnbound means the route binds tokens to pods (auth.podBinding)
+	// and the pod has no value to bind to (the label, annotation or name
+	// is absent or empty): nobody may reach it.
+	SkippedUnbound SkippedReason = "Unbound"
 )
 
 // SkippedPods counts selected pods that are not allowlisted for one reason.
@@ -341,6 +359,11 @@ const (
 	// ConditionCertificateReady mirrors the Ready condition of the
 	// route's cert-manager Certificate (only with tls.issuerRef).
 	ConditionCertificateReady = "CertificateReady"
+	// ConditionAuthReady is True when the route's auth can be checked:
+	// its token keys are loaded and its forward-auth Service has a Ready
+	// pod. While it is False, handshakes the route cannot check are
+	// refused (401 or 503): auth fails closed.
+	ConditionAuthReady = "AuthReady"
 	// ConditionReady is True when the gateway serves the route: it is
 	// accepted, its certificate (if managed) is ready, and at least one
 	// pod is allowlisted.
@@ -369,6 +392,10 @@ const (
 	// ReasonIssuerNotAllowed: no WsGrant gives the route's namespace the
 	// ClusterIssuer named in tls.issuerRef.
 	ReasonIssuerNotAllowed = "IssuerNotAllowed"
+	// ReasonTokenIssuerNotAllowed: no WsGrant gives the route's namespace
+	// the token issuer (auth.jwt.issuer) whose keys it asks the gateway to
+	// fetch.
+	ReasonTokenIssuerNotAllowed = "TokenIssuerNotAllowed"
 	// ReasonInvalid: the route passed schema validation but cannot be
 	// used (for example a selector the controller cannot parse).
 	ReasonInvalid = "Invalid"
@@ -397,6 +424,21 @@ const (
 	// ReasonCertManagerMissing: tls.issuerRef is set but cert-manager's
 	// Certificate API is not installed in the cluster.
 	ReasonCertManagerMissing = "CertManagerMissing"
+
+	// ReasonKeysLoaded: AuthReady is True.
+	ReasonKeysLoaded = "KeysLoaded"
+	// ReasonKeySecretUnusable: the key Secret is missing, unlabelled, too
+	// large or holds no usable key; the last good keys, if any, stay in
+	// use.
+	ReasonKeySecretUnusable = "KeySecretUnusable"
+	// ReasonIssuerUnreachable: the issuer's keys could not be fetched;
+	// the last good keys, if any, stay in use.
+	ReasonIssuerUnreachable = "IssuerUnreachable"
+	// ReasonForwardAuthUnusable: the forward-auth Service is missing, has
+	// no selector or port, or no Ready pod.
+	ReasonForwardAuthUnusable = "ForwardAuthUnusable"
+	// ReasonAuthNotReady: Ready is False because AuthReady is False.
+	ReasonAuthNotReady = "AuthNotReady"
 )
 
 // WsRoute allowlists the pods, selected by labels in its own namespace, that
@@ -411,6 +453,7 @@ const (
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Access",type=string,JSONPath=`.status.access`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WsRoute struct {
 	metav1.TypeMeta   `json:",inline"`

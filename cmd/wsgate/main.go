@@ -27,6 +27,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	wsgatev1alpha1 "github.com/wsgate/wsgate/api/v1alpha1"
+	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
@@ -65,6 +66,7 @@ func run() error {
 
 		listenAddr, tlsListenAddr, tlsCert, tlsKey string
 		defaultCert, watchNamespaces               string
+		tokenIssuerCAFile                          string
 		drain, grace                               time.Duration
 		namespaceShare                             int
 		proxyOpts                                  proxy.Options
@@ -87,6 +89,7 @@ func run() error {
 	flag.StringVar(&defaultCert, "default-certificate", "", "namespace/name of the TLS Secret that serves names no route's certificate covers (it needs the label "+wsgatev1alpha1.CertificateLabel+"=true).")
 	flag.StringVar(&tlsCert, "tls-cert-file", "", "PEM certificate chain that serves names nothing else covers, when --default-certificate has none (for use without cert-manager).")
 	flag.StringVar(&tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file.")
+	flag.StringVar(&tokenIssuerCAFile, "token-issuer-ca-file", "", "PEM certificates trusted, beside the system roots, when fetching the keys of token issuers that WsGrants list (tokenIssuers), for issuers with a private CA.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch for WsRoutes, Pods and Secrets; empty watches all.")
 	flag.DurationVar(&proxyOpts.HandshakeTimeout, "handshake-timeout", proxy.Defaults.HandshakeTimeout, "Default bound on dialling a pod and its 101 answer (a route's timeouts.handshake overrides it).")
 	flag.DurationVar(&proxyOpts.DialTimeout, "dial-timeout", proxy.Defaults.DialTimeout, "Bound on the TCP connect to a pod.")
@@ -191,9 +194,23 @@ func run() error {
 		}
 	}
 
+	keySecrets, err := controllers.NewKeySecretCache(mgr, splitList(watchNamespaces)...)
+	if err != nil {
+		return err
+	}
+	issuerClient, err := issuerHTTPClient(tokenIssuerCAFile)
+	if err != nil {
+		return fmt.Errorf("--token-issuer-ca-file: %w", err)
+	}
+	saKeys, err := controllers.ServiceAccountFetcher(cfg)
+	if err != nil {
+		return fmt.Errorf("ServiceAccount issuer client: %w", err)
+	}
+
 	tables := routing.NewPublisher()
 	tb := &controllers.TableBuilder{
 		Cache:              mgr.GetCache(),
+		KeySecrets:         keySecrets,
 		Publisher:          tables,
 		DefaultHost:        defaultHost,
 		DefaultCertificate: defaultCertKey,
@@ -202,6 +219,12 @@ func run() error {
 		Log:                log.WithName("table"),
 		Metrics:            controllers.NewTableMetrics(ctrlmetrics.Registry),
 	}
+	tb.Keyring = auth.NewKeyring(auth.KeyringOptions{
+		HTTPClient:     issuerClient,
+		ServiceAccount: saKeys,
+		Remote:         auth.RemoteOptions{Metrics: auth.NewMetrics(ctrlmetrics.Registry)},
+		OnChange:       tb.KeysChanged,
+	})
 	if err := mgr.Add(tb); err != nil {
 		return fmt.Errorf("add table builder: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/controllers"
 	"github.com/wsgate/wsgate/proxy"
 )
@@ -91,6 +92,7 @@ func exportedMetrics(t testing.TB) map[string]metricInfo {
 	rec := &recorder{reg: prometheus.NewRegistry()}
 	proxy.NewMetrics(rec)
 	controllers.NewTableMetrics(rec)
+	auth.NewMetrics(rec)
 	out := map[string]metricInfo{}
 	for _, c := range rec.collectors {
 		var suffixes map[string]string // series suffix -> extra label

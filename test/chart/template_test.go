@@ -351,6 +351,14 @@ gatewayCertificate:
 				t.Errorf("%s rules = %+v, want %+v", scoped.Name, scoped.Rules, want)
 			}
 			for _, r := range scoped.Rules {
+				if len(r.NonResourceURLs) > 0 {
+					// The ServiceAccount issuer's discovery document and
+					// keys, read only.
+					if !slices.Equal(r.NonResourceURLs, []string{"/.well-known/openid-configuration", "/openid/v1/jwks"}) || !slices.Equal(r.Verbs, []string{"get"}) || len(r.Resources) > 0 {
+						t.Errorf("%s grants %v on %v, want get on the ServiceAccount issuer's URLs only", scoped.Name, r.Verbs, r.NonResourceURLs)
+					}
+					continue
+				}
 				if !slices.Equal(r.Resources, []string{"wsgrants"}) || !slices.Equal(r.APIGroups, []string{"wsgate.io"}) {
 					t.Errorf("%s grants %v of %v cluster-wide, want wsgrants.wsgate.io only", scoped.Name, r.Resources, r.APIGroups)
 				}
@@ -637,13 +645,17 @@ func configRules(t *testing.T, file string) []rbacv1.PolicyRule {
 }
 
 // clusterScopedRules are the rules of config/rbac/role.yaml that name
-// cluster-scoped resources (wsgrants), narrowed to those resources.
+// cluster-scoped resources (wsgrants), narrowed to those resources, and
+// those of non-resource URLs, in their order.
 func clusterScopedRules(t *testing.T) []rbacv1.PolicyRule {
 	t.Helper()
 	var out []rbacv1.PolicyRule
 	for _, r := range configRules(t, "config/rbac/role.yaml") {
 		if slices.Contains(r.Resources, "wsgrants") {
 			r.Resources = []string{"wsgrants"}
+			out = append(out, r)
+		}
+		if len(r.NonResourceURLs) > 0 {
 			out = append(out, r)
 		}
 	}

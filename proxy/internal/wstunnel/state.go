@@ -16,6 +16,7 @@ const (
 	Idle     Reason = "idle"
 	Lifetime Reason = "lifetime"
 	Revoked  Reason = "revoked"
+	Expired  Reason = "expired"
 	Shutdown Reason = "shutdown"
 	Failed   Reason = "error"
 )
@@ -49,6 +50,7 @@ type State struct {
 
 	idle     time.Duration // 0: none
 	deadline time.Time     // maximum lifetime; zero: none
+	expiry   time.Time     // the credentials' expiry; zero: none
 
 	lastActive atomic.Int64 // unix nanoseconds
 	closing    atomic.Pointer[CloseRequest]
@@ -76,6 +78,10 @@ func New(now time.Time, idle, lifetime time.Duration, clientPending, podPending 
 	s.lastActive.Store(now.UnixNano())
 	return s
 }
+
+// ExpireAt makes the tunnel close with 1008 at t, when the credentials it
+// was opened with expire. It must be called before the tunnel is carried.
+func (s *State) ExpireAt(t time.Time) { s.expiry = t }
 
 // CountInto adds the bytes read from each side to c[side] too.
 func (s *State) CountInto(fromClient, fromPod Counter) {
@@ -179,17 +185,19 @@ func (s *State) Touch(now int64) { s.lastActive.Store(now) }
 
 // Timed reports whether an idle timeout or a maximum lifetime bounds the
 // tunnel.
-func (s *State) Timed() bool { return s.idle > 0 || !s.deadline.IsZero() }
+func (s *State) Timed() bool { return s.idle > 0 || !s.deadline.IsZero() || !s.expiry.IsZero() }
 
-// NextDeadline is the earlier of the idle timeout and the maximum
-// lifetime; zero when neither bounds the tunnel.
+// NextDeadline is the earliest of the idle timeout, the maximum lifetime
+// and the credentials' expiry; zero when none bounds the tunnel.
 func (s *State) NextDeadline() time.Time {
 	var next time.Time
 	if s.idle > 0 {
 		next = time.Unix(0, s.lastActive.Load()).Add(s.idle)
 	}
-	if !s.deadline.IsZero() && (next.IsZero() || s.deadline.Before(next)) {
-		next = s.deadline
+	for _, d := range [...]time.Time{s.deadline, s.expiry} {
+		if !d.IsZero() && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
 	}
 	return next
 }
@@ -199,6 +207,9 @@ func (s *State) NextDeadline() time.Time {
 // deadline that passed while the other direction was busy is simply
 // armed again).
 func (s *State) Expired(now time.Time) *CloseRequest {
+	if !s.expiry.IsZero() && !now.Before(s.expiry) {
+		return &CloseRequest{Code: ClosePolicyViolation, Text: "credentials expired", Why: Expired}
+	}
 	if !s.deadline.IsZero() && !now.Before(s.deadline) {
 		return &CloseRequest{Code: CloseGoingAway, Text: "maximum connection lifetime reached", Why: Lifetime}
 	}

@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/routing"
+)
+
+// The headers that name the matched pod to a forward-auth service; the
+// client's own fields of these names are dropped.
+const (
+	headerPodNamespace = "X-Wsgate-Pod-Namespace"
+	headerPodName      = "X-Wsgate-Pod-Name"
+	headerPodAddress   = "X-Wsgate-Pod-Address"
+)
+
+// forwardAuthBodyLimit bounds what is read of a forward-auth answer's
+// body (it is not used; reading it lets the connection be reused).
+const forwardAuthBodyLimit = 4 << 10
+
+// newForwardAuthClient returns the client that asks forward-auth
+// services. It dials with dial (the pod dialer: a service is reached at
+// the addresses of its pods, from the table, like pods) and never through
+// a proxy from the environment.
+func newForwardAuthClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                  nil,
+			DialContext:            dial,
+			MaxIdleConnsPerHost:    8,
+			IdleConnTimeout:        30 * time.Second,
+			MaxResponseHeaderBytes: 16 << 10,
+			DisableCompression:     true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// askForwardAuth asks the route's forward-auth service whether to admit
+// the handshake adm, with the client's header (hop-by-hop fields
+// removed) and the matched pod's namespace, name and address. A 2xx
+// admits it, and the answer's passHeaders go on to the pod; 401 and 403
+// are relayed; anything else, a timeout or a failure is 503: forward
+// auth fails closed.
+func (s *Server) askForwardAuth(r *http.Request, adm *admitted) *answer {
+	fa := adm.route.Auth.Forward
+	deny := func(status int, text, result string) *answer {
+		s.opts.Metrics.auth(adm.route, result)
+		a := refuse(status, text)
+		if status == http.StatusServiceUnavailable {
+			a.header = s.retryAfter()
+		}
+		a.route = adm.route
+		return a
+	}
+	if len(fa.Addrs) == 0 {
+		return deny(http.StatusServiceUnavailable, "the route's auth service has no ready pod", "forward_error")
+	}
+	addr := fa.Addrs[rand.IntN(len(fa.Addrs))]
+	ctx, cancel := context.WithTimeout(context.Background(), fa.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr.String()+fa.Path, nil)
+	if err != nil {
+		return deny(http.StatusServiceUnavailable, "the route's auth service cannot be asked", "forward_error")
+	}
+	req.Header = forwardAuthHeader(r, adm.route, adm.backend)
+	req.Host = r.Host
+	resp, err := s.forwardAuth.Do(req)
+	if err != nil {
+		return deny(http.StatusServiceUnavailable, "the route's auth service did not answer", "forward_error")
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, forwardAuthBodyLimit))
+	_ = resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		s.opts.Metrics.auth(adm.route, "forward_ok")
+		for _, name := range fa.PassHeaders {
+			adm.header.Del(name)
+			for _, v := range resp.Header.Values(name) {
+				if validHeaderValue(v) {
+					adm.header.Add(name, v)
+				}
+			}
+		}
+		return nil
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		a := deny(resp.StatusCode, "refused by the route's auth service", "forward_denied")
+		if v := resp.Header.Get("Www-Authenticate"); v != "" && validHeaderValue(v) && resp.StatusCode == http.StatusUnauthorized {
+			a.header = http.Header{"Www-Authenticate": {v}}
+		}
+		return a
+	default:
+		return deny(http.StatusServiceUnavailable, "the route's auth service failed", "forward_error")
+	}
+}
+
+// forwardAuthHeader is the header a forward-auth service gets: the
+// client's, without hop-by-hop fields and the gateway's own, with the
+// matched pod and the forwarding fields.
+func forwardAuthHeader(r *http.Request, route *routing.Route, b routing.Backend) http.Header {
+	h := r.Header.Clone()
+	removeHopByHop(h)
+	for _, k := range podRequestDropped {
+		h.Del(k)
+	}
+	for k := range h {
+		if !plainName(k) {
+			delete(h, k)
+		}
+	}
+	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		clientIP = r.RemoteAddr
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h.Set("X-Forwarded-For", clientIP)
+	h.Set("X-Forwarded-Host", r.Host)
+	h.Set("X-Forwarded-Proto", proto)
+	h.Set("X-Forwarded-Method", r.Method)
+	path, _, _ := strings.Cut(r.RequestURI, "?")
+	h.Set("X-Forwarded-Uri", path)
+	h.Set(headerPodNamespace, route.Key.Namespace)
+	h.Set(headerPodName, b.Pod)
+	h.Set(headerPodAddress, b.Addr.Addr().String())
+	return h
+}
