@@ -42,6 +42,14 @@ type KeySet interface {
 	Symmetric() bool
 }
 
+// VersionedKeySet is a KeySet whose keys change (a fetched set): the
+// tokens a Verifier accepted are verified again once they do.
+type VersionedKeySet interface {
+	KeySet
+	// Version changes whenever the keys do.
+	Version() uint64
+}
+
 // IssuerKeySet is a KeySet that knows its issuer's name (the cluster's
 // ServiceAccount issuer, learnt from the API server).
 type IssuerKeySet interface {
@@ -62,6 +70,10 @@ type Config struct {
 	Keys KeySet
 	// Leeway for exp, nbf and iat; DefaultLeeway when 0.
 	Leeway time.Duration
+	// SubjectPrefix, when not "", must start sub: the ServiceAccount
+	// issuer's tokens are limited to the ServiceAccounts of one namespace
+	// ("system:serviceaccount:<namespace>:").
+	SubjectPrefix string
 }
 
 // Claims are the claims of a verified token.

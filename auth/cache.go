@@ -15,8 +15,10 @@ const verifiedCacheSize = 1024
 type verifiedToken struct {
 	claims *Claims
 	// issuer is the issuer it was checked against (a key set that knows
-	// its issuer may learn another).
-	issuer string
+	// its issuer may learn another), and version the key set's version
+	// then (a fetched set's keys change).
+	issuer  string
+	version uint64
 	// from and until bound when it is valid, leeway included; from is
 	// zero when the token has neither nbf nor iat.
 	from, until time.Time
@@ -25,21 +27,21 @@ type verifiedToken struct {
 // verifiedCache remembers tokens a Verifier accepted, by the SHA-256 of
 // the token. Only accepted tokens enter it, so a flood of bad ones costs
 // it nothing; it holds at most verifiedCacheSize entries, and forgets an
-// arbitrary one to take a new one when full. Its Verifier lives as long
-// as the routing table that holds it: a change of keys (a new table)
-// starts with an empty cache.
+// arbitrary one to take a new one when full. A token is verified again
+// when the key set's keys changed since (VersionedKeySet), and a new
+// Verifier (a new routing table) starts empty.
 type verifiedCache struct {
 	mu      sync.Mutex
 	entries map[[32]byte]verifiedToken
 }
 
 // get returns the claims of a token accepted before, if it is still
-// valid at now for issuer.
-func (c *verifiedCache) get(key [32]byte, issuer string, now time.Time) (*Claims, bool) {
+// valid at now for issuer and the key set's version.
+func (c *verifiedCache) get(key [32]byte, issuer string, version uint64, now time.Time) (*Claims, bool) {
 	c.mu.Lock()
 	e, ok := c.entries[key]
 	c.mu.Unlock()
-	if !ok || e.issuer != issuer || now.Before(e.from) || !now.Before(e.until) {
+	if !ok || e.issuer != issuer || e.version != version || now.Before(e.from) || !now.Before(e.until) {
 		return nil, false
 	}
 	return e.claims, true

@@ -103,3 +103,27 @@ func TestVerifiedCacheIsBounded(t *testing.T) {
 		t.Errorf("the cache holds %d tokens, want %d", n, verifiedCacheSize)
 	}
 }
+
+// versionedSet is a key set whose keys a test swaps, as a fetch does.
+type versionedSet struct {
+	KeySet
+	version uint64
+}
+
+func (s *versionedSet) Version() uint64 { return s.version }
+
+// A token accepted before its key set changed is verified again: a key
+// removed from a fetched set stops its tokens at once, before any new
+// routing table.
+func TestVerifiedTokensAreCheckedAgainWhenTheKeysChange(t *testing.T) {
+	s := newTestSet(t)
+	set := &versionedSet{KeySet: s.keys}
+	v := NewVerifier(Config{Issuer: testIssuer, Audiences: []string{testAudience}, Keys: set})
+	tok := sign(t, jose.ES256, s.ec, "ec1", goodClaims(), nil)
+	if _, err := v.Verify(context.Background(), tok, testNow); err != nil {
+		t.Fatal(err)
+	}
+	set.KeySet, set.version = newTestSet(t).keys, 1
+	c, err := v.Verify(context.Background(), tok, testNow)
+	assertRefused(t, tok, c, err, "bad signature")
+}

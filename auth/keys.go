@@ -26,7 +26,7 @@ const (
 	MinRSABits = 2048
 	// MaxRSABits bounds the size of RSA keys, and so the cost of
 	// checking a signature.
-	MaxRSABits = 8192
+	MaxRSABits = 4096
 )
 
 // staticKeys is a fixed set of public keys.
@@ -180,8 +180,11 @@ func signingKey(k *jose.JSONWebKey) (jose.JSONWebKey, bool) {
 	return jose.JSONWebKey{Key: pub, KeyID: k.KeyID, Algorithm: k.Algorithm, Use: k.Use}, true
 }
 
+// rsaSizeOK accepts RSA keys of MinRSABits to MaxRSABits with the public
+// exponent 65537, as every issuer makes them: a large exponent would make
+// each signature check cost what the tenant who wrote the key chose.
 func rsaSizeOK(k *rsa.PublicKey) bool {
-	if k == nil || k.N == nil {
+	if k == nil || k.N == nil || k.E != 65537 {
 		return false
 	}
 	n := k.N.BitLen()

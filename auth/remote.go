@@ -63,6 +63,7 @@ type RemoteKeys struct {
 
 	mu          sync.Mutex
 	keys        []jose.JSONWebKey
+	version     uint64 // counts the changes of keys
 	issuer      string
 	loaded      bool
 	fetchedAt   time.Time
@@ -203,6 +204,9 @@ func (r *RemoteKeys) run(ctx context.Context, f *flight) {
 		r.lastErr = msg
 	default:
 		changed = r.lastErr != "" || !r.loaded || issuer != r.issuer || !sameKeys(keys, r.keys)
+		if !sameKeys(keys, r.keys) {
+			r.version++
+		}
 		r.keys, r.issuer, r.loaded, r.lastErr = keys, issuer, true, ""
 		r.fetchedAt = time.Now()
 	}
@@ -217,6 +221,14 @@ func (r *RemoteKeys) run(ctx context.Context, f *flight) {
 	if changed && r.opts.OnChange != nil {
 		r.opts.OnChange()
 	}
+}
+
+// Version counts the changes of the set's keys: a token verified with an
+// earlier version may have been signed by a key that is gone.
+func (r *RemoteKeys) Version() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.version
 }
 
 // sameKeys reports whether two key lists hold the same keys, with the same

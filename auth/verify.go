@@ -1,13 +1,13 @@
 package auth
 
 import (
-	"crypto/sha256"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"strings"
@@ -32,7 +32,9 @@ var asymmetricAlgs = []jose.SignatureAlgorithm{
 // with one.
 var symmetricAlgs = []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512}
 
-// maxCandidates bounds the keys tried for a token that names no key ID.
+// maxCandidates bounds the keys a token's signature is checked against:
+// those of its key ID, or every key when it names none. A key set may hold
+// many keys of one ID; each check costs up to a millisecond.
 const maxCandidates = 4
 
 // Verifier checks tokens against one route's Config. It is safe for
@@ -64,6 +66,29 @@ func NewVerifier(cfg Config) *Verifier {
 // ValidUntil is when a token with claims c stops being accepted: its exp
 // plus the leeway. A tunnel opened with it is closed then.
 func (v *Verifier) ValidUntil(c *Claims) time.Time { return c.Expiry.Add(v.leeway) }
+
+// candidateKeys are the keys of keys (those of the token's key ID) that
+// may check a signature of alg, at most maxCandidates.
+func candidateKeys(keys []jose.JSONWebKey, alg jose.SignatureAlgorithm) []any {
+	var out []any
+	for i := range keys {
+		k := &keys[i]
+		if k.Use != "" && k.Use != "sig" {
+			continue
+		}
+		if k.Algorithm != "" && k.Algorithm != string(alg) {
+			continue
+		}
+		if !keyFits(alg, k.Key) {
+			continue
+		}
+		out = append(out, k.Key)
+		if len(out) == maxCandidates {
+			break
+		}
+	}
+	return out
+}
 
 func refuse(description string) *Error {
 	return &Error{Code: "invalid_token", Description: description}
@@ -100,14 +125,18 @@ func (v *Verifier) Verify(ctx context.Context, token string, now time.Time) (*Cl
 		now = time.Now()
 	}
 	key := sha256.Sum256([]byte(token))
-	if c, ok := v.cache.get(key, issuer, now); ok {
+	var version uint64
+	if vk, ok := v.cfg.Keys.(VersionedKeySet); ok {
+		version = vk.Version()
+	}
+	if c, ok := v.cache.get(key, issuer, version, now); ok {
 		return c, nil
 	}
 	c, from, err := v.verify(ctx, token, issuer, now)
 	if err != nil {
 		return nil, err
 	}
-	v.cache.put(key, verifiedToken{claims: c, issuer: issuer, from: from, until: v.ValidUntil(c)})
+	v.cache.put(key, verifiedToken{claims: c, issuer: issuer, version: version, from: from, until: v.ValidUntil(c)})
 	return c, nil
 }
 
@@ -144,23 +173,7 @@ func (v *Verifier) verify(ctx context.Context, token, issuer string, now time.Ti
 	if len(keys) == 0 {
 		return nil, time.Time{}, refuse("unknown signing key")
 	}
-	var candidates []any
-	for i := range keys {
-		k := &keys[i]
-		if k.Use != "" && k.Use != "sig" {
-			continue
-		}
-		if k.Algorithm != "" && k.Algorithm != string(alg) {
-			continue
-		}
-		if !keyFits(alg, k.Key) {
-			continue
-		}
-		candidates = append(candidates, k.Key)
-		if header.KeyID == "" && len(candidates) == maxCandidates {
-			break
-		}
-	}
+	candidates := candidateKeys(keys, alg)
 	if len(candidates) == 0 {
 		return nil, time.Time{}, refuse("signing key does not fit the algorithm")
 	}
@@ -221,6 +234,9 @@ func (v *Verifier) verify(ctx context.Context, token, issuer string, now time.Ti
 	}
 	if !from.IsZero() {
 		from = from.Add(-v.leeway)
+	}
+	if !strings.HasPrefix(std.Subject, v.cfg.SubjectPrefix) {
+		return nil, time.Time{}, refuse("the token's subject is not of this route's namespace")
 	}
 	return &Claims{Subject: std.Subject, Expiry: std.Expiry.Time(), raw: raw}, from, nil
 }

@@ -18,6 +18,11 @@ import (
 	"github.com/wsgate/wsgate/routing"
 )
 
+// ServiceAccountSubjectPrefix starts the sub of every ServiceAccount
+// token of namespace ns, the only ones a route of ns with keys.source
+// ServiceAccountIssuer accepts.
+func ServiceAccountSubjectPrefix(ns string) string { return "system:serviceaccount:" + ns + ":" }
+
 // Access values of status.access.
 const (
 	AccessOpen        = "Open"
@@ -546,11 +551,15 @@ func finishAuth(c *candidate, keys *keyOutcome, fwd *forwardOutcome) *AuthStatus
 		if ks == nil {
 			ks = noKeys{why: "no usable token keys: " + keys.message}
 		}
-		issuer := a.issuer
+		cfg := auth.Config{Issuer: a.issuer, Audiences: a.audiences, Keys: ks}
 		if a.source == v1alpha1.KeysFromServiceAccountIssuer {
-			issuer = "" // the set knows the cluster's issuer
+			// The set knows the cluster's issuer. Any tenant may have a
+			// token of its own ServiceAccounts made for any audience: only
+			// the route's own namespace's are accepted.
+			cfg.Issuer = ""
+			cfg.SubjectPrefix = ServiceAccountSubjectPrefix(c.key.Namespace)
 		}
-		ra.Tokens = auth.NewVerifier(auth.Config{Issuer: issuer, Audiences: a.audiences, Keys: ks})
+		ra.Tokens = auth.NewVerifier(cfg)
 	}
 	if a.forward != nil {
 		f := *ra.Forward

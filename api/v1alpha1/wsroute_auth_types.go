@@ -44,7 +44,10 @@ const (
 	// KeysFromServiceAccountIssuer uses the cluster's own ServiceAccount
 	// token issuer, whose keys the gateway reads through the API server:
 	// in-cluster clients present projected ServiceAccount tokens with one
-	// of the route's audiences. Needs no grant.
+	// of the route's audiences. Only tokens of ServiceAccounts in the
+	// route's own namespace are accepted (sub
+	// "system:serviceaccount:<namespace>:<name>"): any tenant can have a
+	// token made for any audience. Needs no grant.
 	KeysFromServiceAccountIssuer KeySource = "ServiceAccountIssuer"
 )
 
@@ -178,7 +181,11 @@ type JWTAuth struct {
 //
 // +kubebuilder:validation:XValidation:rule="(self.source == 'Secret' || self.source == 'SharedSecret') == has(self.secret)",message="keys.secret is required with source Secret or SharedSecret, and only then"
 type JWTKeys struct {
-	// Source: Secret, SharedSecret, Issuer or ServiceAccountIssuer.
+	// Source: Secret (a JSON Web Key Set in a Secret of the route's
+	// namespace), SharedSecret (an HMAC key in such a Secret), Issuer
+	// (fetched from jwt.issuer, which a WsGrant must list in
+	// tokenIssuers) or ServiceAccountIssuer (the cluster's own; only
+	// tokens of ServiceAccounts of the route's namespace are accepted).
 	Source KeySource `json:"source"`
 
 	// Secret holds the keys with source Secret (a JSON Web Key Set) or
