@@ -22,9 +22,11 @@ type admitted struct {
 // dial: the gateway's state, the websocket handshake itself, the host
 // (and TLS server name), the route, who is asking (on routes with auth),
 // the address in the current table, the route's Origin rule and the
-// caps. It returns either the handshake admitted, holding a reserved
-// slot, or the answer to give. Only forward auth, which asks a service,
-// comes after it (see dialPod).
+// caps, with the route's forward-auth service asked before the slot is
+// taken. It returns either the handshake admitted, holding a reserved
+// slot, or the answer to give. Checking a token may wait for its keys and
+// forward auth asks a service: the event loops hand routes with auth to a
+// goroutine first (see match).
 func (s *Server) admit(r *http.Request) (admitted, *answer) {
 	m, a := s.match(r)
 	if a != nil {
@@ -81,6 +83,13 @@ func (s *Server) admitMatched(r *http.Request, m matched) (admitted, *answer) {
 		adm.header = podHeader(r, au, id, nil)
 		if au.Tokens != nil && au.Query != "" {
 			adm.uri = withoutQueryParameter(adm.uri, au.Query)
+		}
+		// Before the slot: handshakes the service has not admitted yet
+		// must not hold the pod's slots.
+		if au.Forward != nil {
+			if a := s.askForwardAuth(r, &adm); a != nil {
+				return admitted{}, a
+			}
 		}
 	}
 	key := backendKey{route: route.Key, backend: tgt.backend}

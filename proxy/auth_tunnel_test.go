@@ -232,3 +232,37 @@ func TestForwardAuth(t *testing.T) {
 		waitNoTunnels(t, g)
 	})
 }
+
+// Handshakes waiting for forward auth hold no slot, so they are bounded
+// on their own, per namespace.
+func TestForwardAuthWaitsAreBoundedPerNamespace(t *testing.T) {
+	var w forwardAuthWaits
+	var releases []func()
+	for range maxForwardAuthWaits {
+		r, ok := w.take("a")
+		if !ok {
+			t.Fatalf("refused before %d waits", maxForwardAuthWaits)
+		}
+		releases = append(releases, r)
+	}
+	if _, ok := w.take("a"); ok {
+		t.Fatalf("namespace a got wait %d", maxForwardAuthWaits+1)
+	}
+	if r, ok := w.take("b"); !ok {
+		t.Fatal("namespace b was refused for namespace a's waits")
+	} else {
+		r()
+	}
+	releases[0]()
+	if r, ok := w.take("a"); !ok {
+		t.Fatal("a released wait was not given back")
+	} else {
+		r()
+	}
+	for _, r := range releases[1:] {
+		r()
+	}
+	if len(w.n) != 0 {
+		t.Errorf("counts left after every release: %v", w.n)
+	}
+}

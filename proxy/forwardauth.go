@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wsgate/wsgate/routing"
@@ -23,6 +24,40 @@ const (
 // forwardAuthBodyLimit bounds what is read of a forward-auth answer's
 // body (it is not used; reading it lets the connection be reused).
 const forwardAuthBodyLimit = 4 << 10
+
+// maxForwardAuthWaits bounds the handshakes of one namespace's routes
+// that wait for a forward-auth service at once; beyond it, 503. Those
+// handshakes hold no slot yet, so without it a slow service would let
+// them pile up without bound.
+const maxForwardAuthWaits = 256
+
+// forwardAuthWaits counts the handshakes waiting for forward auth, per
+// namespace.
+type forwardAuthWaits struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// take counts one more waiting handshake of namespace ns, unless
+// maxForwardAuthWaits already wait.
+func (w *forwardAuthWaits) take(ns string) (release func(), ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == nil {
+		w.n = make(map[string]int)
+	}
+	if w.n[ns] >= maxForwardAuthWaits {
+		return nil, false
+	}
+	w.n[ns]++
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.n[ns]--; w.n[ns] == 0 {
+			delete(w.n, ns)
+		}
+	}, true
+}
 
 // newForwardAuthClient returns the client that asks forward-auth
 // services. It dials with dial (the pod dialer: a service is reached at
@@ -62,6 +97,12 @@ func (s *Server) askForwardAuth(r *http.Request, adm *admitted) *answer {
 	if len(fa.Addrs) == 0 {
 		return deny(http.StatusServiceUnavailable, "the route's auth service has no ready pod", "forward_error")
 	}
+	release, ok := s.forwardAuthWaits.take(adm.route.Key.Namespace)
+	if !ok {
+		a := deny(http.StatusServiceUnavailable, "too many handshakes are waiting for this namespace's auth services", "forward_error")
+		return a
+	}
+	defer release()
 	addr := fa.Addrs[rand.IntN(len(fa.Addrs))]
 	ctx, cancel := context.WithTimeout(context.Background(), fa.Timeout)
 	defer cancel()
@@ -88,6 +129,7 @@ func (s *Server) askForwardAuth(r *http.Request, adm *admitted) *answer {
 				}
 			}
 		}
+		unlistFromConnection(adm.header, fa.PassHeaders)
 		return nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		a := deny(resp.StatusCode, "refused by the route's auth service", "forward_denied")

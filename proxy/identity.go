@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -207,7 +208,39 @@ func podHeader(r *http.Request, a *routing.Auth, id *identity, extra http.Header
 	for k, vs := range extra {
 		h[k] = vs
 	}
+	set := make([]string, 0, 1+len(a.ClaimHeaders))
+	if a.SubjectHeader != "" {
+		set = append(set, a.SubjectHeader)
+	}
+	for _, ch := range a.ClaimHeaders {
+		set = append(set, ch.Header)
+	}
+	unlistFromConnection(h, set)
 	return h
+}
+
+// unlistFromConnection removes names from h's Connection field, where
+// the client could list the headers the gateway sets to have them dropped
+// as hop-by-hop on the way to the pod.
+func unlistFromConnection(h http.Header, names []string) {
+	vs := h.Values("Connection")
+	if len(vs) == 0 || len(names) == 0 {
+		return
+	}
+	var kept []string
+	for _, v := range vs {
+		for item := range strings.SplitSeq(v, ",") {
+			// As connectionNames reads the list.
+			item = textproto.TrimString(item)
+			if item != "" && !slices.Contains(names, textproto.CanonicalMIMEHeaderKey(item)) {
+				kept = append(kept, item)
+			}
+		}
+	}
+	h.Del("Connection")
+	if len(kept) > 0 {
+		h.Set("Connection", strings.Join(kept, ", "))
+	}
 }
 
 // withoutTokens removes from h the Bearer Authorization values, the

@@ -56,13 +56,6 @@ func writeUpgrade(conn net.Conn, head []byte, deadline time.Time) error {
 // dialPod dials the pod of an admitted handshake, sends it the handshake
 // and takes its answer (takeAnswer). The slot goes with it.
 func (s *Server) dialPod(c client, r *http.Request, adm admitted) {
-	if adm.route.Auth != nil && adm.route.Auth.Forward != nil {
-		if a := s.askForwardAuth(r, &adm); a != nil {
-			adm.slot.release()
-			s.reply(c, r, a)
-			return
-		}
-	}
 	now := time.Now()
 	dialDue, answerDue := s.handshakeDeadlines(adm, now)
 	// One context, for the dial only: the rest of the handshake is bound
@@ -162,6 +155,7 @@ func (s *Server) newTunnel(r *http.Request, adm admitted, clientPending, podPend
 		// query included.
 		matchHost: adm.host, path: strings.Clone(adm.path), overTLS: r.TLS != nil}
 	t.info.origin, t.info.hasOrigin = requestOrigin(r)
+	t.info.authed = route.Auth != nil
 	if adm.id != nil {
 		t.info.subject = adm.id.claims.Subject
 	}
@@ -181,7 +175,7 @@ func (s *Server) openTunnel(t *tunnel) bool {
 	}
 	// The table may have changed while the pod answered: a revocation
 	// that the watcher ran before add would be missed.
-	if reason := s.reg.stillAllowed(s.tables.Load(), t); reason != "" && !t.drainOnRevoke {
+	if reason, drainable := s.reg.stillAllowed(s.tables.Load(), t); reason != "" && (!drainable || !t.drainOnRevoke) {
 		t.Close(ws.ClosePolicyViolation, reason, ws.Revoked)
 	}
 	return true
@@ -217,6 +211,9 @@ type tunnelInfo struct {
 	// origin is the handshake's Origin, normalized, if it had one.
 	origin    string
 	hasOrigin bool
+	// authed: the route checked who was asking (spec.auth) when the
+	// tunnel opened.
+	authed bool
 	// subject is the token's subject on routes with tokens.
 	subject string
 }

@@ -159,6 +159,8 @@ const (
 	reasonPodRevoked    = "pod is no longer allowlisted"
 	reasonRouteMoved    = "route no longer serves this host and path"
 	reasonOriginRevoked = "origin is no longer allowed by the route"
+	reasonRebound       = "pod no longer belongs to this identity"
+	reasonAuthRequired  = "route now requires authentication"
 )
 
 // revoked returns the open tunnels that tbl no longer allows, except
@@ -173,6 +175,10 @@ func (r *registry) revoked(tbl *routing.Table) []revocation {
 		rt, exists := tbl.Route(k.route)
 		podAllowed := tbl.Allows(k.route, k.backend)
 		for t := range set {
+			if reason := identityRevoked(rt, k.backend, t); reason != "" {
+				out = append(out, revocation{t: t, reason: reason})
+				continue
+			}
 			drain := t.drainOnRevoke
 			if exists {
 				drain = rt.DrainOnRevoke
@@ -215,12 +221,35 @@ func revokeReason(tbl *routing.Table, podAllowed bool, rt *routing.Route, t *tun
 	return ""
 }
 
-// stillAllowed says why tbl no longer allows a tunnel just registered
-// or "" when it does.
-func (r *registry) stillAllowed(tbl *routing.Table, t *tunnel) string {
+// identityRevoked says why route rt (nil: gone) no longer lets the
+// identity tunnel t opened with reach its pod b, or "": the pod's bound
+// value changed (it belongs to someone else now), or the route, open when
+// the tunnel opened, now requires auth. These close the tunnel whatever
+// the route's revokePolicy: Drain is for pods that leave the route, not
+// for a pod that changes hands.
+func identityRevoked(rt *routing.Route, b routing.Backend, t *tunnel) string {
+	if rt == nil || t.info == nil {
+		return ""
+	}
+	if rt.Auth != nil && !t.info.authed {
+		return reasonAuthRequired
+	}
+	if now, ok := rt.Backend(b.Addr.Addr()); ok && now.Addr == b.Addr && now.Bound != b.Bound {
+		return reasonRebound
+	}
+	return ""
+}
+
+// stillAllowed says why tbl no longer allows a tunnel just registered,
+// and whether the route's revokePolicy may let it drain; "" when tbl
+// allows it.
+func (r *registry) stillAllowed(tbl *routing.Table, t *tunnel) (reason string, drainable bool) {
 	k := t.slot.key
 	rt, _ := tbl.Route(k.route)
-	return revokeReason(tbl, tbl.Allows(k.route, k.backend), rt, t)
+	if reason := identityRevoked(rt, k.backend, t); reason != "" {
+		return reason, false
+	}
+	return revokeReason(tbl, tbl.Allows(k.route, k.backend), rt, t), true
 }
 
 // closeAll refuses further tunnels and returns every open one.

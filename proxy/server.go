@@ -61,8 +61,10 @@ type Server struct {
 	loopDial bool
 	// loops is the state of the event-loop transport.
 	loops loopServer
-	// forwardAuth asks routes' forward-auth services.
-	forwardAuth *http.Client
+	// forwardAuth asks routes' forward-auth services; forwardAuthWaits
+	// bounds the handshakes waiting for them.
+	forwardAuth      *http.Client
+	forwardAuthWaits forwardAuthWaits
 
 	draining atomic.Bool
 	stopOnce sync.Once
