@@ -70,22 +70,14 @@ type wsConn struct {
 }
 
 // dialWS connects to addr (with TLS when useTLS), sends the handshake for
-// path and reads the 101 answer.
-func dialWS(ctx context.Context, addr, path string, useTLS bool) (*wsConn, error) {
-	d := clientDialer()
-	var (
-		c   net.Conn
-		err error
-	)
-	if useTLS {
-		c, err = (&tls.Dialer{NetDialer: d, Config: clientTLS()}).DialContext(ctx, "tcp", addr)
-	} else {
-		c, err = d.DialContext(ctx, "tcp", addr)
-	}
+// path, with the extra header lines hdr ("" or lines each ending in
+// "\r\n"), and reads the 101 answer.
+func dialWS(ctx context.Context, addr, path, hdr string, useTLS bool) (*wsConn, error) {
+	c, err := dialConn(ctx, addr, useTLS)
 	if err != nil {
 		return nil, err
 	}
-	ws, err := upgrade(c, path)
+	ws, err := upgrade(c, path, hdr)
 	if err != nil {
 		_ = c.Close()
 		return nil, err
@@ -93,40 +85,70 @@ func dialWS(ctx context.Context, addr, path string, useTLS bool) (*wsConn, error
 	return ws, nil
 }
 
-var handshakeTail = []byte("\r\nHost: " + benchHost + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+// dialConn connects to addr from the next client address, with a TLS
+// handshake when useTLS.
+func dialConn(ctx context.Context, addr string, useTLS bool) (net.Conn, error) {
+	d := clientDialer()
+	if useTLS {
+		return (&tls.Dialer{NetDialer: d, Config: clientTLS()}).DialContext(ctx, "tcp", addr)
+	}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// bearerHeader is the header line that carries token.
+func bearerHeader(token string) string { return "Authorization: Bearer " + token + "\r\n" }
+
+var handshakeTail = []byte("Host: " + benchHost + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 	"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 
-// upgrade sends the handshake and reads the answer's head, which must be
-// a 101.
-func upgrade(c net.Conn, path string) (*wsConn, error) {
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	req := make([]byte, 0, 256)
-	req = append(req, "GET "...)
-	req = append(req, path...)
-	req = append(req, " HTTP/1.1"...)
-	req = append(req, handshakeTail...)
-	if _, err := c.Write(req); err != nil {
-		return nil, fmt.Errorf("send handshake: %w", err)
-	}
-	br := bufio.NewReaderSize(c, 512)
-	status, err := br.ReadSlice('\n')
+// upgrade sends the handshake (with the extra header lines hdr) and reads
+// the answer's head, which must be a 101.
+func upgrade(c net.Conn, path, hdr string) (*wsConn, error) {
+	status, _, br, err := handshake(c, path, hdr)
 	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
+		return nil, err
 	}
 	if !bytes.HasPrefix(status, []byte("HTTP/1.1 101 ")) {
 		return nil, fmt.Errorf("answer %q", bytes.TrimSpace(status))
 	}
+	_ = c.SetDeadline(time.Time{})
+	return &wsConn{Conn: c, br: br}, nil
+}
+
+// handshake sends the handshake for path with the extra header lines hdr
+// and reads the answer's head: its status line, and its
+// WWW-Authenticate value if it has one.
+func handshake(c net.Conn, path, hdr string) (status []byte, wwwAuth string, br *bufio.Reader, err error) {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := make([]byte, 0, 256+len(hdr))
+	req = append(req, "GET "...)
+	req = append(req, path...)
+	req = append(req, " HTTP/1.1\r\n"...)
+	req = append(req, hdr...)
+	req = append(req, handshakeTail...)
+	if _, err := c.Write(req); err != nil {
+		return nil, "", nil, fmt.Errorf("send handshake: %w", err)
+	}
+	br = bufio.NewReaderSize(c, 512)
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("read answer: %w", err)
+	}
+	status = bytes.Clone(line)
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
-			return nil, fmt.Errorf("read answer: %w", err)
+			return nil, "", nil, fmt.Errorf("read answer: %w", err)
 		}
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
 			break
 		}
+		if name, v, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(name, []byte("Www-Authenticate")) {
+			wwwAuth = string(bytes.TrimSpace(v))
+		}
 	}
-	_ = c.SetDeadline(time.Time{})
-	return &wsConn{Conn: c, br: br}, nil
+	return status, wwwAuth, br, nil
 }
 
 // idle returns the bare connection, for tunnels that only stay open. The

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,32 +21,73 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
 )
 
+// gatewayArgs are the gateway role's flags.
+type gatewayArgs struct {
+	backends, certFile, keyFile string
+	// jwks is the file of the key set that verifies the tokens on /auth.
+	jwks string
+	// fwdAuth is the address of the forward-auth service of /fwd.
+	fwdAuth                string
+	cpuprofile, memprofile string
+}
+
 // runGateway is the measured wsgate child (-role=gateway): it serves a
-// static table allowlisting backends on every host under "/", on a plain
-// and a TLS listener (proxy.Server.ServeTLS with the run's certificate),
-// prints "listening <plain> <tls>" once ready, and serves until SIGTERM.
-// With cpuprofile, it profiles its whole life and writes the profile on
-// SIGTERM; with memprofile, it writes a heap profile there on SIGUSR1, and
-// its memory figures beside it (memprofile + ".txt").
-func runGateway(backends, certFile, keyFile, cpuprofile, memprofile string) error {
+// static table allowlisting backends on every host under "/" (open),
+// "/auth" (an ES256 token whose sub binds it to the pods, verified with
+// the key set in the jwks file) and "/fwd" (asking the forward-auth
+// service at fwdAuth), on a plain and a TLS listener
+// (proxy.Server.ServeTLS with the run's certificate), prints "listening
+// <plain> <tls>" once ready, and serves until SIGTERM. With cpuprofile,
+// it profiles its whole life and writes the profile on SIGTERM; with
+// memprofile, it writes a heap profile there on SIGUSR1, and its memory
+// figures beside it (memprofile + ".txt").
+func runGateway(a gatewayArgs) error {
 	var bs []routing.Backend
-	for i, s := range strings.Split(backends, ",") {
+	for i, s := range strings.Split(a.backends, ",") {
 		ap, err := netip.ParseAddrPort(s)
 		if err != nil {
 			return fmt.Errorf("-backends: %w", err)
 		}
 		bs = append(bs, routing.Backend{Pod: "pod-" + strconv.Itoa(i), Addr: ap})
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := tls.LoadX509KeyPair(a.certFile, a.keyFile)
 	if err != nil {
 		return err
 	}
-	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
+	routes := []*routing.Route{{
+		Key: routing.RouteKey{Namespace: "bench", Name: "echo"}, PathPrefix: "/", BackendPath: "/", Backends: bs,
+	}}
+	if a.jwks != "" {
+		doc, err := os.ReadFile(a.jwks)
+		if err != nil {
+			return err
+		}
+		keys, err := auth.StaticKeys(doc)
+		if err != nil {
+			return fmt.Errorf("-jwks: %w", err)
+		}
+		routes = append(routes, tokenRoute(bs, auth.NewVerifier(auth.Config{Issuer: benchIssuer, Audiences: []string{benchAudience}, Keys: keys})))
+	}
+	if a.fwdAuth != "" {
+		ap, err := netip.ParseAddrPort(a.fwdAuth)
+		if err != nil {
+			return fmt.Errorf("-fwdauth: %w", err)
+		}
+		routes = append(routes, &routing.Route{
+			Key: routing.RouteKey{Namespace: "bench", Name: "echo-fwd"}, PathPrefix: "/fwd", BackendPath: "/",
+			Backends: slices.Clone(bs),
+			Auth: &routing.Auth{Forward: &routing.ForwardAuth{
+				Service: "bench/auth", Addrs: []netip.AddrPort{ap}, Path: "/check", Timeout: 5 * time.Second,
+			}},
+		})
+	}
+	if a.cpuprofile != "" {
+		f, err := os.Create(a.cpuprofile)
 		if err != nil {
 			return err
 		}
@@ -58,9 +100,7 @@ func runGateway(backends, certFile, keyFile, cpuprofile, memprofile string) erro
 		}()
 	}
 	tables := routing.NewPublisher()
-	tables.Publish(routing.New(1, time.Now(), []*routing.Route{{
-		Key: routing.RouteKey{Namespace: "bench", Name: "echo"}, PathPrefix: "/", BackendPath: "/", Backends: bs,
-	}}))
+	tables.Publish(routing.New(1, time.Now(), routes))
 	// Prometheus metrics on, as cmd/wsgate runs; no access log, as nginx
 	// and haproxy run here.
 	srv := proxy.New(tables, proxy.Options{
@@ -86,12 +126,12 @@ func runGateway(backends, certFile, keyFile, cpuprofile, memprofile string) erro
 	}()
 	fmt.Printf("listening %s %s\n", plain.Addr(), secure.Addr())
 
-	if memprofile != "" {
+	if a.memprofile != "" {
 		usr := make(chan os.Signal, 1)
 		signal.Notify(usr, syscall.SIGUSR1)
 		go func() {
 			for range usr {
-				if err := writeHeap(memprofile); err != nil {
+				if err := writeHeap(a.memprofile); err != nil {
 					fmt.Fprintf(os.Stderr, "gateway: heap profile: %v\n", err)
 				}
 			}
@@ -108,6 +148,21 @@ func runGateway(backends, certFile, keyFile, cpuprofile, memprofile string) erro
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return errors.Join(serveErr, srv.Shutdown(ctx, 0))
+}
+
+// tokenRoute is the route under "/auth": bs, each bound to the value
+// "bench", behind tokens that verifier accepts and whose sub claim
+// includes it.
+func tokenRoute(bs []routing.Backend, verifier *auth.Verifier) *routing.Route {
+	bound := slices.Clone(bs)
+	for i := range bound {
+		bound[i].Bound = benchSubject
+	}
+	return &routing.Route{
+		Key: routing.RouteKey{Namespace: "bench", Name: "echo-auth"}, PathPrefix: "/auth", BackendPath: "/",
+		Backends: bound,
+		Auth:     &routing.Auth{Tokens: verifier, BindingClaim: "sub"},
+	}
 }
 
 // memFigures are the runtime/metrics that the heap snapshot records.
@@ -159,7 +214,8 @@ func startWsgate(ctx context.Context, e *env, prof profiling) (*instance, error)
 		backends = append(backends, podIP(i)+":"+strconv.Itoa(e.echo.port))
 	}
 	args := []string{"-role=gateway", "-backends=" + strings.Join(backends, ","),
-		"-tls-cert=" + e.tls.cert, "-tls-key=" + e.tls.key}
+		"-tls-cert=" + e.tls.cert, "-tls-key=" + e.tls.key,
+		"-jwks=" + e.ident.jwksFile, "-fwdauth=" + e.ident.fwdAddr}
 	if prof.cpu != "" {
 		args = append(args, "-cpuprofile="+prof.cpu)
 	}

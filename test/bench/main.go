@@ -15,8 +15,11 @@
 // Rows: round trip of 32-byte messages at a fixed rate over many
 // connections; bulk throughput of 64 KiB messages and the proxy's CPU per
 // GB; new connections per second, plain and TLS (ECDSA P-256, no
-// resumption); RSS per idle tunnel, plain and TLS. Timings on a small
-// shared machine are noisy: the results are ratios against the baselines
+// resumption); RSS per idle tunnel, plain and TLS; and, on request
+// (-rows), the cost of identity at the handshake: new TLS connections
+// with an ES256 token (the same one on each, or a new one on each), the
+// latency forward auth adds, and the key fetches that tokens of unknown
+// key IDs cause. Timings on a small shared machine are noisy: the results are ratios against the baselines
 // of the same run.
 package main
 
@@ -57,6 +60,14 @@ type config struct {
 	idleTunnels int
 	idleWarmup  int
 	settle      time.Duration
+
+	freshTokens int
+
+	fwdConns    int
+	fwdInterval time.Duration
+
+	kidTokens   int
+	kidDuration time.Duration
 }
 
 func main() {
@@ -67,6 +78,8 @@ func main() {
 		keyFile    = flag.String("tls-key", "", "gateway and echo roles: key PEM file")
 		cpuprofile = flag.String("cpuprofile", "", "gateway role: write a CPU profile of the whole run here")
 		memprofile = flag.String("memprofile", "", "gateway role: write a heap profile here on SIGUSR1")
+		jwks       = flag.String("jwks", "", "gateway role: JSON Web Key Set file of the tokens on /auth (none: no /auth route)")
+		fwdAuth    = flag.String("fwdauth", "", "gateway role: ip:port of the forward-auth service of /fwd (none: no /fwd route)")
 		cfg        config
 	)
 	flag.BoolVar(&cfg.smoke, "smoke", false, "a seconds-long run with tiny parameters: no install, prints the report to stdout unless -out is given")
@@ -75,7 +88,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
 	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
-	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\"")
+	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set)")
 	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
 	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but the memory ones) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
 	flag.IntVar(&cfg.latencyConns, "latency-conns", 1000, "round-trip row: connections")
@@ -90,12 +103,18 @@ func main() {
 	flag.IntVar(&cfg.idleTunnels, "idle-tunnels", 8000, "memory rows: idle tunnels held open at the end (at most 8000: two descriptors each)")
 	flag.IntVar(&cfg.idleWarmup, "idle-warmup", 200, "memory rows: tunnels opened before the first RSS reading (part of -idle-tunnels)")
 	flag.DurationVar(&cfg.settle, "settle", 2*time.Second, "memory rows: wait before each RSS reading")
+	flag.IntVar(&cfg.freshTokens, "fresh-tokens", 100000, "new-token row: distinct tokens signed before the rows, each sent once while they last (more than the row's connections: a token sent twice would be verified once)")
+	flag.IntVar(&cfg.fwdConns, "fwd-conns", 8, "forward-auth row: handshake loops")
+	flag.DurationVar(&cfg.fwdInterval, "fwd-interval", 10*time.Millisecond, "forward-auth row: each loop starts a handshake every interval (duration: -rate-duration)")
+	flag.IntVar(&cfg.kidTokens, "kidflood-tokens", 2000, "key-ID flood row: tokens of unknown key IDs sent")
+	flag.DurationVar(&cfg.kidDuration, "kidflood-duration", 10*time.Second, "key-ID flood row: spread over this duration")
 	flag.Parse()
 
 	var err error
 	switch *role {
 	case "gateway":
-		err = runGateway(*backends, *certFile, *keyFile, *cpuprofile, *memprofile)
+		err = runGateway(gatewayArgs{backends: *backends, certFile: *certFile, keyFile: *keyFile,
+			jwks: *jwks, fwdAuth: *fwdAuth, cpuprofile: *cpuprofile, memprofile: *memprofile})
 	case "echo":
 		err = runEcho(cfg.pods, *certFile, *keyFile)
 	case "bench":
@@ -121,20 +140,24 @@ func smokeDefaults(cfg *config) {
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	small := map[string]func(){
-		"out":              func() { cfg.out = "-" },
-		"install":          func() { cfg.install = false },
-		"timeout":          func() { cfg.timeout = 50 * time.Second },
-		"pods":             func() { cfg.pods = 4 },
-		"rounds":           func() { cfg.rounds = 2 },
-		"latency-conns":    func() { cfg.latencyConns = 20 },
-		"latency-duration": func() { cfg.latencyDuration = time.Second },
-		"bulk-conns":       func() { cfg.bulkConns = 2 },
-		"bulk-duration":    func() { cfg.bulkDuration = 500 * time.Millisecond },
-		"rate-concurrency": func() { cfg.rateConcurrency = 5 },
-		"rate-duration":    func() { cfg.rateDuration = 500 * time.Millisecond },
-		"idle-tunnels":     func() { cfg.idleTunnels = 100 },
-		"idle-warmup":      func() { cfg.idleWarmup = 20 },
-		"settle":           func() { cfg.settle = 200 * time.Millisecond },
+		"out":               func() { cfg.out = "-" },
+		"install":           func() { cfg.install = false },
+		"timeout":           func() { cfg.timeout = 50 * time.Second },
+		"pods":              func() { cfg.pods = 4 },
+		"rounds":            func() { cfg.rounds = 2 },
+		"latency-conns":     func() { cfg.latencyConns = 20 },
+		"latency-duration":  func() { cfg.latencyDuration = time.Second },
+		"bulk-conns":        func() { cfg.bulkConns = 2 },
+		"bulk-duration":     func() { cfg.bulkDuration = 500 * time.Millisecond },
+		"rate-concurrency":  func() { cfg.rateConcurrency = 5 },
+		"rate-duration":     func() { cfg.rateDuration = 500 * time.Millisecond },
+		"idle-tunnels":      func() { cfg.idleTunnels = 100 },
+		"idle-warmup":       func() { cfg.idleWarmup = 20 },
+		"settle":            func() { cfg.settle = 200 * time.Millisecond },
+		"fresh-tokens":      func() { cfg.freshTokens = 2000 },
+		"fwd-conns":         func() { cfg.fwdConns = 2 },
+		"kidflood-tokens":   func() { cfg.kidTokens = 50 },
+		"kidflood-duration": func() { cfg.kidDuration = 500 * time.Millisecond },
 	}
 	for name, apply := range small {
 		if !set[name] {
@@ -166,6 +189,12 @@ func (c *config) check() error {
 		return fmt.Errorf("-rate-concurrency %d: 1 to 500", c.rateConcurrency)
 	case c.latencyInterval <= 0 || c.latencyDuration <= 0 || c.bulkDuration <= 0 || c.rateDuration <= 0:
 		return fmt.Errorf("durations must be positive")
+	case c.fwdConns < 1 || c.fwdConns > 500 || c.fwdInterval <= 0:
+		return fmt.Errorf("-fwd-conns %d: 1 to 500, -fwd-interval positive", c.fwdConns)
+	case c.freshTokens < 1 || c.freshTokens > 1000000:
+		return fmt.Errorf("-fresh-tokens %d: 1 to 1000000", c.freshTokens)
+	case c.kidTokens < 1 || c.kidDuration <= 0:
+		return fmt.Errorf("-kidflood-tokens at least 1, -kidflood-duration positive")
 	case c.timeout <= 0 || c.timeout > 30*time.Minute:
 		return fmt.Errorf("-timeout %s: up to 30m", c.timeout)
 	}

@@ -30,7 +30,7 @@ func openMany(ctx context.Context, inst *instance, pods, n int, useTLS bool) ([]
 					return
 				}
 				addr, path := inst.dial(i%pods, useTLS)
-				c, err := dialWS(ctx, addr, path, useTLS)
+				c, err := dialWS(ctx, addr, path, "", useTLS)
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
 					cancel()
@@ -246,8 +246,10 @@ func (r rateResult) cpuPerConn() float64 { return r.cpu / float64(r.count) }
 
 // connRateRow runs concurrency loops for duration, each opening a
 // connection (TCP, TLS when useTLS, handshake, upgrade), echoing one
-// 32-byte message and closing it.
-func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, duration time.Duration, useTLS bool) (rateResult, error) {
+// 32-byte message and closing it. The handshakes go to the paths inst
+// dials under the route prefix, each with the extra header lines hdr
+// returns for it (none when hdr is nil).
+func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, duration time.Duration, useTLS bool, prefix string, hdr func() string) (rateResult, error) {
 	payload := make([]byte, 32)
 	frame := binaryFrame(payload)
 	cpu0, err := procCPU(inst.pids())
@@ -270,7 +272,11 @@ func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, dur
 				err := func() error {
 					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 					defer cancel()
-					c, err := dialWS(cctx, addr, path, useTLS)
+					h := ""
+					if hdr != nil {
+						h = hdr()
+					}
+					c, err := dialWS(cctx, addr, prefix+path, h, useTLS)
 					if err != nil {
 						return err
 					}

@@ -25,6 +25,8 @@ type env struct {
 	pods int
 	echo *echoProcess
 	tls  *tlsFiles
+	// ident is the identity rows' key, token and forward-auth service.
+	ident *identityEnv
 }
 
 // instance is one running peer, started fresh for one row.

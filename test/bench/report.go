@@ -99,6 +99,8 @@ var stages = []struct {
 	{"accepting connections", []string{"github.com/wsgate/wsgate/proxy.(*evLoop).accept", "net.(*TCPListener).Accept"}},
 	{"TLS handshake with the client", []string{"crypto/tls.(*Conn).serverHandshake", "crypto/tls.(*Conn).handshakeContext"}},
 	{"parsing the client's request head", []string{"github.com/wsgate/wsgate/proxy.parseRequestHead", "net/http.(*conn).readRequest"}},
+	{"verifying tokens", []string{"github.com/wsgate/wsgate/auth.(*Verifier).Verify"}},
+	{"asking the forward-auth service", []string{"github.com/wsgate/wsgate/proxy.(*Server).askForwardAuth"}},
 	{"dialling the pod", []string{"github.com/wsgate/wsgate/proxy.(*evHandshake).connect", "net.(*Dialer).DialContext"}},
 	{"sending the request to the pod", []string{"github.com/wsgate/wsgate/proxy.(*evHandshake).connected"}},
 	{"reading the pod's 101", []string{"github.com/wsgate/wsgate/proxy.(*evHandshake).readAnswer", "github.com/wsgate/wsgate/proxy.readPodResponse"}},

@@ -60,8 +60,14 @@ type row struct {
 	heap bool
 	// proxiesOnly: the row means nothing without a proxy (memory rows).
 	proxiesOnly bool
+	// wsgateOnly: the row measures what only wsgate does (identity at
+	// the handshake).
+	wsgateOnly bool
+	// selfContained: the row starts what it measures itself; it gets an
+	// instance with nothing in it.
+	selfContained bool
 	// run measures one round.
-	run func(ctx context.Context, inst *instance, round int) (any, error)
+	run func(ctx context.Context, e *env, inst *instance, round int) (any, error)
 	// values are one round's metrics; a peer's figure is the median of
 	// its rounds, which one disturbed round cannot move far.
 	values func(part any) map[string]float64
@@ -82,6 +88,9 @@ type report struct {
 	configs  map[string]string // peer -> generated configuration
 	noise    []noiseRecord
 	heaps    []heapSummary
+	// freshTokens, freshSent, freshReused: the new-token row's distinct
+	// tokens, how many it sent, and how many of those a second time.
+	freshTokens, freshSent, freshReused int64
 }
 
 // noiseRecord is the CPU that other processes used during one row.
@@ -99,7 +108,7 @@ func rows(cfg *config) []row {
 			metrics: []string{"lat50", "lat99", "latcpu"},
 			rounds:  cfg.rounds,
 			profile: true,
-			run: func(ctx context.Context, inst *instance, _ int) (any, error) {
+			run: func(ctx context.Context, _ *env, inst *instance, _ int) (any, error) {
 				return latencyRow(ctx, inst, cfg.pods, cfg.latencyConns, cfg.latencyInterval, part(cfg.latencyDuration))
 			},
 			values: func(part any) map[string]float64 {
@@ -121,7 +130,7 @@ func rows(cfg *config) []row {
 			metrics: []string{"bulk", "bulkcpu"},
 			rounds:  cfg.rounds,
 			profile: true,
-			run: func(ctx context.Context, inst *instance, _ int) (any, error) {
+			run: func(ctx context.Context, _ *env, inst *instance, _ int) (any, error) {
 				return throughputRow(ctx, inst, cfg.pods, cfg.bulkConns, cfg.bulkWindow, cfg.bulkSize, part(cfg.bulkDuration))
 			},
 			values: func(part any) map[string]float64 {
@@ -140,6 +149,10 @@ func rows(cfg *config) []row {
 		rateRow(cfg, "new connections, TLS", "ratetls", true),
 		idleRowDef(cfg, "idle tunnels", "idle", false),
 		idleRowDef(cfg, "idle tunnels, TLS", "idletls", true),
+		tokenRateRowDef(cfg, false),
+		tokenRateRowDef(cfg, true),
+		fwdAuthRowDef(cfg),
+		kidFloodRowDef(cfg),
 	}
 }
 
@@ -152,7 +165,7 @@ func idleRowDef(cfg *config, name, key string, useTLS bool) row {
 		rounds:      1,
 		proxiesOnly: true,
 		heap:        true,
-		run: func(ctx context.Context, inst *instance, _ int) (any, error) {
+		run: func(ctx context.Context, _ *env, inst *instance, _ int) (any, error) {
 			return idleRow(ctx, inst, cfg.pods, cfg.idleWarmup, cfg.idleTunnels-cfg.idleWarmup, cfg.settle, useTLS)
 		},
 		values: func(part any) map[string]float64 {
@@ -172,8 +185,8 @@ func rateRow(cfg *config, name, key string, useTLS bool) row {
 		metrics: []string{key, key + "cpu"},
 		rounds:  cfg.rounds,
 		profile: true,
-		run: func(ctx context.Context, inst *instance, _ int) (any, error) {
-			return connRateRow(ctx, inst, cfg.pods, cfg.rateConcurrency, cfg.rateDuration/time.Duration(cfg.rounds), useTLS)
+		run: func(ctx context.Context, _ *env, inst *instance, _ int) (any, error) {
+			return connRateRow(ctx, inst, cfg.pods, cfg.rateConcurrency, cfg.rateDuration/time.Duration(cfg.rounds), useTLS, "", nil)
 		},
 		values: func(part any) map[string]float64 {
 			r := part.(rateResult)
@@ -244,7 +257,19 @@ func runBench(ctx context.Context, cfg *config) error {
 		return err
 	}
 	defer echo.stop()
-	e := &env{dir: dir, pods: cfg.pods, echo: echo, tls: tlsf}
+	ident, err := newIdentityEnv(dir)
+	if err != nil {
+		return err
+	}
+	defer ident.stop()
+	if slices.Contains(strings.Split(cfg.rows, ","), tokenRowKey(true)) {
+		t0 := time.Now()
+		if err := ident.signFresh(cfg.freshTokens); err != nil {
+			return err
+		}
+		fmt.Printf("signed %d distinct tokens for %s in %s\n", cfg.freshTokens, tokenRowKey(true), time.Since(t0).Round(time.Millisecond))
+	}
+	e := &env{dir: dir, pods: cfg.pods, echo: echo, tls: tlsf, ident: ident}
 
 	all := []*peer{directPeer(), wsgatePeer(), nginxPeer(findBinary("nginx")), haproxyPeer(findBinary("haproxy"))}
 	wanted := strings.Split(cfg.peers, ",")
@@ -270,6 +295,7 @@ func runBench(ctx context.Context, cfg *config) error {
 		}
 	}
 	rep.elapsed = time.Since(rep.started)
+	rep.freshTokens, rep.freshSent, rep.freshReused = int64(len(ident.fresh)), ident.freshNext.Load(), ident.freshReused.Load()
 	rep.machine = append(rep.machine, fact{"Load average (1, 5, 15 min)", "at start " + load0 + "; at end " + loadAvg()})
 	if len(rep.noise) > 0 {
 		var sum, top float64
@@ -283,17 +309,29 @@ func runBench(ctx context.Context, cfg *config) error {
 	rep.addConfigs(cfg.pods)
 
 	md := rep.markdown()
+	idPart := rep.identityPart()
 	if cfg.out == "-" {
 		fmt.Print("\n" + md)
+		if idPart != "" {
+			fmt.Print("\n" + idPart + "\n")
+		}
 	} else {
 		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 			return err
 		}
 		// The control plane's part, written by its own benchmark, stays.
+		// So does the identity part when its rows did not run; it comes
+		// last.
 		if old, err := os.ReadFile(cfg.out); err == nil {
 			if part := benchdoc.ControlPlane(string(old)); part != "" {
 				md = benchdoc.WithControlPlane(md, part)
 			}
+			if idPart == "" {
+				idPart = benchdoc.Part(string(old), benchdoc.IdentityBegin, benchdoc.IdentityEnd)
+			}
+		}
+		if idPart != "" {
+			md = benchdoc.WithPart(md, benchdoc.IdentityBegin, benchdoc.IdentityEnd, idPart)
 		}
 		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
 			return err
@@ -328,7 +366,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 			slices.Reverse(order)
 		}
 		for _, p := range order {
-			if p.skip != "" || (rw.proxiesOnly && p.name == "direct") || failed[p.name] {
+			if p.skip != "" || (rw.proxiesOnly && p.name == "direct") || (rw.wsgateOnly && p.name != "wsgate") || failed[p.name] {
 				continue
 			}
 			if ctx.Err() != nil {
@@ -339,7 +377,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 				continue
 			}
 			var prof profiling
-			if p.name == "wsgate" {
+			if p.name == "wsgate" && !rw.selfContained {
 				base := filepath.Join(e.dir, fmt.Sprintf("%s-%d", strings.NewReplacer(" ", "-", ",", "").Replace(rw.name), round))
 				if rw.profile {
 					prof.cpu = base + ".cpu.pprof"
@@ -348,7 +386,13 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 					prof.heap = base + ".heap.pprof"
 				}
 			}
-			inst, err := p.start(ctx, e, prof)
+			start := p.start
+			if rw.selfContained {
+				start = func(context.Context, *env, profiling) (*instance, error) {
+					return &instance{pids: func() []int { return nil }, stop: func() {}}, nil
+				}
+			}
+			inst, err := start(ctx, e, prof)
 			if err != nil {
 				rep.res.fail(rw.metrics, p.name, fmt.Errorf("start: %w", err))
 				failed[p.name] = true
@@ -362,7 +406,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 				}
 			}
 			meter := startNoise(ours)
-			part, err := rw.run(ctx, inst, round)
+			part, err := rw.run(ctx, e, inst, round)
 			other, steal := meter.stop()
 			inst.stop()
 			if n := noise[p.name]; n == nil {

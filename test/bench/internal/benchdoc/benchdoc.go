@@ -1,7 +1,9 @@
 // Package benchdoc is what the data-plane and control-plane benchmarks
 // share in docs/benchmarks.md: the control plane's part of the document
 // (the data-plane benchmark rewrites the file and keeps the part; the
-// control-plane benchmark replaces only the part) and number formatting.
+// control-plane benchmark replaces only the part), the identity part
+// (written by the data-plane benchmark when its identity rows run, kept
+// otherwise) and number formatting.
 package benchdoc
 
 import (
@@ -16,23 +18,36 @@ const (
 	End   = "<!-- control plane: end -->"
 )
 
+// The identity part's bounds.
+const (
+	IdentityBegin = "<!-- identity: begin (written by go run ./test/bench -rows ...,ratetlsauth,ratetlsauthnew,fwdauth,kidflood) -->"
+	IdentityEnd   = "<!-- identity: end -->"
+)
+
 // ControlPlane returns doc's control-plane part, bounds included, or "".
-func ControlPlane(doc string) string {
-	i := strings.Index(doc, Begin)
-	if i < 0 {
-		return ""
-	}
-	j := strings.Index(doc[i:], End)
-	if j < 0 {
-		return ""
-	}
-	return doc[i : i+j+len(End)]
-}
+func ControlPlane(doc string) string { return Part(doc, Begin, End) }
 
 // WithControlPlane returns doc with its control-plane part replaced by
 // part (which holds the bounds), or with part appended if doc has none.
-func WithControlPlane(doc, part string) string {
-	if old := ControlPlane(doc); old != "" {
+func WithControlPlane(doc, part string) string { return WithPart(doc, Begin, End, part) }
+
+// Part returns doc's part between begin and end, bounds included, or "".
+func Part(doc, begin, end string) string {
+	i := strings.Index(doc, begin)
+	if i < 0 {
+		return ""
+	}
+	j := strings.Index(doc[i:], end)
+	if j < 0 {
+		return ""
+	}
+	return doc[i : i+j+len(end)]
+}
+
+// WithPart returns doc with its part between begin and end replaced by
+// part (which holds the bounds), or with part appended if doc has none.
+func WithPart(doc, begin, end, part string) string {
+	if old := Part(doc, begin, end); old != "" {
 		return strings.Replace(doc, old, part, 1)
 	}
 	if doc != "" && !strings.HasSuffix(doc, "\n") {

@@ -25,3 +25,18 @@ func TestWithControlPlane(t *testing.T) {
 		t.Errorf("a part without its end: got %q, want none", got)
 	}
 }
+
+func TestIdentityPartAfterControlPlane(t *testing.T) {
+	cp := Begin + "\ncontrol plane\n" + End
+	id := IdentityBegin + "\n## Identity at the handshake\n" + IdentityEnd
+	doc := WithPart(WithControlPlane("# B\n", cp), IdentityBegin, IdentityEnd, id)
+	if want := "# B\n\n" + cp + "\n\n" + id + "\n"; doc != want {
+		t.Fatalf("got %q, want %q", doc, want)
+	}
+	if got := Part(doc, IdentityBegin, IdentityEnd); got != id {
+		t.Errorf("Part: got %q, want %q", got, id)
+	}
+	if got := ControlPlane(doc); got != cp {
+		t.Errorf("ControlPlane: got %q, want %q", got, cp)
+	}
+}
