@@ -88,18 +88,14 @@ func TestReboundPodClosesTunnelsEvenWhenDraining(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	alice := sg.sign(t, claimsFor("alice", nil), nil, false)
-	ca, _, err := g.dialWS(ctx, "/me/127.0.0.2/", bearerOpts(alice))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ca.CloseNow()
+	ca := g.mustDial(t, "/me/127.0.0.2/", bearerOpts(alice))
 
 	moved := *route
 	moved.Backends = []routing.Backend{boundBackend("a", "carol", podA.Addr)}
 	g.publish(&moved)
 	// New handshakes follow the new binding...
-	if _, resp, err := g.dialWS(ctx, "/me/127.0.0.2/", bearerOpts(alice)); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("alice's new handshake to carol's pod: %v %v, want 404", err, resp)
+	if st, _, _ := (&wsClient{g: g}).status(t, "/me/127.0.0.2/", bearerOpts(alice)); st != http.StatusNotFound {
+		t.Fatalf("alice's new handshake to carol's pod: %d, want 404", st)
 	}
 	// ...the open one must end too.
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
@@ -120,11 +116,7 @@ func TestRouteMadePrivateClosesAnonymousTunnels(t *testing.T) {
 	g := startGateway(t, Options{}, open)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	anon, _, err := g.dialWS(ctx, "/me/127.0.0.2/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer anon.CloseNow()
+	anon := g.mustDial(t, "/me/127.0.0.2/", nil)
 
 	private := *open
 	private.Auth = authRoute(t, sg).Auth
