@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -81,24 +80,7 @@ func TrimKeySecret(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	out := &corev1.Secret{
-		TypeMeta: s.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: s.Name, Namespace: s.Namespace, UID: s.UID,
-			ResourceVersion: s.ResourceVersion, Labels: s.Labels,
-		},
-		Type: s.Type,
-	}
-	size := 0
-	for k, v := range s.Data {
-		size += len(k) + len(v)
-	}
-	if size > MaxKeySecretBytes {
-		out.Annotations = map[string]string{oversizeAnnotation: strconv.Itoa(size)}
-		return out, nil
-	}
-	out.Data = s.Data
-	return out, nil
+	return trimSecret(s, nil, MaxKeySecretBytes), nil
 }
 
 // keySecretParser keeps the parsed keys of the key Secrets routes name,

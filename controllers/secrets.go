@@ -34,6 +34,14 @@ func TrimSecret(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
+	return trimSecret(s, []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey}, MaxCertificateSecretBytes), nil
+}
+
+// trimSecret is s with only its identity, labels and type, and the data
+// under keys (every key when keys is nil), unless its values come to
+// more than limit bytes: then none, and oversizeAnnotation says their
+// size.
+func trimSecret(s *corev1.Secret, keys []string, limit int) *corev1.Secret {
 	out := &corev1.Secret{
 		TypeMeta: s.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
@@ -41,19 +49,26 @@ func TrimSecret(obj any) (any, error) {
 			ResourceVersion: s.ResourceVersion, Labels: s.Labels,
 		},
 		Type: s.Type,
-		Data: make(map[string][]byte, 2),
 	}
-	size := len(s.Data[corev1.TLSCertKey]) + len(s.Data[corev1.TLSPrivateKeyKey])
-	if size > MaxCertificateSecretBytes {
-		out.Annotations = map[string]string{oversizeAnnotation: strconv.Itoa(size)}
-		return out, nil
-	}
-	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
-		if v, ok := s.Data[k]; ok {
-			out.Data[k] = v
+	data := s.Data
+	if keys != nil {
+		data = make(map[string][]byte, len(keys))
+		for _, k := range keys {
+			if v, ok := s.Data[k]; ok {
+				data[k] = v
+			}
 		}
 	}
-	return out, nil
+	size := 0
+	for _, v := range data {
+		size += len(v)
+	}
+	if size > limit {
+		out.Annotations = map[string]string{oversizeAnnotation: strconv.Itoa(size)}
+		return out
+	}
+	out.Data = data
+	return out
 }
 
 // secretParser keeps the parsed certificate of each TLS Secret, parsing a

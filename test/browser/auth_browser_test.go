@@ -135,19 +135,7 @@ func TestBrowserAuth(t *testing.T) {
 		return fmt.Sprintf("wss://ws.test:%d/desks/%s/desk", gwPort, pod.Addr())
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-		// Names resolve to loopback only; the certificate key is trusted
-		// by its hash, nothing else is.
-		chromedp.Flag("host-resolver-rules", "MAP ws.test 127.0.0.1, EXCLUDE localhost"),
-		chromedp.Flag("ignore-certificate-errors-spki-list", spkiHash(t, cert)),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	allocCtx, cancelAlloc := chromiumAllocator(t, bin, cert, "ws.test")
 	defer cancelAlloc()
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
 	defer cancelBrowser()

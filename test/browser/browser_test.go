@@ -120,19 +120,7 @@ func TestBrowserReachesAPodThroughTheGatewayOnlyFromAnAllowedOrigin(t *testing.T
 	gwPort := l.Addr().(*net.TCPAddr).Port
 	wsURL := fmt.Sprintf("wss://ws.test:%d/rooms/%s/lobby", gwPort, netip.MustParseAddrPort(pod.Addr).Addr())
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-		// Names resolve to loopback only; the gateway's certificate key is
-		// trusted by its hash, nothing else is.
-		chromedp.Flag("host-resolver-rules", "MAP app.test 127.0.0.1, MAP evil.test 127.0.0.1, MAP ws.test 127.0.0.1, EXCLUDE localhost"),
-		chromedp.Flag("ignore-certificate-errors-spki-list", spkiHash(t, cert)),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	allocCtx, cancelAlloc := chromiumAllocator(t, bin, cert, "app.test", "evil.test", "ws.test")
 	defer cancelAlloc()
 
 	visit := func(t *testing.T, origin string) string {
@@ -175,4 +163,26 @@ func TestBrowserReachesAPodThroughTheGatewayOnlyFromAnAllowedOrigin(t *testing.T
 			t.Error("the pod saw a websocket from the refused origin")
 		}
 	})
+}
+
+// chromiumAllocator returns an allocator of headless Chromium (bin) in which hosts
+// resolve to 127.0.0.1 and nothing else resolves, and the TLS key of cert
+// is trusted by its hash, nothing else is.
+func chromiumAllocator(t *testing.T, bin string, cert tls.Certificate, hosts ...string) (context.Context, context.CancelFunc) {
+	t.Helper()
+	var rules []string
+	for _, h := range hosts {
+		rules = append(rules, "MAP "+h+" 127.0.0.1")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("host-resolver-rules", strings.Join(append(rules, "EXCLUDE localhost"), ", ")),
+		chromedp.Flag("ignore-certificate-errors-spki-list", spkiHash(t, cert)),
+	)
+	return chromedp.NewExecAllocator(context.Background(), opts...)
 }
