@@ -24,6 +24,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,10 +112,14 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // ServeTLS accepts TLS connections on l with cfg until Shutdown. ALPN
-// offers http/1.1 only.
+// offers http/1.1 only: a cfg that offers anything else is cloned with
+// that changed; one that offers http/1.1 only (as TLSConfig makes it) is
+// used as it is, so that later calls on it (SetSessionTicketKeys) apply.
 func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
-	cfg = cfg.Clone()
-	cfg.NextProtos = []string{"http/1.1"}
+	if !slices.Equal(cfg.NextProtos, []string{"http/1.1"}) {
+		cfg = cfg.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+	}
 	return s.Serve(tls.NewListener(wrapForLoop(l), cfg))
 }
 

@@ -67,6 +67,7 @@ func run() error {
 		listenAddr, tlsListenAddr, tlsCert, tlsKey string
 		defaultCert, watchNamespaces               string
 		tokenIssuerCAFile                          string
+		tlsGroups, ticketKeysFile                  string
 		drain, grace                               time.Duration
 		namespaceShare                             int
 		proxyOpts                                  proxy.Options
@@ -89,6 +90,8 @@ func run() error {
 	flag.StringVar(&defaultCert, "default-certificate", "", "namespace/name of the TLS Secret that serves names no route's certificate covers (it needs the label "+wsgatev1alpha1.CertificateLabel+"=true).")
 	flag.StringVar(&tlsCert, "tls-cert-file", "", "PEM certificate chain that serves names nothing else covers, when --default-certificate has none (for use without cert-manager).")
 	flag.StringVar(&tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file.")
+	flag.StringVar(&tlsGroups, "tls-key-exchange-groups", "", "Comma-separated TLS key-exchange groups the TLS listener accepts, in order of preference (X25519MLKEM768, X25519, CurveP256, CurveP384, CurveP521, SecP256r1MLKEM768, SecP384r1MLKEM1024). Empty: Go's default, the post-quantum hybrid X25519MLKEM768 first, as browsers offer it; X25519 alone costs less CPU per handshake and protects no recorded traffic from a future quantum computer.")
+	flag.StringVar(&ticketKeysFile, "tls-session-ticket-keys-file", "", "File of TLS session ticket keys (one 32-byte key in base64 a line, the first sealing new tickets), reloaded every minute: mount it from one Secret in every replica so clients resume with any of them. Empty: each replica makes and rotates its own keys (resumption works with the replica that sealed the ticket).")
 	flag.StringVar(&tokenIssuerCAFile, "token-issuer-ca-file", "", "PEM certificates trusted, beside the system roots, when fetching the keys of token issuers that WsGrants list (tokenIssuers), for issuers with a private CA.")
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch for WsRoutes, Pods and Secrets; empty watches all.")
 	flag.DurationVar(&proxyOpts.HandshakeTimeout, "handshake-timeout", proxy.Defaults.HandshakeTimeout, "Default bound on dialling a pod and its 101 answer (a route's timeouts.handshake overrides it).")
@@ -250,7 +253,24 @@ func run() error {
 		}
 		fallback = &c
 	}
-	listeners, err := listen(listenAddr, tlsListenAddr, gw.TLSConfig(fallback))
+	groups, err := proxy.ParseGroups(tlsGroups)
+	if err != nil {
+		return fmt.Errorf("--tls-key-exchange-groups: %w", err)
+	}
+	if tlsListenAddr == "" && (tlsGroups != "" || ticketKeysFile != "") {
+		return fmt.Errorf("--tls-key-exchange-groups and --tls-session-ticket-keys-file: %w", errNoTLSListener)
+	}
+	tlsConfig := gw.TLSConfigWith(proxy.TLSOptions{Fallback: fallback, Groups: groups})
+	if ticketKeysFile != "" {
+		tk := &ticketKeys{path: ticketKeysFile, cfg: tlsConfig, log: log.WithName("tls")}
+		if err := tk.load(); err != nil {
+			return fmt.Errorf("--tls-session-ticket-keys-file: %w", err)
+		}
+		if err := mgr.Add(tk); err != nil {
+			return fmt.Errorf("add session ticket keys: %w", err)
+		}
+	}
+	listeners, err := listen(listenAddr, tlsListenAddr, tlsConfig)
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ var variants = []variant{
 				"--listen-address=:8080", "--tls-listen-address=:8443",
 				"--handshake-timeout=10s", "--idle-timeout=1h", "--dial-timeout=5s", "--max-tunnels=9000",
 				"--drain-timeout=20s", "--shutdown-grace-period=28s", "--zap-log-level=info")
-			noArgs(t, d, "--default-host", "--default-certificate", "--watch-namespaces")
+			noArgs(t, d, "--default-host", "--default-certificate", "--watch-namespaces", "--tls-key-exchange-groups", "--tls-session-ticket-keys-file")
 			if g := *d.Spec.Template.Spec.TerminationGracePeriodSeconds; g != 5+28+5 {
 				t.Errorf("terminationGracePeriodSeconds = %d, want preStop 5 + grace 28 + 5 = 38", g)
 			}
@@ -120,6 +120,10 @@ gatewayCertificate:
   enabled: true
   issuerRef: {name: letsencrypt}
   duration: 2160h
+listeners:
+  wss: {keyExchangeGroups: [X25519, CurveP256], sessionTicketKeysSecret: gw-tickets}
+extraVolumes: [{name: issuer-ca, configMap: {name: issuer-ca}}]
+extraVolumeMounts: [{name: issuer-ca, mountPath: /etc/wsgate/issuer-ca}]
 `
 		},
 		check: func(t *testing.T, m manifest, c site, fullname string) {
@@ -143,7 +147,29 @@ gatewayCertificate:
 			if want := map[string]string{"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"}; !reflect.DeepEqual(ref, want) {
 				t.Errorf("issuerRef = %v, want %v", ref, want)
 			}
-			wantArgs(t, deployment(t, m), "--default-host=ws.example.com", "--default-certificate="+c.NS+"/"+fullname+"-tls")
+			d := deployment(t, m)
+			wantArgs(t, d, "--default-host=ws.example.com", "--default-certificate="+c.NS+"/"+fullname+"-tls",
+				"--tls-key-exchange-groups=X25519,CurveP256", "--tls-session-ticket-keys-file=/etc/wsgate/session-ticket-keys/keys")
+			// The ticket keys' Secret is mounted beside the extra volumes.
+			pod := d.Spec.Template.Spec
+			var mounts, volumes []string
+			for _, vm := range pod.Containers[0].VolumeMounts {
+				mounts = append(mounts, vm.Name+":"+vm.MountPath)
+			}
+			for _, v := range pod.Volumes {
+				switch {
+				case v.Secret != nil:
+					volumes = append(volumes, v.Name+":secret/"+v.Secret.SecretName)
+				case v.ConfigMap != nil:
+					volumes = append(volumes, v.Name+":configMap/"+v.ConfigMap.Name)
+				}
+			}
+			if want := []string{"session-ticket-keys:/etc/wsgate/session-ticket-keys", "issuer-ca:/etc/wsgate/issuer-ca"}; !slices.Equal(mounts, want) {
+				t.Errorf("volume mounts %v, want %v", mounts, want)
+			}
+			if want := []string{"session-ticket-keys:secret/gw-tickets", "issuer-ca:configMap/issuer-ca"}; !slices.Equal(volumes, want) {
+				t.Errorf("volumes %v, want %v", volumes, want)
+			}
 		},
 	},
 	{
