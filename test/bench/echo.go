@@ -28,9 +28,11 @@ const firstPodIP = 11
 
 func podIP(i int) string { return "127.0.0." + strconv.Itoa(firstPodIP+i) }
 
-// runEcho starts pods echo pods (internal/echopod) on one port, and a TLS
-// echo listener (the "direct" TLS baseline: a pod that terminates TLS
-// itself), prints "echo <port> <tls address>" and serves until SIGTERM.
+// runEcho starts pods echo pods (internal/echopod) on one port, and two
+// TLS echo listeners (the "direct" TLS baseline: a pod that terminates
+// TLS itself), the first without session resumption, the second issuing
+// session tickets, prints "echo <port> <tls address> <tickets address>"
+// and serves until SIGTERM.
 func runEcho(pods int, certFile, keyFile string) error {
 	servers, port, err := startPods(pods)
 	if err != nil {
@@ -40,29 +42,37 @@ func runEcho(pods int, certFile, keyFile string) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", podIP(0)+":0")
-	if err != nil {
-		return err
+	var addrs []string
+	var tlsSrvs []*http.Server
+	for _, tickets := range []bool{false, true} {
+		l, err := net.Listen("tcp", podIP(0)+":0")
+		if err != nil {
+			return err
+		}
+		tlsSrv := &http.Server{
+			Handler:           http.HandlerFunc(tlsEcho),
+			ReadHeaderTimeout: 10 * time.Second,
+			TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		}
+		go func() {
+			_ = tlsSrv.Serve(tls.NewListener(l, &tls.Config{
+				Certificates:           []tls.Certificate{cert},
+				MinVersion:             tls.VersionTLS12,
+				NextProtos:             []string{"http/1.1"},
+				SessionTicketsDisabled: !tickets,
+			}))
+		}()
+		addrs = append(addrs, l.Addr().String())
+		tlsSrvs = append(tlsSrvs, tlsSrv)
 	}
-	tlsSrv := &http.Server{
-		Handler:           http.HandlerFunc(tlsEcho),
-		ReadHeaderTimeout: 10 * time.Second,
-		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
-	}
-	go func() {
-		_ = tlsSrv.Serve(tls.NewListener(l, &tls.Config{
-			Certificates:           []tls.Certificate{cert},
-			MinVersion:             tls.VersionTLS12,
-			NextProtos:             []string{"http/1.1"},
-			SessionTicketsDisabled: true,
-		}))
-	}()
-	fmt.Printf("echo %d %s\n", port, l.Addr())
+	fmt.Printf("echo %d %s %s\n", port, addrs[0], addrs[1])
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	<-sig
-	_ = tlsSrv.Close()
+	for _, s := range tlsSrvs {
+		_ = s.Close()
+	}
 	for _, s := range servers {
 		_ = s.Close()
 	}
@@ -122,6 +132,8 @@ type echoProcess struct {
 	*child
 	port    int
 	tlsAddr string
+	// ticketsAddr is the TLS listener that issues session tickets.
+	ticketsAddr string
 }
 
 func startEcho(ctx context.Context, pods int, tc *tlsFiles) (*echoProcess, error) {
@@ -131,7 +143,7 @@ func startEcho(ctx context.Context, pods int, tc *tlsFiles) (*echoProcess, error
 		return nil, err
 	}
 	f := strings.Fields(line)
-	if len(f) != 3 || f[0] != "echo" {
+	if len(f) != 4 || f[0] != "echo" {
 		ch.stop()
 		return nil, fmt.Errorf("echo child said %q", line)
 	}
@@ -140,5 +152,5 @@ func startEcho(ctx context.Context, pods int, tc *tlsFiles) (*echoProcess, error
 		ch.stop()
 		return nil, fmt.Errorf("echo child said %q", line)
 	}
-	return &echoProcess{child: ch, port: port, tlsAddr: f[2]}, nil
+	return &echoProcess{child: ch, port: port, tlsAddr: f[2], ticketsAddr: f[3]}, nil
 }

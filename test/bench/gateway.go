@@ -34,6 +34,8 @@ type gatewayArgs struct {
 	// fwdAuth is the address of the forward-auth service of /fwd.
 	fwdAuth                string
 	cpuprofile, memprofile string
+	// tickets: the TLS listener issues session tickets (resumption on).
+	tickets bool
 }
 
 // runGateway is the measured wsgate child (-role=gateway): it serves a
@@ -42,7 +44,9 @@ type gatewayArgs struct {
 // the key set in the jwks file) and "/fwd" (asking the forward-auth
 // service at fwdAuth), on a plain and a TLS listener
 // (proxy.Server.ServeTLS with the run's certificate), prints "listening
-// <plain> <tls>" once ready, and serves until SIGTERM. With cpuprofile,
+// <plain> <tls>" once ready, and serves until SIGTERM. The open route
+// admits the browser-like clients' Origin (benchOrigins); the TLS
+// listener resumes sessions only with tickets. With cpuprofile,
 // it profiles its whole life and writes the profile on SIGTERM; with
 // memprofile, it writes a heap profile there on SIGUSR1, and its memory
 // figures beside it (memprofile + ".txt").
@@ -61,6 +65,7 @@ func runGateway(a gatewayArgs) error {
 	}
 	routes := []*routing.Route{{
 		Key: routing.RouteKey{Namespace: "bench", Name: "echo"}, PathPrefix: "/", BackendPath: "/", Backends: bs,
+		AllowedOrigins: benchOrigins,
 	}}
 	if a.jwks != "" {
 		doc, err := os.ReadFile(a.jwks)
@@ -121,7 +126,7 @@ func runGateway(a gatewayArgs) error {
 		errs <- srv.ServeTLS(secure, &tls.Config{
 			Certificates:           []tls.Certificate{cert},
 			MinVersion:             tls.VersionTLS12,
-			SessionTicketsDisabled: true,
+			SessionTicketsDisabled: !a.tickets,
 		})
 	}()
 	fmt.Printf("listening %s %s\n", plain.Addr(), secure.Addr())
@@ -207,8 +212,8 @@ func writeHeap(path string) error {
 }
 
 // startWsgate starts a fresh gateway child for one row, with the profiles
-// prof asks for.
-func startWsgate(ctx context.Context, e *env, prof profiling) (*instance, error) {
+// and the session resumption prof asks for.
+func startWsgate(ctx context.Context, e *env, prof startOpts) (*instance, error) {
 	var backends []string
 	for i := range e.pods {
 		backends = append(backends, podIP(i)+":"+strconv.Itoa(e.echo.port))
@@ -221,6 +226,9 @@ func startWsgate(ctx context.Context, e *env, prof profiling) (*instance, error)
 	}
 	if prof.heap != "" {
 		args = append(args, "-memprofile="+prof.heap)
+	}
+	if prof.tickets {
+		args = append(args, "-tls-tickets")
 	}
 	ch, line, err := startChild(ctx, "gateway", args...)
 	if err != nil {

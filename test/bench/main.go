@@ -16,7 +16,10 @@
 // connections; bulk throughput of 64 KiB messages and the proxy's CPU per
 // GB; new connections per second, plain and TLS (ECDSA P-256, no
 // resumption); RSS per idle tunnel, plain and TLS; and, on request
-// (-rows), the cost of identity at the handshake: new TLS connections
+// (-rows), new connections as browsers make them (a websocket library
+// over net/http, Go's default TLS groups with the post-quantum hybrid
+// first, a close handshake; full and resumed TLS handshakes), and the
+// cost of identity at the handshake: new TLS connections
 // with an ES256 token (the same one on each, or a new one on each), the
 // latency forward auth adds, and the key fetches that tokens of unknown
 // key IDs cause. Timings on a small shared machine are noisy: the results are ratios against the baselines
@@ -80,6 +83,7 @@ func main() {
 		memprofile = flag.String("memprofile", "", "gateway role: write a heap profile here on SIGUSR1")
 		jwks       = flag.String("jwks", "", "gateway role: JSON Web Key Set file of the tokens on /auth (none: no /auth route)")
 		fwdAuth    = flag.String("fwdauth", "", "gateway role: ip:port of the forward-auth service of /fwd (none: no /fwd route)")
+		tickets    = flag.Bool("tls-tickets", false, "gateway role: issue TLS session tickets (resumption on)")
 		cfg        config
 	)
 	flag.BoolVar(&cfg.smoke, "smoke", false, "a seconds-long run with tiny parameters: no install, prints the report to stdout unless -out is given")
@@ -88,7 +92,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
 	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
-	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set)")
+	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". New connections as browsers make them, not run by default (their section is kept in the file otherwise): ratebrowser and ratetlsbrowser (a websocket library over net/http, Go's default TLS groups, a close handshake at the end), ratetlsbrowserx25519 (the same offering X25519 only), ratetlsresume (the same resuming TLS sessions). Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set)")
 	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
 	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but the memory ones) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
 	flag.IntVar(&cfg.latencyConns, "latency-conns", 1000, "round-trip row: connections")
@@ -114,7 +118,7 @@ func main() {
 	switch *role {
 	case "gateway":
 		err = runGateway(gatewayArgs{backends: *backends, certFile: *certFile, keyFile: *keyFile,
-			jwks: *jwks, fwdAuth: *fwdAuth, cpuprofile: *cpuprofile, memprofile: *memprofile})
+			jwks: *jwks, fwdAuth: *fwdAuth, cpuprofile: *cpuprofile, memprofile: *memprofile, tickets: *tickets})
 	case "echo":
 		err = runEcho(cfg.pods, *certFile, *keyFile)
 	case "bench":

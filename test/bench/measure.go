@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -237,6 +238,8 @@ type rateResult struct {
 	dur           time.Duration
 	cpu           float64
 	firstErr      error
+	// hs tallies the TLS connections: groups negotiated, resumed.
+	hs handshakeTally
 }
 
 func (r rateResult) perSecond() float64 { return float64(r.count) / r.dur.Seconds() }
@@ -263,10 +266,18 @@ func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, dur
 		errOnce       sync.Once
 		firstErr      error
 		wg            sync.WaitGroup
+		mu            sync.Mutex
+		hs            handshakeTally
 	)
 	for w := range concurrency {
 		wg.Go(func() {
 			buf := make([]byte, 64)
+			var own handshakeTally
+			defer func() {
+				mu.Lock()
+				hs.add(own)
+				mu.Unlock()
+			}()
 			for k := w; time.Now().Before(end) && ctx.Err() == nil; k += concurrency {
 				addr, path := inst.dial(k%pods, useTLS)
 				err := func() error {
@@ -282,7 +293,14 @@ func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, dur
 					}
 					defer c.Close()
 					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-					return c.echo(frame, payload, buf)
+					if err := c.echo(frame, payload, buf); err != nil {
+						return err
+					}
+					if tc, ok := c.Conn.(*tls.Conn); ok {
+						st := tc.ConnectionState()
+						own.count(&st)
+					}
+					return nil
 				}()
 				if err != nil {
 					failed.Add(1)
@@ -299,7 +317,7 @@ func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, dur
 	if err != nil {
 		return rateResult{}, err
 	}
-	r := rateResult{count: count.Load(), failed: failed.Load(), dur: dur, cpu: cpu1 - cpu0, firstErr: firstErr}
+	r := rateResult{count: count.Load(), failed: failed.Load(), dur: dur, cpu: cpu1 - cpu0, firstErr: firstErr, hs: hs}
 	if r.count == 0 || r.failed*100 > r.count+r.failed {
 		return r, fmt.Errorf("%d of %d connections failed, first: %w", r.failed, r.count+r.failed, firstErr)
 	}

@@ -576,6 +576,7 @@ func (r *report) addConfigs(pods int) {
 			r.configs["nginx"] = expand(nginxConf, map[string]string{
 				"workers": strconv.Itoa(workerCount()), "dir": "$DIR", "port": "PORT", "tlsport": "TLSPORT",
 				"cert": "$DIR/cert.pem", "key": "$DIR/key.pem", "podport": "PODPORT",
+				"resumption": nginxResumption(false),
 			})
 		case "haproxy":
 			var backends strings.Builder
@@ -586,6 +587,7 @@ func (r *report) addConfigs(pods int) {
 			r.configs["haproxy"] = expand(haproxyConf, map[string]string{
 				"workers": strconv.Itoa(workerCount()), "port": "PORT", "tlsport": "TLSPORT",
 				"certkey": "$DIR/cert+key.pem", "map": "$DIR/pods.map", "backends": backends.String(),
+				"resumption": haproxyResumption(false),
 			})
 		}
 	}

@@ -66,6 +66,9 @@ type row struct {
 	// selfContained: the row starts what it measures itself; it gets an
 	// instance with nothing in it.
 	selfContained bool
+	// tickets: the peers' TLS listeners issue session tickets (see
+	// startOpts).
+	tickets bool
 	// run measures one round.
 	run func(ctx context.Context, e *env, inst *instance, round int) (any, error)
 	// values are one round's metrics; a peer's figure is the median of
@@ -91,6 +94,9 @@ type report struct {
 	// freshTokens, freshSent, freshReused: the new-token row's distinct
 	// tokens, how many it sent, and how many of those a second time.
 	freshTokens, freshSent, freshReused int64
+	// handshakes: row key -> peer -> the TLS connections of the
+	// new-connection rows over every round.
+	handshakes map[string]map[string]*handshakeTally
 }
 
 // noiseRecord is the CPU that other processes used during one row.
@@ -147,6 +153,10 @@ func rows(cfg *config) []row {
 		},
 		rateRow(cfg, "new connections, plain", "rate", false),
 		rateRow(cfg, "new connections, TLS", "ratetls", true),
+		browserRowDef(cfg, "new connections, plain, browser-like", browserRowKey(browserMode{}), browserMode{}),
+		browserRowDef(cfg, "new connections, TLS, browser-like", browserRowKey(browserMode{tls: true}), browserMode{tls: true}),
+		browserRowDef(cfg, "new connections, TLS, browser-like, X25519 only", browserRowKey(browserMode{tls: true, x25519: true}), browserMode{tls: true, x25519: true}),
+		browserRowDef(cfg, "new connections, TLS, browser-like, resumed", browserRowKey(browserMode{tls: true, resume: true}), browserMode{tls: true, resume: true}),
 		idleRowDef(cfg, "idle tunnels", "idle", false),
 		idleRowDef(cfg, "idle tunnels, TLS", "idletls", true),
 		tokenRateRowDef(cfg, false),
@@ -179,14 +189,50 @@ func idleRowDef(cfg *config, name, key string, useTLS bool) row {
 }
 
 func rateRow(cfg *config, name, key string, useTLS bool) row {
+	return rateRowOf(name, key, cfg.rounds, func(ctx context.Context, inst *instance) (rateResult, error) {
+		return connRateRow(ctx, inst, cfg.pods, cfg.rateConcurrency, cfg.rateDuration/time.Duration(cfg.rounds), useTLS, "", nil)
+	})
+}
+
+// browserRowKey names the browser-like rows in -rows.
+func browserRowKey(m browserMode) string {
+	switch {
+	case !m.tls:
+		return "ratebrowser"
+	case m.resume:
+		return "ratetlsresume"
+	case m.x25519:
+		return "ratetlsbrowserx25519"
+	}
+	return "ratetlsbrowser"
+}
+
+// browserRowKeys are the browser-like rows, in the report's order.
+var browserRowKeys = []string{"ratebrowser", "ratetlsbrowser", "ratetlsbrowserx25519", "ratetlsresume"}
+
+// browserRowDef is a new-connection row with the browser-like client in
+// mode m. Its TLS listeners issue session tickets, as each peer does by
+// default (the raw rows turn them off): the full handshakes then cost
+// what a browser's first connection costs, and the resumed row has
+// tickets to resume with.
+func browserRowDef(cfg *config, name, key string, m browserMode) row {
+	rw := rateRowOf(name, key, cfg.rounds, func(ctx context.Context, inst *instance) (rateResult, error) {
+		return browserRateRow(ctx, inst, cfg.pods, cfg.rateConcurrency, cfg.rateDuration/time.Duration(cfg.rounds), m)
+	})
+	rw.tickets = m.tls
+	return rw
+}
+
+// rateRowOf is a new-connection row whose rounds measure does.
+func rateRowOf(name, key string, rounds int, measure func(ctx context.Context, inst *instance) (rateResult, error)) row {
 	return row{
 		name:    name,
 		key:     key,
 		metrics: []string{key, key + "cpu"},
-		rounds:  cfg.rounds,
+		rounds:  rounds,
 		profile: true,
 		run: func(ctx context.Context, _ *env, inst *instance, _ int) (any, error) {
-			return connRateRow(ctx, inst, cfg.pods, cfg.rateConcurrency, cfg.rateDuration/time.Duration(cfg.rounds), useTLS, "", nil)
+			return measure(ctx, inst)
 		},
 		values: func(part any) map[string]float64 {
 			r := part.(rateResult)
@@ -195,15 +241,21 @@ func rateRow(cfg *config, name, key string, useTLS bool) row {
 		line: func(v map[string]float64, parts []any) string {
 			var count, failed int64
 			var firstErr error
+			var hs handshakeTally
 			for _, p := range parts {
 				q := p.(rateResult)
 				count += q.count
 				failed += q.failed
+				hs.add(q.hs)
 				if firstErr == nil {
 					firstErr = q.firstErr
 				}
 			}
-			s := fmt.Sprintf("%.0f/s, %.0f µs CPU each (%d connections in all)", v[key], v[key+"cpu"], count)
+			s := fmt.Sprintf("%.0f/s, %.0f µs CPU each (%d connections in all", v[key], v[key+"cpu"], count)
+			if hs.conns > 0 {
+				s += fmt.Sprintf("; TLS group %s; resumed %.1f%%", hs.groupsText(), hs.resumedShare())
+			}
+			s += ")"
 			if failed > 0 {
 				s += fmt.Sprintf(", %d failed (first: %v)", failed, firstErr)
 			}
@@ -310,18 +362,21 @@ func runBench(ctx context.Context, cfg *config) error {
 
 	md := rep.markdown()
 	idPart := rep.identityPart()
+	brPart := rep.browserPart()
 	if cfg.out == "-" {
 		fmt.Print("\n" + md)
-		if idPart != "" {
-			fmt.Print("\n" + idPart + "\n")
+		for _, part := range []string{idPart, brPart} {
+			if part != "" {
+				fmt.Print("\n" + part + "\n")
+			}
 		}
 	} else {
 		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 			return err
 		}
 		// The control plane's part, written by its own benchmark, stays.
-		// So does the identity part when its rows did not run; it comes
-		// last.
+		// So do the identity and browser-like parts when their rows did
+		// not run; they come last.
 		if old, err := os.ReadFile(cfg.out); err == nil {
 			if part := benchdoc.ControlPlane(string(old)); part != "" {
 				md = benchdoc.WithControlPlane(md, part)
@@ -329,9 +384,15 @@ func runBench(ctx context.Context, cfg *config) error {
 			if idPart == "" {
 				idPart = benchdoc.Part(string(old), benchdoc.IdentityBegin, benchdoc.IdentityEnd)
 			}
+			if brPart == "" {
+				brPart = benchdoc.Part(string(old), benchdoc.BrowserBegin, benchdoc.BrowserEnd)
+			}
 		}
 		if idPart != "" {
 			md = benchdoc.WithPart(md, benchdoc.IdentityBegin, benchdoc.IdentityEnd, idPart)
+		}
+		if brPart != "" {
+			md = benchdoc.WithPart(md, benchdoc.BrowserBegin, benchdoc.BrowserEnd, brPart)
 		}
 		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
 			return err
@@ -376,7 +437,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 				fmt.Printf("%-24s %-8s %v\n", rw.name, p.name, err)
 				continue
 			}
-			var prof profiling
+			prof := startOpts{tickets: rw.tickets}
 			if p.name == "wsgate" && !rw.selfContained {
 				base := filepath.Join(e.dir, fmt.Sprintf("%s-%d", strings.NewReplacer(" ", "-", ",", "").Replace(rw.name), round))
 				if rw.profile {
@@ -388,7 +449,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 			}
 			start := p.start
 			if rw.selfContained {
-				start = func(context.Context, *env, profiling) (*instance, error) {
+				start = func(context.Context, *env, startOpts) (*instance, error) {
 					return &instance{pids: func() []int { return nil }, stop: func() {}}, nil
 				}
 			}
@@ -449,6 +510,11 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 				byMetric[k] = append(byMetric[k], v)
 			}
 		}
+		for _, part := range parts[p.name] {
+			if r, ok := part.(rateResult); ok && r.hs.conns > 0 {
+				rep.tally(rw.key, p.name).add(r.hs)
+			}
+		}
 		vals := map[string]float64{}
 		for k, vs := range byMetric {
 			vals[k] = median(vs)
@@ -476,6 +542,22 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 		rep.heaps = append(rep.heaps, hs)
 	}
 	return nil
+}
+
+// tally is the handshake tally of row key and peer.
+func (rep *report) tally(key, peer string) *handshakeTally {
+	if rep.handshakes == nil {
+		rep.handshakes = map[string]map[string]*handshakeTally{}
+	}
+	if rep.handshakes[key] == nil {
+		rep.handshakes[key] = map[string]*handshakeTally{}
+	}
+	t := rep.handshakes[key][peer]
+	if t == nil {
+		t = &handshakeTally{}
+		rep.handshakes[key][peer] = t
+	}
+	return t
 }
 
 // loadAvg is the first three fields of /proc/loadavg.

@@ -3,7 +3,8 @@
 // (the data-plane benchmark rewrites the file and keeps the part; the
 // control-plane benchmark replaces only the part), the identity part
 // (written by the data-plane benchmark when its identity rows run, kept
-// otherwise) and number formatting.
+// otherwise), the browser-like connections part (the same, for its
+// rows) and number formatting.
 package benchdoc
 
 import (
@@ -22,6 +23,12 @@ const (
 const (
 	IdentityBegin = "<!-- identity: begin (written by go run ./test/bench -rows ...,ratetlsauth,ratetlsauthnew,fwdauth,kidflood) -->"
 	IdentityEnd   = "<!-- identity: end -->"
+)
+
+// The browser-like connections part's bounds.
+const (
+	BrowserBegin = "<!-- browser connections: begin (written by go run ./test/bench -rows rate,ratetls,ratebrowser,ratetlsbrowser,ratetlsbrowserx25519,ratetlsresume) -->"
+	BrowserEnd   = "<!-- browser connections: end -->"
 )
 
 // ControlPlane returns doc's control-plane part, bounds included, or "".

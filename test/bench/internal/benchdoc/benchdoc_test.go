@@ -40,3 +40,20 @@ func TestIdentityPartAfterControlPlane(t *testing.T) {
 		t.Errorf("ControlPlane: got %q, want %q", got, cp)
 	}
 }
+
+func TestBrowserPartKeptBesideIdentity(t *testing.T) {
+	id := IdentityBegin + "\n## Identity at the handshake\n" + IdentityEnd
+	br := BrowserBegin + "\n## New connections as browsers make them\n" + BrowserEnd
+	newer := BrowserBegin + "\n## New connections as browsers make them\nnewer\n" + BrowserEnd
+	doc := WithPart(WithPart("# B\n", IdentityBegin, IdentityEnd, id), BrowserBegin, BrowserEnd, br)
+	if want := "# B\n\n" + id + "\n\n" + br + "\n"; doc != want {
+		t.Fatalf("got %q, want %q", doc, want)
+	}
+	doc = WithPart(doc, BrowserBegin, BrowserEnd, newer)
+	if got := Part(doc, BrowserBegin, BrowserEnd); got != newer {
+		t.Errorf("Part after a replacement: got %q, want %q", got, newer)
+	}
+	if got := Part(doc, IdentityBegin, IdentityEnd); got != id {
+		t.Errorf("identity part: got %q, want %q", got, id)
+	}
+}
