@@ -121,6 +121,14 @@ bench-controlplane: ## Measure the control plane on the local API server: memory
 bench-pod-ready: ## Benchmark pod Ready -> allowlisted in the published table on the local API server, 200 pods one at a time (BenchmarkPodReadyToPublished in controllers/; reports p50/p99/max).
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test -run '^$$' -bench '^BenchmarkPodReadyToPublished$$' -benchtime 200x ./controllers/
 
+.PHONY: bench-browser
+bench-browser: ## New connections as browsers make them, beside nginx: raw and browser-like clients, Go's default TLS groups and X25519 only, full and resumed TLS handshakes (about 5 minutes; prints the report, writes no file).
+	go run ./test/bench -rows rate,ratetls,ratebrowser,ratetlsbrowser,ratetlsbrowserx25519,ratetlsresume -peers nginx -out -
+
+.PHONY: bench-identity
+bench-identity: ## Identity at the handshake: new TLS connections with an ES256 token (reused and new), forward auth's added latency, a flood of unknown key IDs (about 3 minutes; prints the report, writes no file).
+	go run ./test/bench -rows ratetls,ratetlsauth,ratetlsauthnew,fwdauth,kidflood -peers nginx -out -
+
 .PHONY: bench-smoke
 bench-smoke: ## A seconds-long run of the data-plane benchmark (peers not installed are skipped; prints the report, writes no file).
 	go run ./test/bench -smoke
