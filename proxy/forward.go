@@ -30,15 +30,7 @@ import (
 // or X.Forwarded.For would reach the pod as HTTP_X_FORWARDED_FOR next to
 // the gateway's own X-Forwarded-For.
 func podRequest(r *http.Request, uri string) []byte {
-	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		clientIP = r.RemoteAddr
-	}
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	set := [...]field{{"X-Forwarded-For", clientIP}, {"X-Forwarded-Host", r.Host}, {"X-Forwarded-Proto", proto}}
+	set := forwardedFields(r)
 	const head = "GET  HTTP/1.1\r\nHost: \r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 	buf := make([]byte, 0, len(head)+len(uri)+len(r.Host)+headerSize(r.Header, set[:]))
 	buf = append(buf, "GET "...)
@@ -48,6 +40,21 @@ func podRequest(r *http.Request, uri string) []byte {
 	buf = append(buf, "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"...)
 	buf = appendHeader(buf, r.Header, podRequestDropped, true, set[:])
 	return append(buf, "\r\n"...)
+}
+
+// forwardedFields are the X-Forwarded-For, -Host and -Proto fields the
+// gateway sets from what it saw of r's connection, in place of the
+// client's.
+func forwardedFields(r *http.Request) [3]field {
+	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		clientIP = r.RemoteAddr
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	return [...]field{{"X-Forwarded-For", clientIP}, {"X-Forwarded-Host", r.Host}, {"X-Forwarded-Proto", proto}}
 }
 
 // podRequestDropped are the client's fields that never reach the pod

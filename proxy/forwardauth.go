@@ -156,17 +156,9 @@ func forwardAuthHeader(r *http.Request, route *routing.Route, b routing.Backend)
 			delete(h, k)
 		}
 	}
-	clientIP, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		clientIP = r.RemoteAddr
+	for _, f := range forwardedFields(r) {
+		h.Set(f.name, f.value)
 	}
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	h.Set("X-Forwarded-For", clientIP)
-	h.Set("X-Forwarded-Host", r.Host)
-	h.Set("X-Forwarded-Proto", proto)
 	h.Set("X-Forwarded-Method", r.Method)
 	path, _, _ := strings.Cut(r.RequestURI, "?")
 	h.Set("X-Forwarded-Uri", path)

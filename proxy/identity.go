@@ -81,9 +81,9 @@ func bearerToken(v string) (string, bool) {
 	return strings.TrimSpace(tok), true
 }
 
-// queryValues returns the values of the query parameter name in uri,
-// split on "&" as withoutQueryParameter splits it, so that the parameter
-// read is the one removed.
+// queryValues returns the values of the query parameter name in uri: the
+// parts of its query that isQueryParameter picks, as withoutQueryParameter
+// removes them, so that the parameter read is the one removed.
 func queryValues(uri, name string) []string {
 	_, query, ok := strings.Cut(uri, "?")
 	if !ok {
@@ -91,10 +91,10 @@ func queryValues(uri, name string) []string {
 	}
 	var out []string
 	for part := range strings.SplitSeq(query, "&") {
-		k, v, _ := strings.Cut(part, "=")
-		if key, err := url.QueryUnescape(k); err != nil || key != name {
+		if !isQueryParameter(part, name) {
 			continue
 		}
+		_, v, _ := strings.Cut(part, "=")
 		val, err := url.QueryUnescape(v)
 		if err != nil {
 			val = ""
@@ -287,6 +287,14 @@ func setCookiesWithout(h http.Header, name string) {
 	}
 }
 
+// isQueryParameter reports whether part ("key=value" or "key" of a query
+// split on "&") is the parameter name: its key, unescaped, is name.
+func isQueryParameter(part, name string) bool {
+	k, _, _ := strings.Cut(part, "=")
+	key, err := url.QueryUnescape(k)
+	return err == nil && key == name
+}
+
 // withoutQueryParameter returns uri without the query parameter name;
 // the other parameters keep their order and encoding.
 func withoutQueryParameter(uri, name string) string {
@@ -296,11 +304,9 @@ func withoutQueryParameter(uri, name string) string {
 	}
 	var kept []string
 	for part := range strings.SplitSeq(query, "&") {
-		k, _, _ := strings.Cut(part, "=")
-		if key, err := url.QueryUnescape(k); err == nil && key == name {
-			continue
+		if !isQueryParameter(part, name) {
+			kept = append(kept, part)
 		}
-		kept = append(kept, part)
 	}
 	if len(kept) == 0 {
 		return path

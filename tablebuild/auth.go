@@ -332,16 +332,7 @@ func compileForwardAuth(f *v1alpha1.ForwardAuth, out *compiledAuth, problem func
 	if f.Service == "" {
 		problem("spec.auth.forwardAuth.service is empty")
 	}
-	switch f.Port.Type {
-	case intstr.Int:
-		if f.Port.IntVal < 1 || f.Port.IntVal > 65535 {
-			problem("spec.auth.forwardAuth.port %d is not in 1-65535", f.Port.IntVal)
-		}
-	default:
-		if f.Port.StrVal == "" {
-			problem("spec.auth.forwardAuth.port is an empty name")
-		}
-	}
+	checkPort("spec.auth.forwardAuth.port", f.Port, problem)
 	path := cmp.Or(f.Path, "/")
 	if !strings.HasPrefix(path, "/") || !allBytes(path, "._~!$&'()*+,;=:@/-") {
 		problem("spec.auth.forwardAuth.path %q is not an absolute path of plain characters", path)

@@ -463,16 +463,7 @@ func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 		c.podSelector = newPodSelector(sel)
 	}
 
-	switch spec.Port.Type {
-	case intstr.Int:
-		if spec.Port.IntVal < 1 || spec.Port.IntVal > 65535 {
-			problem("spec.port %d is not in 1-65535", spec.Port.IntVal)
-		}
-	default:
-		if spec.Port.StrVal == "" {
-			problem("spec.port is an empty name")
-		}
-	}
+	checkPort("spec.port", spec.Port, problem)
 
 	var hosts []string
 	for _, h := range spec.Hostnames {
@@ -627,4 +618,19 @@ func validHostname(h string) bool {
 		}
 	}
 	return true
+}
+
+// checkPort reports, through problem, a port (the field named field) that
+// is neither a number in 1-65535 nor a non-empty name.
+func checkPort(field string, port intstr.IntOrString, problem func(string, ...any)) {
+	switch port.Type {
+	case intstr.Int:
+		if port.IntVal < 1 || port.IntVal > 65535 {
+			problem("%s %d is not in 1-65535", field, port.IntVal)
+		}
+	default:
+		if port.StrVal == "" {
+			problem("%s is an empty name", field)
+		}
+	}
 }
