@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/wsgate/wsgate/routing"
 )
@@ -176,7 +175,7 @@ func TestTokenPlacesAndClaimGames(t *testing.T) {
 	alice := f.good.sign(t, claimsFor("alice", nil), nil, false)
 	bob := f.good.sign(t, claimsFor("bob", nil), nil, false)
 	// rawSigned signs a raw JSON payload (duplicate members, case variants).
-	rawSigned := func(payload string) string { return signRaw(t, f.good, payload) }
+	rawSigned := func(payload string) string { return f.good.signPayload(t, []byte(payload), nil, false) }
 	now := time.Now().Unix()
 	std := `"iss":"` + testIssuer + `","aud":"` + testAudience + `","exp":` + strconv.FormatInt(now+3600, 10)
 	ok := func(name, req string, pod *fakePod, target string) hostileCase {
@@ -225,22 +224,4 @@ func TestTokenPlacesAndClaimGames(t *testing.T) {
 		}
 	}
 	waitNoTunnels(t, f.g)
-}
-
-// signRaw signs payload as it is, with the signer's kid.
-func signRaw(t *testing.T, s *signer, payload string) string {
-	t.Helper()
-	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: s.alg, Key: s.key}, (&jose.SignerOptions{}).WithHeader("kid", s.kid).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := sg.Sign([]byte(payload))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

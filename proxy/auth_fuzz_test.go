@@ -7,8 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	jose "github.com/go-jose/go-jose/v4"
+	"time"
 
 	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/routing"
@@ -69,10 +68,7 @@ func FuzzFindToken(f *testing.F) {
 // FuzzBinding: a token reaches a pod only when its binding claim is the
 // pod's bound value, or an array holding it, compared exactly.
 func FuzzBinding(f *testing.F) {
-	sg, err := newFuzzSigner()
-	if err != nil {
-		f.Fatal(err)
-	}
+	sg := newES256Signer(f, "fuzz")
 	f.Add(`"alice"`, "alice")
 	f.Add(`["bob","alice"]`, "alice")
 	f.Add(`"Alice"`, "alice")
@@ -81,12 +77,7 @@ func FuzzBinding(f *testing.F) {
 	f.Add(`{"alice":"alice"}`, "alice")
 	f.Add(`""`, "")
 	f.Add(`null`, "null")
-	doc, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{sg.pub}})
-	keys, err := auth.StaticKeys(doc)
-	if err != nil {
-		f.Fatal(err)
-	}
-	v := auth.NewVerifier(auth.Config{Issuer: testIssuer, Audiences: []string{testAudience}, Keys: keys})
+	v := sg.verifier(f)
 	route := &routing.Route{Auth: &routing.Auth{Tokens: v, BindingClaim: "team"}}
 	f.Fuzz(func(t *testing.T, claimJSON, bound string) {
 		var claim any
@@ -97,11 +88,7 @@ func FuzzBinding(f *testing.F) {
 		if claim == nil {
 			delete(c, "team")
 		}
-		tok, err := sg.signClaims(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cl, err := v.Verify(t.Context(), tok, nowForFuzz())
+		cl, err := v.Verify(t.Context(), sg.sign(t, c, nil, false), time.Now())
 		if err != nil {
 			t.Fatalf("a valid token was refused: %v", err)
 		}

@@ -36,7 +36,7 @@ type signer struct {
 	pub jose.JSONWebKey
 }
 
-func newES256Signer(t *testing.T, kid string) *signer {
+func newES256Signer(t testing.TB, kid string) *signer {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -45,8 +45,35 @@ func newES256Signer(t *testing.T, kid string) *signer {
 	return &signer{alg: jose.ES256, key: k, kid: kid, pub: jose.JSONWebKey{Key: &k.PublicKey, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"}}
 }
 
+// verifier verifies the test issuer's tokens for the test audience with
+// sg's public key (a static key set).
+func (s *signer) verifier(t testing.TB) *auth.Verifier {
+	t.Helper()
+	doc, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{s.pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.StaticKeys(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return auth.NewVerifier(auth.Config{Issuer: testIssuer, Audiences: []string{testAudience}, Keys: keys})
+}
+
 // sign returns a compact JWS of claims with extra protected headers.
-func (s *signer) sign(t *testing.T, claims map[string]any, headers map[jose.HeaderKey]any, embedJWK bool) string {
+func (s *signer) sign(t testing.TB, claims map[string]any, headers map[jose.HeaderKey]any, embedJWK bool) string {
+	t.Helper()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.signPayload(t, payload, headers, embedJWK)
+}
+
+// signPayload signs payload as it is (claims the JSON encoder would not
+// write, such as duplicate members), naming the signer's kid unless the
+// key itself is embedded.
+func (s *signer) signPayload(t testing.TB, payload []byte, headers map[jose.HeaderKey]any, embedJWK bool) string {
 	t.Helper()
 	opts := &jose.SignerOptions{EmbedJWK: embedJWK}
 	if !embedJWK {
@@ -56,10 +83,6 @@ func (s *signer) sign(t *testing.T, claims map[string]any, headers map[jose.Head
 		opts = opts.WithHeader(k, v)
 	}
 	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: s.alg, Key: s.key}, opts.WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := json.Marshal(claims)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,15 +124,7 @@ func newAuthFixture(t *testing.T) *authFixture {
 	t.Helper()
 	f := &authFixture{hostileFixture: newHostileFixture(t, Options{MaxHeaderBytes: 64 << 10}),
 		good: newES256Signer(t, "good-1"), evil: newES256Signer(t, "good-1")}
-	doc, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{f.good.pub}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := auth.StaticKeys(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier := auth.NewVerifier(auth.Config{Issuer: testIssuer, Audiences: []string{testAudience}, Keys: keys})
+	verifier := f.good.verifier(t)
 	bound := func(p *fakePod, name, value string) routing.Backend {
 		b := p.backend(name)
 		b.Bound = value
@@ -321,31 +336,3 @@ func sameHeaderNames(a, b http.Header) bool {
 	}
 	return true
 }
-
-// newFuzzSigner is newES256Signer without a testing.T.
-func newFuzzSigner() (*signer, error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	return &signer{alg: jose.ES256, key: k, kid: "fuzz", pub: jose.JSONWebKey{Key: &k.PublicKey, KeyID: "fuzz", Algorithm: string(jose.ES256), Use: "sig"}}, nil
-}
-
-// signClaims signs claims with the signer's kid.
-func (s *signer) signClaims(claims map[string]any) (string, error) {
-	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: s.alg, Key: s.key}, (&jose.SignerOptions{}).WithHeader("kid", s.kid).WithType("JWT"))
-	if err != nil {
-		return "", err
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return "", err
-	}
-	obj, err := sg.Sign(payload)
-	if err != nil {
-		return "", err
-	}
-	return obj.CompactSerialize()
-}
-
-func nowForFuzz() time.Time { return time.Now() }

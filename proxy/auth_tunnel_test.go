@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/routing"
@@ -23,17 +21,9 @@ import (
 // the pods by their sub claim.
 func authRoute(t *testing.T, sg *signer, backends ...routing.Backend) *routing.Route {
 	t.Helper()
-	doc, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{sg.pub}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := auth.StaticKeys(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := testRoute("private", "/me", backends...)
 	r.Auth = &routing.Auth{
-		Tokens:        auth.NewVerifier(auth.Config{Issuer: testIssuer, Audiences: []string{testAudience}, Keys: keys}),
+		Tokens:        sg.verifier(t),
 		BindingClaim:  "sub",
 		SubjectHeader: "X-User",
 		CloseOnExpiry: true,
