@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -217,55 +215,15 @@ func (t handshakeTally) resumedShare() float64 {
 // 32-byte message and closing it with a close handshake.
 func browserRateRow(ctx context.Context, inst *instance, pods, concurrency int, duration time.Duration, m browserMode) (rateResult, error) {
 	payload := make([]byte, 32)
-	cpu0, err := procCPU(inst.pids())
-	if err != nil {
-		return rateResult{}, err
-	}
-	start := time.Now()
-	end := start.Add(duration)
-	var (
-		count, failed atomic.Int64
-		errOnce       sync.Once
-		firstErr      error
-		wg            sync.WaitGroup
-		mu            sync.Mutex
-		hs            handshakeTally
-	)
-	for w := range concurrency {
-		wg.Go(func() {
-			l := newBrowserLoop(m)
-			defer l.client.CloseIdleConnections()
-			var own handshakeTally
-			for k := w; time.Now().Before(end) && ctx.Err() == nil; k += concurrency {
-				addr, path := inst.dial(k%pods, m.tls)
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				st, err := l.connect(cctx, addr, path, payload)
-				cancel()
-				if err != nil {
-					failed.Add(1)
-					errOnce.Do(func() { firstErr = err })
-					continue
-				}
-				own.count(st)
-				count.Add(1)
-			}
-			mu.Lock()
-			hs.add(own)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	dur := time.Since(start)
-	cpu1, err := procCPU(inst.pids())
-	if err != nil {
-		return rateResult{}, err
-	}
-	r := rateResult{count: count.Load(), failed: failed.Load(), dur: dur, cpu: cpu1 - cpu0, firstErr: firstErr, hs: hs}
-	if r.count == 0 || r.failed*100 > r.count+r.failed {
-		return r, fmt.Errorf("%d of %d connections failed, first: %w", r.failed, r.count+r.failed, firstErr)
-	}
-	if m.tls && r.hs.conns != r.count {
+	r, err := rateLoops(ctx, inst, concurrency, duration, func() (rateConn, func()) {
+		l := newBrowserLoop(m)
+		return func(ctx context.Context, k int) (*tls.ConnectionState, error) {
+			addr, path := inst.dial(k%pods, m.tls)
+			return l.connect(ctx, addr, path, payload)
+		}, l.client.CloseIdleConnections
+	})
+	if err == nil && m.tls && r.hs.conns != r.count {
 		return r, errors.New("a TLS connection without TLS state")
 	}
-	return r, nil
+	return r, err
 }

@@ -255,6 +255,42 @@ func (r rateResult) cpuPerConn() float64 { return r.cpu / float64(r.count) }
 func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, duration time.Duration, useTLS bool, prefix string, hdr func() string) (rateResult, error) {
 	payload := make([]byte, 32)
 	frame := binaryFrame(payload)
+	return rateLoops(ctx, inst, concurrency, duration, func() (rateConn, func()) {
+		buf := make([]byte, 64)
+		return func(ctx context.Context, k int) (*tls.ConnectionState, error) {
+			addr, path := inst.dial(k%pods, useTLS)
+			h := ""
+			if hdr != nil {
+				h = hdr()
+			}
+			c, err := dialWS(ctx, addr, prefix+path, h, useTLS)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := c.echo(frame, payload, buf); err != nil {
+				return nil, err
+			}
+			if tc, ok := c.Conn.(*tls.Conn); ok {
+				st := tc.ConnectionState()
+				return &st, nil
+			}
+			return nil, nil
+		}, nil
+	})
+}
+
+// rateConn makes the k-th connection of a new-connection row, bounded by
+// ctx, and returns its TLS state (nil for plain connections).
+type rateConn func(ctx context.Context, k int) (*tls.ConnectionState, error)
+
+// rateLoops runs concurrency loops for duration, each with the rateConn
+// (and the cleanup, maybe nil) that newLoop makes for it, connecting
+// until the time is up, each connection within 10 s, and measures them:
+// connections made and failed, the peer's CPU over the row, and the TLS
+// states. More than 1 % failed is an error.
+func rateLoops(ctx context.Context, inst *instance, concurrency int, duration time.Duration, newLoop func() (rateConn, func())) (rateResult, error) {
 	cpu0, err := procCPU(inst.pids())
 	if err != nil {
 		return rateResult{}, err
@@ -271,7 +307,10 @@ func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, dur
 	)
 	for w := range concurrency {
 		wg.Go(func() {
-			buf := make([]byte, 64)
+			conn, cleanup := newLoop()
+			if cleanup != nil {
+				defer cleanup()
+			}
 			var own handshakeTally
 			defer func() {
 				mu.Lock()
@@ -279,34 +318,15 @@ func connRateRow(ctx context.Context, inst *instance, pods, concurrency int, dur
 				mu.Unlock()
 			}()
 			for k := w; time.Now().Before(end) && ctx.Err() == nil; k += concurrency {
-				addr, path := inst.dial(k%pods, useTLS)
-				err := func() error {
-					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					defer cancel()
-					h := ""
-					if hdr != nil {
-						h = hdr()
-					}
-					c, err := dialWS(cctx, addr, prefix+path, h, useTLS)
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-					if err := c.echo(frame, payload, buf); err != nil {
-						return err
-					}
-					if tc, ok := c.Conn.(*tls.Conn); ok {
-						st := tc.ConnectionState()
-						own.count(&st)
-					}
-					return nil
-				}()
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				st, err := conn(cctx, k)
+				cancel()
 				if err != nil {
 					failed.Add(1)
 					errOnce.Do(func() { firstErr = err })
 					continue
 				}
+				own.count(st)
 				count.Add(1)
 			}
 		})
