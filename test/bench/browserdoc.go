@@ -62,13 +62,7 @@ func (r *report) groupOf(key, peer string) (tls.CurveID, bool) {
 // browserPart is the section of the browser-like rows, between
 // benchdoc.BrowserBegin and BrowserEnd, or "" when none of them ran.
 func (r *report) browserPart() string {
-	ran := false
-	for _, k := range browserRowKeys {
-		if _, ok := r.res[k]; ok {
-			ran = true
-		}
-	}
-	if !ran {
+	if !r.ranAny(browserRowKeys...) {
 		return ""
 	}
 	var b strings.Builder

@@ -608,13 +608,7 @@ func handshakeStatus(ctx context.Context, addr, path, hdr string) (int, string, 
 // benchdoc.IdentityBegin and IdentityEnd, or "" when none of them ran.
 func (r *report) identityPart() string {
 	same, fresh := tokenRowKey(false), tokenRowKey(true)
-	ran := false
-	for _, k := range []string{same, fresh, "hs50", "kidsent"} {
-		if _, ok := r.res[k]; ok {
-			ran = true
-		}
-	}
-	if !ran {
+	if !r.ranAny(same, fresh, "hs50", "kidsent") {
 		return ""
 	}
 	var b strings.Builder
@@ -733,6 +727,17 @@ func (r *report) tokenProfiles(b *strings.Builder, keys ...string) {
 
 // identityStages are the profile stages the section shows.
 var identityStages = []string{"TLS handshake with the client", "verifying tokens", "dialling the pod", "goroutine scheduling", "allocation", "garbage collection"}
+
+// ranAny reports whether any of the metrics has a result: whether a
+// section's rows ran.
+func (r *report) ranAny(metrics ...string) bool {
+	for _, k := range metrics {
+		if _, ok := r.res[k]; ok {
+			return true
+		}
+	}
+	return false
+}
 
 // crossRatio is metric a of peer pa over metric b of peer pb, formatted,
 // or "?".
