@@ -92,11 +92,7 @@ type keySecretParser struct {
 	entries map[tablebuild.KeySecretRef]*parsedKeySecret
 }
 
-type parsedKeySecret struct {
-	resourceVersion string
-	lastGood        auth.KeySet
-	problem         string
-}
+type parsedKeySecret = parsed[auth.KeySet]
 
 // update parses the wanted key Secrets' data among secrets and returns
 // what tablebuild.Build needs; the other Secrets are neither parsed nor
@@ -132,14 +128,7 @@ func (p *keySecretParser) update(secrets []corev1.Secret, wanted map[tablebuild.
 			e = &parsedKeySecret{}
 			p.entries[ref] = e
 		}
-		if e.resourceVersion != s.ResourceVersion || e.resourceVersion == "" {
-			e.resourceVersion = s.ResourceVersion
-			if keys, err := parseKeySecret(s, ref); err != nil {
-				e.problem = err.Error()
-			} else {
-				e.lastGood, e.problem = keys, ""
-			}
-		}
+		e.refresh(s.ResourceVersion, func() (auth.KeySet, error) { return parseKeySecret(s, ref) })
 		out[ref] = tablebuild.KeySecret{Keys: e.lastGood, Problem: e.problem}
 	}
 	return out

@@ -79,10 +79,30 @@ type secretParser struct {
 	now     func() time.Time
 }
 
-type parsedSecret struct {
+type parsedSecret = parsed[*tls.Certificate]
+
+// parsed is what a parser keeps of one Secret: the resourceVersion it
+// last parsed, the last good result, and what is wrong with the data now
+// ("" when nothing).
+type parsed[T any] struct {
 	resourceVersion string
-	lastGood        *tls.Certificate
+	lastGood        T
 	problem         string
+}
+
+// refresh parses the Secret again when its resourceVersion rv is not the
+// one parsed last; a result that fails keeps the last good one.
+func (e *parsed[T]) refresh(rv string, parse func() (T, error)) {
+	if e.resourceVersion == rv && rv != "" {
+		return
+	}
+	e.resourceVersion = rv
+	v, err := parse()
+	if err != nil {
+		e.problem = err.Error()
+		return
+	}
+	e.lastGood, e.problem = v, ""
 }
 
 // update parses the current Secrets that wanted says a route or the
@@ -106,16 +126,7 @@ func (p *secretParser) update(secrets []corev1.Secret, wanted func(types.Namespa
 			e = &parsedSecret{}
 			p.entries[key] = e
 		}
-		if e.resourceVersion == s.ResourceVersion && e.resourceVersion != "" {
-			continue
-		}
-		e.resourceVersion = s.ResourceVersion
-		cert, err := parseTLSSecret(s, p.now())
-		if err != nil {
-			e.problem = err.Error()
-			continue
-		}
-		e.lastGood, e.problem = cert, ""
+		e.refresh(s.ResourceVersion, func() (*tls.Certificate, error) { return parseTLSSecret(s, p.now()) })
 	}
 	out := make(map[types.NamespacedName]tablebuild.TLSSecret, len(p.entries))
 	for key, e := range p.entries {
