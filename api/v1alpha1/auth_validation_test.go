@@ -68,15 +68,7 @@ func TestInvalidAuthIsRefusedByKubectlApply(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ns := env.Namespace(t)
-			doc := route("bad", tc.spec)
-			out, err := kubectl(t, doc, "apply", "-n", ns, "-f", "-")
-			if err == nil {
-				t.Fatalf("kubectl apply accepted an invalid route:\n%s\ndocument:\n%s", out, doc)
-			}
-			if !strings.Contains(out, tc.field) || !strings.Contains(out, tc.message) {
-				t.Errorf("kubectl output does not name %q and say %q:\n%s\ndocument:\n%s", tc.field, tc.message, out, doc)
-			}
+			refusedRoute(t, tc.spec, tc.field, tc.message)
 		})
 	}
 }

@@ -243,36 +243,45 @@ func TestInvalidRoutesAreRefusedByKubectlApply(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ns := env.Namespace(t)
-			doc := route("bad", tc.spec)
-
-			out, err := kubectl(t, doc, "apply", "-n", ns, "-f", "-")
-			if err == nil {
-				t.Fatalf("kubectl apply accepted an invalid route:\n%s\ndocument:\n%s", out, doc)
-			}
-			if !strings.Contains(out, tc.field) {
-				t.Errorf("kubectl output does not name the field %q:\n%s\ndocument:\n%s", tc.field, out, doc)
-			}
-			if !strings.Contains(out, tc.message) {
-				t.Errorf("kubectl output does not say %q:\n%s\ndocument:\n%s", tc.message, out, doc)
-			}
-
-			// Nothing was created, as kubectl and the API see it.
-			got, err := kubectl(t, "", "get", "wsr", "-n", ns)
-			if err != nil {
-				t.Fatalf("kubectl get wsr: %v\n%s", err, got)
-			}
-			if strings.TrimSpace(got) != "No resources found in "+ns+" namespace." {
-				t.Errorf("kubectl get wsr -n %s lists routes after a refused apply:\n%s", ns, got)
-			}
-			var list wsgatev1alpha1.WsRouteList
-			if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
-				t.Fatalf("list WsRoutes: %v", err)
-			}
-			if len(list.Items) != 0 {
-				t.Errorf("found %d WsRoutes after a refused apply, want 0", len(list.Items))
-			}
+			refusedRoute(t, tc.spec, tc.field, tc.message)
 		})
+	}
+}
+
+// refusedRoute applies a WsRoute of spec (fragments at the indentation of
+// spec's own fields) in a namespace of its own, and fails t unless
+// kubectl refuses it naming field and saying message, and nothing was
+// created.
+func refusedRoute(t *testing.T, spec, field, message string) {
+	t.Helper()
+	ns := env.Namespace(t)
+	doc := route("bad", spec)
+
+	out, err := kubectl(t, doc, "apply", "-n", ns, "-f", "-")
+	if err == nil {
+		t.Fatalf("kubectl apply accepted an invalid route:\n%s\ndocument:\n%s", out, doc)
+	}
+	if !strings.Contains(out, field) {
+		t.Errorf("kubectl output does not name the field %q:\n%s\ndocument:\n%s", field, out, doc)
+	}
+	if !strings.Contains(out, message) {
+		t.Errorf("kubectl output does not say %q:\n%s\ndocument:\n%s", message, out, doc)
+	}
+
+	// Nothing was created, as kubectl and the API see it.
+	got, err := kubectl(t, "", "get", "wsr", "-n", ns)
+	if err != nil {
+		t.Fatalf("kubectl get wsr: %v\n%s", err, got)
+	}
+	if strings.TrimSpace(got) != "No resources found in "+ns+" namespace." {
+		t.Errorf("kubectl get wsr -n %s lists routes after a refused apply:\n%s", ns, got)
+	}
+	var list wsgatev1alpha1.WsRouteList
+	if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatalf("list WsRoutes: %v", err)
+	}
+	if len(list.Items) != 0 {
+		t.Errorf("found %d WsRoutes after a refused apply, want 0", len(list.Items))
 	}
 }
 
