@@ -80,7 +80,7 @@ func (s *Server) admitMatched(r *http.Request, m matched) (admitted, *answer) {
 	}
 	adm := admitted{target: tgt, id: id}
 	if au := route.Auth; au != nil {
-		adm.header = podHeader(r, au, id, nil)
+		adm.header = podHeader(r, au, id)
 		if au.Tokens != nil && au.Query != "" {
 			adm.uri = withoutQueryParameter(adm.uri, au.Query)
 		}

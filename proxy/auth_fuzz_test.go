@@ -30,7 +30,7 @@ func FuzzFindToken(f *testing.F) {
 		}
 		uri := "/me/10.0.0.1/x?" + query
 		r := &http.Request{Header: h, RequestURI: uri}
-		tok, ans := findToken(r, uri, a)
+		tok, ans := findToken(r, a)
 		if ans == nil {
 			if tok == "" {
 				t.Fatal("no answer and no token")
@@ -42,7 +42,7 @@ func FuzzFindToken(f *testing.F) {
 		} else if ans.status != http.StatusUnauthorized && ans.status != http.StatusBadRequest {
 			t.Fatalf("status %d", ans.status)
 		}
-		ph := podHeader(r, a, nil, nil)
+		ph := podHeader(r, a, nil)
 		for _, v := range ph.Values("Authorization") {
 			if _, bearer := bearerToken(v); bearer {
 				t.Fatalf("the pod gets Authorization %q", v)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/wsgate/wsgate/routing"
 )
 
@@ -99,8 +101,7 @@ func (s *Server) askForwardAuth(r *http.Request, adm *admitted) *answer {
 	}
 	release, ok := s.forwardAuthWaits.take(adm.route.Key.Namespace)
 	if !ok {
-		a := deny(http.StatusServiceUnavailable, "too many handshakes are waiting for this namespace's auth services", "forward_error")
-		return a
+		return deny(http.StatusServiceUnavailable, "too many handshakes are waiting for this namespace's auth services", "forward_error")
 	}
 	defer release()
 	addr := fa.Addrs[rand.IntN(len(fa.Addrs))]
@@ -124,7 +125,7 @@ func (s *Server) askForwardAuth(r *http.Request, adm *admitted) *answer {
 		for _, name := range fa.PassHeaders {
 			adm.header.Del(name)
 			for _, v := range resp.Header.Values(name) {
-				if validHeaderValue(v) {
+				if httpguts.ValidHeaderFieldValue(v) {
 					adm.header.Add(name, v)
 				}
 			}
@@ -133,7 +134,7 @@ func (s *Server) askForwardAuth(r *http.Request, adm *admitted) *answer {
 		return nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		a := deny(resp.StatusCode, "refused by the route's auth service", "forward_denied")
-		if v := resp.Header.Get("Www-Authenticate"); v != "" && validHeaderValue(v) && resp.StatusCode == http.StatusUnauthorized {
+		if v := resp.Header.Get("Www-Authenticate"); v != "" && httpguts.ValidHeaderFieldValue(v) && resp.StatusCode == http.StatusUnauthorized {
 			a.header = http.Header{"Www-Authenticate": {v}}
 		}
 		return a

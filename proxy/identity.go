@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/routing"
 )
@@ -30,7 +32,7 @@ type identity struct {
 // The first place that holds one is used (podHeader removes them all).
 // Two tokens in one place are ambiguous and refused with 400; no token
 // is a 401.
-func findToken(r *http.Request, requestURI string, a *routing.Auth) (string, *answer) {
+func findToken(r *http.Request, a *routing.Auth) (string, *answer) {
 	var bearer, cookies, protocols, query []string
 	for _, v := range r.Header.Values("Authorization") {
 		if tok, ok := bearerToken(v); ok {
@@ -54,7 +56,7 @@ func findToken(r *http.Request, requestURI string, a *routing.Auth) (string, *an
 		}
 	}
 	if a.Query != "" {
-		query = queryValues(requestURI, a.Query)
+		query = queryValues(r.RequestURI, a.Query)
 	}
 	for _, place := range [...][]string{bearer, cookies, protocols, query} {
 		switch {
@@ -141,7 +143,7 @@ func (s *Server) authenticate(r *http.Request, route *routing.Route) (*identity,
 		s.opts.Metrics.auth(route, "unavailable")
 		return nil, tokenRefusal(http.StatusUnauthorized, "invalid_token", "the route's keys are not available")
 	}
-	token, refusal := findToken(r, r.RequestURI, a)
+	token, refusal := findToken(r, a)
 	if refusal != nil {
 		s.opts.Metrics.auth(route, authResult(refusal.status))
 		return nil, refusal
@@ -182,17 +184,17 @@ func (id *identity) bound(route *routing.Route, b routing.Backend) bool {
 
 // podHeader is the client's header as the pod gets it on a route with
 // auth: without the client's own copies of the identity headers, with
-// the identity's, with extra (forward auth's headers) replacing the
-// client's fields of their names and, on routes with tokens, without a
-// token in any of the places findToken looks.
-func podHeader(r *http.Request, a *routing.Auth, id *identity, extra http.Header) http.Header {
+// the identity's and, on routes with tokens, without a token in any of
+// the places findToken looks. Forward auth's headers are added to it
+// later (askForwardAuth).
+func podHeader(r *http.Request, a *routing.Auth, id *identity) http.Header {
 	h := r.Header.Clone()
 	if a.Tokens != nil {
 		withoutTokens(h, a.Cookie)
 	}
 	if a.SubjectHeader != "" {
 		h.Del(a.SubjectHeader)
-		if id != nil && id.claims.Subject != "" && validHeaderValue(id.claims.Subject) {
+		if id != nil && id.claims.Subject != "" && httpguts.ValidHeaderFieldValue(id.claims.Subject) {
 			h.Set(a.SubjectHeader, id.claims.Subject)
 		}
 	}
@@ -204,9 +206,6 @@ func podHeader(r *http.Request, a *routing.Auth, id *identity, extra http.Header
 		if v, ok := id.claims.HeaderValue(ch.Claim); ok {
 			h.Set(ch.Header, v)
 		}
-	}
-	for k, vs := range extra {
-		h[k] = vs
 	}
 	set := make([]string, 0, 1+len(a.ClaimHeaders))
 	if a.SubjectHeader != "" {
@@ -312,14 +311,4 @@ func withoutQueryParameter(uri, name string) string {
 		return path
 	}
 	return path + "?" + strings.Join(kept, "&")
-}
-
-// validHeaderValue reports whether v can be sent as a header value as is.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
