@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,7 +70,7 @@ func (k *ticketKeys) load() error {
 	if err != nil {
 		return err
 	}
-	if !equalKeys(keys, k.last) {
+	if !slices.Equal(keys, k.last) {
 		k.cfg.SetSessionTicketKeys(keys)
 		k.last = keys
 		k.log.Info("TLS session ticket keys loaded", "file", k.path, "keys", len(keys))
@@ -97,18 +98,6 @@ func (k *ticketKeys) Start(ctx context.Context) error {
 
 // NeedLeaderElection is false: every replica serves TLS.
 func (k *ticketKeys) NeedLeaderElection() bool { return false }
-
-func equalKeys(a, b [][32]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 // errNoTLSListener is the error of TLS flags given without a TLS listener.
 var errNoTLSListener = errors.New("needs --tls-listen-address")
