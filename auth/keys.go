@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"slices"
 
 	jose "github.com/go-jose/go-jose/v4"
 	josejson "github.com/go-jose/go-jose/v4/json"
@@ -174,7 +175,7 @@ func signingKey(k *jose.JSONWebKey) (jose.JSONWebKey, bool) {
 		}
 		algs = []jose.SignatureAlgorithm{jose.EdDSA}
 	}
-	if k.Algorithm != "" && !acceptedAlg(algs, jose.SignatureAlgorithm(k.Algorithm)) {
+	if k.Algorithm != "" && !slices.Contains(algs, jose.SignatureAlgorithm(k.Algorithm)) {
 		return jose.JSONWebKey{}, false
 	}
 	return jose.JSONWebKey{Key: pub, KeyID: k.KeyID, Algorithm: k.Algorithm, Use: k.Use}, true

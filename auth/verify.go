@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -160,7 +161,7 @@ func (v *Verifier) verify(ctx context.Context, token, issuer string, now time.Ti
 	}
 	header := tok.Headers[0]
 	alg := jose.SignatureAlgorithm(header.Algorithm)
-	if !acceptedAlg(algs, alg) {
+	if !slices.Contains(algs, alg) {
 		return nil, time.Time{}, refuse("signature algorithm not accepted")
 	}
 
@@ -239,15 +240,6 @@ func (v *Verifier) verify(ctx context.Context, token, issuer string, now time.Ti
 		return nil, time.Time{}, refuse("the token's subject is not of this route's namespace")
 	}
 	return &Claims{Subject: std.Subject, Expiry: std.Expiry.Time(), raw: raw}, from, nil
-}
-
-func acceptedAlg(algs []jose.SignatureAlgorithm, alg jose.SignatureAlgorithm) bool {
-	for _, a := range algs {
-		if a == alg {
-			return true
-		}
-	}
-	return false
 }
 
 // keyFits reports whether key is of the type, and the size or curve, that
