@@ -20,6 +20,7 @@ func FuzzFindToken(f *testing.F) {
 	f.Add("Bearer abc", "wsg=def; x=1", "chat, "+bearerProtocolPrefix+"Z2hp", "access_token=jkl&b=2")
 	f.Add("bearer  a b ", "wsg=; wsg=x", bearerProtocolPrefix+"***", "access_token=%zz&access_token=")
 	f.Add("Basic x, Bearer y", ";;;wsg", ",,,", "&&&=&access_token")
+	f.Add("0", "0", bearerProtocolPrefix+"00", "0") // "00": trailing bits set, not the canonical encoding of any token
 	a := &routing.Auth{Tokens: &auth.Verifier{}, Cookie: "wsg", Query: "access_token"}
 	f.Fuzz(func(t *testing.T, authorization, cookie, protocol, query string) {
 		h := http.Header{}

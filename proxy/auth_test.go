@@ -196,6 +196,7 @@ func TestAuthHostileTokens(t *testing.T) {
 		no("two cookies of the token's name", wsHead(aPath, "Cookie: wsg="+alice+"; wsg="+bob), 400, ""),
 		no("two query parameters", wsHead(aPath+"?access_token="+alice+"&access_token="+bob), 400, ""),
 		no("subprotocol token not base64url", wsHead(aPath, "Sec-WebSocket-Protocol: "+bearerProtocolPrefix+"***"), 400, ""),
+		no("subprotocol token not in canonical base64url", wsHead(aPath, "Sec-WebSocket-Protocol: "+bearerProtocolPrefix+nonCanonical(alice)), 400, ""),
 		no("valid token, address not allowlisted", wsHead(absent, bearer(alice)), 404, ""),
 		invalid("alg none", none),
 		invalid("HS256 keyed with the public key", confused),
@@ -307,6 +308,21 @@ func TestAuthRouteWithoutKeysFailsClosed(t *testing.T) {
 	f.g.publish(&broken)
 	alice := f.good.sign(t, claimsFor("alice", nil), nil, false)
 	f.run(t, hostileCase{name: "keys not loaded", req: wsHead("/me/"+f.podA.addr.Addr().String()+"/x", "Authorization: Bearer "+alice), want: 401})
+}
+
+// nonCanonical is tok, lengthened with "x" to leave unused bits in the
+// last character of its unpadded base64url, with one of those bits set:
+// only a lenient decoder reads it (as a token that fails verification,
+// 401); a strict one refuses it (400).
+func nonCanonical(tok string) string {
+	for len(tok)%3 != 1 {
+		tok += "x"
+	}
+	enc := []byte(base64.RawURLEncoding.EncodeToString([]byte(tok)))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, enc[len(enc)-1])
+	enc[len(enc)-1] = alphabet[last|1]
+	return string(enc)
 }
 
 func mustJSON(t *testing.T, v any) []byte {

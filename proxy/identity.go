@@ -48,7 +48,7 @@ func findToken(r *http.Request, a *routing.Auth) (string, *answer) {
 	}
 	for _, p := range subprotocols(r.Header) {
 		if enc, ok := strings.CutPrefix(p, bearerProtocolPrefix); ok {
-			tok, err := base64.RawURLEncoding.DecodeString(enc)
+			tok, err := base64.RawURLEncoding.Strict().DecodeString(enc)
 			if err != nil {
 				return "", tokenRefusal(http.StatusBadRequest, "invalid_request", "the token in Sec-WebSocket-Protocol is not unpadded base64url")
 			}

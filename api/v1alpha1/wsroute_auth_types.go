@@ -91,8 +91,9 @@ type RouteAuth struct {
 	// Sec-WebSocket-Protocol entry "base64url.bearer.authorization.k8s.io.<token
 	// in unpadded base64url>" (browsers cannot set headers on a
 	// websocket), and in the query parameter token.queryParameter names.
-	// The first place that holds a token is used; two tokens in one place
-	// are refused (400). Tokens in every one of these places are removed
+	// The first place that holds a token is used; two tokens in one place,
+	// or a subprotocol entry that is not the canonical unpadded base64url
+	// of a token, are refused (400). Tokens in every one of these places are removed
 	// from the request before it reaches the pod. No token or a bad one:
 	// 401 with WWW-Authenticate: Bearer, before the pod address is looked
 	// up.
