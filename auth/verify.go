@@ -64,6 +64,9 @@ func NewVerifier(cfg Config) *Verifier {
 	return v
 }
 
+// Issuer is the issuer whose tokens v accepts.
+func (v *Verifier) Issuer() string { return v.cfg.Issuer }
+
 // ValidUntil is when a token with claims c stops being accepted: its exp
 // plus the leeway. A tunnel opened with it is closed then.
 func (v *Verifier) ValidUntil(c *Claims) time.Time { return c.Expiry.Add(v.leeway) }

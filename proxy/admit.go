@@ -19,11 +19,12 @@ type admitted struct {
 }
 
 // admit decides a handshake, whatever transport carried it, before any
-// dial: the gateway's state, the websocket handshake itself, the host
-// (and TLS server name), the route, who is asking (on routes with auth),
-// the address in the current table, the route's Origin rule and the
-// caps, with the route's forward-auth service asked before the slot is
-// taken. It returns either the handshake admitted, holding a reserved
+// dial: who the client is (resolveClient) and whether it is blocked for
+// its refusals, the gateway's state, the websocket handshake itself, the
+// host (and TLS server name), the route, who is asking (on routes with
+// auth), the per-client limits, the address in the current table, the
+// route's Origin rule and the caps, with the route's forward-auth
+// service asked before the slot is taken. It returns either the handshake admitted, holding a reserved
 // slot, or the answer to give. Checking a token may wait for its keys and
 // forward auth asks a service: the event loops hand routes with auth to a
 // goroutine first (see match).
@@ -39,7 +40,11 @@ func (s *Server) admit(r *http.Request) (admitted, *answer) {
 // the host and the path. What follows may wait (for a route's keys), so
 // the event loops finish routes with auth on a goroutine.
 func (s *Server) match(r *http.Request) (matched, *answer) {
+	client := s.resolveClient(r)
 	if a := s.check(r); a != nil {
+		return matched{}, a
+	}
+	if a := s.checkBlocked(client); a != nil {
 		return matched{}, a
 	}
 	host, ok := normalizeHost(r.Host)
@@ -49,7 +54,9 @@ func (s *Server) match(r *http.Request) (matched, *answer) {
 	if sni, _ := normalizeHost(serverName(r)); sni != "" && sni != host {
 		return matched{}, refuse(http.StatusMisdirectedRequest, "the TLS server name and the Host header differ")
 	}
-	return match(s.tables.Load(), host, r.RequestURI)
+	m, a := match(s.tables.Load(), host, r.RequestURI)
+	m.client = client
+	return m, a
 }
 
 // admitMatched is admit after the route is found. On a route with
@@ -66,6 +73,26 @@ func (s *Server) admitMatched(r *http.Request, m matched) (admitted, *answer) {
 			return admitted{}, a
 		}
 	}
+	// Limits before the address is looked up: a client walking
+	// addresses spends its handshakes like any other.
+	hold, a := s.limitClient(route, m.client, id)
+	if a != nil {
+		a.route = route
+		return admitted{}, a
+	}
+	adm, a := s.admitTarget(r, m, id)
+	if a != nil {
+		hold.release()
+		return admitted{}, a
+	}
+	adm.slot.hold = hold
+	return adm, nil
+}
+
+// admitTarget is admitMatched from the address on: the pod, its binding
+// to who is asking, the Origin rule, forward auth and the slot.
+func (s *Server) admitTarget(r *http.Request, m matched, id *identity) (admitted, *answer) {
+	route := m.route
 	tgt, a := m.target()
 	if a != nil {
 		return admitted{}, a

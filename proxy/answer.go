@@ -145,5 +145,6 @@ func (s *Server) reply(c client, r *http.Request, a *answer) {
 // (sampled).
 func (s *Server) record(r *http.Request, a *answer) {
 	s.opts.Metrics.handshake(a.route, a.status)
+	s.countRefusal(r, a.status)
 	s.logRefusal(r, a.route, a.status, a.text)
 }

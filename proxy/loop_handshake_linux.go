@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -26,6 +27,7 @@ const (
 	hsAnswer         // the request goes to the pod; reading its answer
 	hsLinger         // answered; reading the client's rest before closing
 	hsOver           // the tunnel opened, or a goroutine took over, or closed
+	hsProxy          // reading a trusted proxy's PROXY header
 )
 
 // lingerTime is how long a connection answered 431 waits for the
@@ -40,6 +42,7 @@ type loopHandshake struct {
 	p      *loopPair
 	phase  int
 	remote string
+	peer   netip.AddrPort // the connection's own peer
 	// head holds a head that took more than one read: the client's, then
 	// the pod's answer.
 	head  []byte
@@ -64,6 +67,8 @@ func (hs *loopHandshake) ready(side ws.Side, ev evloop.Events) {
 		switch {
 		case hs.phase == hsHead && ev.Readable():
 			hs.readHead()
+		case hs.phase == hsProxy && ev.Readable():
+			hs.readProxy()
 		case hs.phase == hsLinger && ev.Readable():
 			hs.linger()
 		}
@@ -99,6 +104,57 @@ func (hs *loopHandshake) readHead() {
 	case headFailed:
 		// Gone before its head was complete: no answer, as net/http.
 		hs.drop()
+	}
+}
+
+// readProxy reads a trusted proxy's PROXY header, then the request head
+// that follows it.
+func (hs *loopHandshake) readProxy() {
+	s := &hs.p.sock[ws.Client]
+	buf := hs.p.loop.Buf()
+	for s.readable {
+		n, e := evloop.Read(s.fd, buf)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			s.readable = false
+			return
+		case e != 0 || n == 0:
+			hs.drop()
+			return
+		}
+		if n < len(buf) && !s.drain {
+			s.readable = false
+		}
+		hs.head = append(hs.head, buf[:n]...)
+		hn, client, err := proxyHeader(hs.head, hs.peer)
+		if err == errProxyIncomplete {
+			continue
+		}
+		if err != nil {
+			hs.s.opts.Metrics.proxyRefused(err.(*proxyHeaderError).reason)
+			hs.drop()
+			return
+		}
+		hs.remote = client.String()
+		hs.phase = hsHead
+		rest := hs.head[hn:]
+		hs.head = nil
+		if len(rest) == 0 {
+			continue
+		}
+		if len(rest) > hs.s.headLimit() {
+			hs.answerHead(refuse(http.StatusRequestHeaderFieldsTooLarge, "request header fields too large"), true)
+			return
+		}
+		if end := headEnd(rest, 0); end >= 0 {
+			hs.gotHead(rest[:end], rest[end:])
+			return
+		}
+		hs.head = append(make([]byte, 0, 2*len(rest)), rest...)
+		hs.readHead()
+		return
 	}
 }
 
@@ -160,6 +216,15 @@ func (hs *loopHandshake) gotHead(head, pending []byte) {
 	delete(s.loops.heads[hs.p.loop.ID()], hs)
 	r, a := parseRequestHead(head)
 	if a != nil {
+		if s.opts.ProxyProtocol && !s.trustedProxy(hs.peer.Addr()) {
+			if yes, _ := proxySignature(append(head[:len(head):len(head)], pending...)); yes {
+				// A PROXY header from a peer that is not a trusted
+				// proxy: closed without an answer, as on TLS.
+				s.opts.Metrics.proxyRefused(proxyUntrusted)
+				hs.drop()
+				return
+			}
+		}
 		hs.answerHead(a, false)
 		return
 	}
@@ -217,6 +282,7 @@ func (hs *loopHandshake) connClient(conn net.Conn, pending []byte) connClient {
 func (hs *loopHandshake) reply(a *answer) {
 	s := hs.s
 	s.opts.Metrics.handshake(a.route, a.status)
+	s.countRefusal(hs.r, a.status)
 	if !s.quietTunnels() {
 		// Off the loop: the access log may write to a slow pipe.
 		r := hs.r
@@ -323,7 +389,7 @@ func (hs *loopHandshake) expire() {
 		return
 	}
 	switch hs.phase {
-	case hsHead, hsLinger:
+	case hsHead, hsLinger, hsProxy:
 		// As net/http: a client too slow with its head gets no answer.
 		hs.drop()
 	case hsConnect:

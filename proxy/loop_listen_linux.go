@@ -132,7 +132,11 @@ func (s *Server) stopLoopListeners() {
 
 // accepted takes a connection accepted on loop l.
 func (s *Server) accepted(l *evloop.Loop, fd int, peer netip.AddrPort) {
-	hs := &loopHandshake{s: s, p: newLoopPair(l, fd, -1), remote: peer.String()}
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	hs := &loopHandshake{s: s, p: newLoopPair(l, fd, -1), remote: peer.String(), peer: peer}
+	if s.opts.ProxyProtocol && s.trustedProxy(peer.Addr()) {
+		hs.phase = hsProxy
+	}
 	if err := hs.p.register(0, hs); err != nil {
 		_ = evloop.Close(fd)
 		return

@@ -26,10 +26,18 @@ type detachListener struct{ net.Listener }
 
 func (l detachListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if tc, ok := c.(*net.TCPConn); ok && err == nil {
-		return &detachConn{TCPConn: tc}, nil
+	if err != nil {
+		return c, err
 	}
-	return c, err
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return &detachConn{TCPConn: c}, nil
+	case *proxiedConn:
+		if tc, ok := c.Conn.(*net.TCPConn); ok {
+			return &detachConn{TCPConn: tc, proxied: c}, nil
+		}
+	}
+	return c, nil
 }
 
 // wrapForLoop prepares a listener whose connections TLS will wrap.
@@ -40,14 +48,27 @@ func wrapForLoop(l net.Listener) net.Listener { return detachListener{l} }
 // reads and writes through the loop, which owns the socket.
 type detachConn struct {
 	*net.TCPConn
-	loop *loopIO
+	// proxied reads the connection's PROXY header first, on a listener
+	// that takes them.
+	proxied *proxiedConn
+	loop    *loopIO
 }
 
 func (c *detachConn) Read(p []byte) (int, error) {
 	if c.loop != nil {
 		return c.loop.read(p)
 	}
+	if c.proxied != nil {
+		return c.proxied.Read(p)
+	}
 	return c.TCPConn.Read(p)
+}
+
+func (c *detachConn) RemoteAddr() net.Addr {
+	if c.proxied != nil {
+		return c.proxied.RemoteAddr()
+	}
+	return c.TCPConn.RemoteAddr()
 }
 
 func (c *detachConn) Write(p []byte) (int, error) {

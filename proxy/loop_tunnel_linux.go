@@ -95,6 +95,10 @@ func carryOnLoop(t *tunnel, client, pod net.Conn, onDone func(), doneOnLoop bool
 		if dc, ok = c.NetConn().(*detachConn); !ok {
 			return false
 		}
+		if dc.proxied != nil && dc.proxied.buffered() {
+			// Bytes read with the PROXY header are still to be read.
+			return false
+		}
 		tc, tcpClient = c, dc.TCPConn
 	}
 	cfd, ok := dupTCP(tcpClient)

@@ -21,6 +21,10 @@ type Metrics struct {
 	duration   *prometheus.HistogramVec
 	closes     *prometheus.CounterVec
 	auths      *prometheus.CounterVec
+	limits     *prometheus.CounterVec
+	blocks     prometheus.Counter
+	clients    prometheus.Gauge
+	proxyHdrs  *prometheus.CounterVec
 
 	// routes holds each route's series for opened tunnels
 	// (*routing.Route -> *routeSeries), resolved on its first tunnel
@@ -63,7 +67,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Identity checks of handshakes on routes with auth, by route and result: ok, missing (no token), malformed (ambiguous or undecodable), invalid (the token failed verification), unavailable (the route's keys are not loaded), unbound (valid token, pod not its own), forward_ok, forward_denied (the forward-auth service said 401 or 403), forward_error (it failed or timed out).",
 		}, []string{"namespace", "route", "result"}),
 	}
-	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes, m.auths)
+	m.limits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_client_limited_total",
+		Help: "Handshakes answered 429 by a per-client limit, by reason: handshake_rate, open_tunnels (the gateway's limits), route_handshake_rate, route_open_tunnels (a route's spec.limits), refusals (the client is blocked for its refused handshakes).",
+	}, []string{"reason"})
+	m.blocks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "wsgate_client_blocks_total",
+		Help: "Clients blocked for a while after collecting more refused handshakes (400, 401, 403, 404) than their budget: address scans.",
+	})
+	m.clients = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsgate_clients_tracked",
+		Help: "Clients whose per-client state this replica holds (bounded by --client-max-tracked).",
+	})
+	m.proxyHdrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_proxy_protocol_refused_total",
+		Help: "Connections refused for their PROXY protocol header, by reason: untrusted (a header from a peer outside the trusted proxies), missing (none from a trusted proxy), malformed.",
+	}, []string{"reason"})
+	for _, r := range []string{limitRate, limitRouteRate, limitTunnels, limitRouteTunnels, limitRefusals} {
+		m.limits.WithLabelValues(r)
+	}
+	for _, r := range []string{proxyUntrusted, proxyMissing, proxyMalformed} {
+		m.proxyHdrs.WithLabelValues(r)
+	}
+	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes, m.auths, m.limits, m.blocks, m.clients, m.proxyHdrs)
 	return m
 }
 
@@ -87,6 +113,34 @@ func (m *Metrics) auth(route *routing.Route, result string) {
 	}
 	ns, name := routeLabels(route)
 	m.auths.WithLabelValues(ns, name, result).Inc()
+}
+
+// limited counts a handshake refused by a per-client limit.
+func (m *Metrics) limited(reason string) {
+	if m != nil {
+		m.limits.WithLabelValues(reason).Inc()
+	}
+}
+
+// blocked counts a client blocked for its refusals.
+func (m *Metrics) blocked() {
+	if m != nil {
+		m.blocks.Inc()
+	}
+}
+
+// trackedClients sets the number of clients tracked.
+func (m *Metrics) trackedClients(n int) {
+	if m != nil {
+		m.clients.Set(float64(n))
+	}
+}
+
+// proxyRefused counts a connection refused for its PROXY header.
+func (m *Metrics) proxyRefused(reason string) {
+	if m != nil {
+		m.proxyHdrs.WithLabelValues(reason).Inc()
+	}
 }
 
 // series returns route's series for opened tunnels.

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -53,6 +54,19 @@ type Options struct {
 	RefusalLogRate int
 	// Metrics, when set, are updated by the gateway.
 	Metrics *Metrics
+
+	// TrustedProxies are the networks of the proxies and load balancers
+	// in front of the gateway: their X-Forwarded-For (and, with
+	// ProxyProtocol, their PROXY header) says who the client is. From
+	// anyone else, X-Forwarded-For is overwritten with the peer's
+	// address.
+	TrustedProxies []netip.Prefix
+	// ProxyProtocol makes every listener require a PROXY protocol
+	// header (v1 or v2) from the TrustedProxies, and refuse one from
+	// anyone else; a peer outside them is served with its own address.
+	ProxyProtocol bool
+	// ClientLimits are the limits per client.
+	ClientLimits ClientLimits
 
 	// goroutineTunnels runs every tunnel on goroutines, even where an
 	// event loop could carry it, and bufferedReads makes those read plain

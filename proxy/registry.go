@@ -65,6 +65,7 @@ func (c capReached) message() string {
 type slot struct {
 	reg      *registry
 	key      backendKey
+	hold     *clientHold // the client's counts, if any
 	released atomic.Bool
 }
 
@@ -74,6 +75,7 @@ func (s *slot) release() {
 		panic("wsgate: a tunnel slot was released twice")
 	}
 	s.reg.release(s.key)
+	s.hold.release()
 }
 
 // reserve takes a slot for a handshake to k, unless the global cap, the

@@ -66,6 +66,8 @@ type Server struct {
 	// bounds the handshakes waiting for them.
 	forwardAuth      *http.Client
 	forwardAuthWaits forwardAuthWaits
+	// edge is the per-client state.
+	edge *edgeLimits
 
 	draining atomic.Bool
 	stopOnce sync.Once
@@ -79,6 +81,7 @@ func New(tables Tables, opts Options) *Server {
 	s := &Server{tables: tables, opts: opts, reg: newRegistry(), stop: make(chan struct{}), loopDial: loopDial}
 	s.refusals = newSampler(opts.RefusalLogRate)
 	s.forwardAuth = newForwardAuthClient(s.opts.Dial)
+	s.edge = newEdgeLimits(s.opts.ClientLimits)
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -93,8 +96,13 @@ func New(tables Tables, opts Options) *Server {
 		ErrorLog: log.New(logWriter{opts.Log.V(1)}, "", 0),
 	}
 	go s.watchTables()
+	go s.sweepClients(clientSweepInterval)
 	return s
 }
+
+// clientSweepInterval is how often the clients whose state changes
+// nothing any more are forgotten.
+const clientSweepInterval = 10 * time.Second
 
 // Serve accepts plain HTTP/1.1 connections on l until Shutdown. A TCP
 // listener is served by the event loops (on Linux), which set TCP_NODELAY
@@ -104,6 +112,19 @@ func (s *Server) Serve(l net.Listener) error {
 	if ok, err := s.serveOnLoops(l); ok {
 		return err
 	}
+	return s.serveHTTP(s.proxied(l))
+}
+
+// proxied is l, reading PROXY headers first when the gateway takes them.
+func (s *Server) proxied(l net.Listener) net.Listener {
+	if !s.opts.ProxyProtocol {
+		return l
+	}
+	return proxyListener{Listener: l, s: s}
+}
+
+// serveHTTP serves l with net/http until Shutdown.
+func (s *Server) serveHTTP(l net.Listener) error {
 	err := s.http.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -120,7 +141,7 @@ func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
 		cfg = cfg.Clone()
 		cfg.NextProtos = []string{"http/1.1"}
 	}
-	return s.Serve(tls.NewListener(wrapForLoop(l), cfg))
+	return s.serveHTTP(tls.NewListener(wrapForLoop(s.proxied(l)), cfg))
 }
 
 // Draining reports whether Shutdown has begun.

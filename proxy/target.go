@@ -38,6 +38,8 @@ type matched struct {
 	hasQuery bool
 	// host and path are what the table matched.
 	host, path string
+	// client is the client's address (see resolveClient).
+	client netip.Addr
 }
 
 // match finds the route for a request's host and raw request-target. It

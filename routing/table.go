@@ -45,6 +45,17 @@ type Timeouts struct {
 	MaxLifetime time.Duration
 }
 
+// ClientLimits are a route's limits per client (its address, or its
+// token's subject on routes with tokens), on each gateway replica; zero
+// values are off.
+type ClientLimits struct {
+	// HandshakeRate handshakes a second, up to HandshakeBurst at once.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// MaxTunnels caps a client's open tunnels on the route.
+	MaxTunnels int
+}
+
 // Route is one accepted WsRoute with its allowlisted backends.
 type Route struct {
 	// Key names the WsRoute.
@@ -72,6 +83,8 @@ type Route struct {
 	DrainOnRevoke bool
 	// Auth checks who is asking; nil for an open route.
 	Auth *Auth
+	// Limits are the route's limits per client; nil for none.
+	Limits *ClientLimits
 	// Backends are the allowlisted pod addresses, sorted by address.
 	Backends []Backend
 

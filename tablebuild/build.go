@@ -506,6 +506,8 @@ func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 		}
 	}
 
+	limits := compileLimits(spec.Limits, problem)
+
 	var timeouts routing.Timeouts
 	if t := spec.Timeouts; t != nil {
 		timeouts.Handshake = duration(t.Handshake, "handshake", problem)
@@ -546,8 +548,39 @@ func compile(wr *v1alpha1.WsRoute, defaultHost string) *candidate {
 		Timeouts:             timeouts,
 		MaxConnectionsPerPod: maxConns,
 		DrainOnRevoke:        drain,
+		Limits:               limits,
 	}
 	return c
+}
+
+// compileLimits is a route's spec.limits (nil: none). The CRD refuses
+// what it reports; objects stored before it are checked here too.
+func compileLimits(l *v1alpha1.ClientLimits, problem func(string, ...any)) *routing.ClientLimits {
+	if l == nil || (l.HandshakesPerMinute == nil && l.MaxTunnelsPerClient == nil) {
+		return nil
+	}
+	out := &routing.ClientLimits{}
+	if p := l.HandshakesPerMinute; p != nil {
+		if *p < 1 {
+			problem("spec.limits.handshakesPerMinute %d is not positive", *p)
+		}
+		out.HandshakeRate = float64(*p) / 60
+		// Ten seconds' worth, at least one.
+		out.HandshakeBurst = max(1, int(*p+5)/6)
+		if b := l.HandshakeBurst; b != nil {
+			if *b < 1 {
+				problem("spec.limits.handshakeBurst %d is not positive", *b)
+			}
+			out.HandshakeBurst = int(*b)
+		}
+	}
+	if m := l.MaxTunnelsPerClient; m != nil {
+		if *m < 1 {
+			problem("spec.limits.maxTunnelsPerClient %d is not positive", *m)
+		}
+		out.MaxTunnels = int(*m)
+	}
+	return out
 }
 
 // lookups returns the requirements of sel that the label index can answer:

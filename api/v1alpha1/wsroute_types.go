@@ -153,6 +153,13 @@ type WsRouteSpec struct {
 	//
 	// +optional
 	Auth *RouteAuth `json:"auth,omitempty"`
+
+	// Limits bound what one client may do on this route, on each gateway
+	// replica, beside the gateway's own per-client limits: 429 with
+	// Retry-After beyond them.
+	//
+	// +optional
+	Limits *ClientLimits `json:"limits,omitempty"`
 }
 
 // Timeouts bound the phases of a tunnel. Durations use Go syntax ("30s",

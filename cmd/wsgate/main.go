@@ -71,6 +71,7 @@ func run() error {
 		drain, grace                               time.Duration
 		namespaceShare                             int
 		proxyOpts                                  proxy.Options
+		edge                                       edgeFlags
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the Prometheus metrics endpoint, e.g. :9090; \"0\" turns it off.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers the API server authenticates and authorizes (RBAC on nonResourceURL /metrics); false serves plain HTTP, for local use.")
@@ -104,6 +105,7 @@ func run() error {
 	flag.DurationVar(&proxyOpts.RetryAfter, "retry-after", proxy.Defaults.RetryAfter, "Retry-After sent with 503 answers.")
 	flag.DurationVar(&drain, "drain-timeout", 20*time.Second, "On SIGTERM, how long open tunnels may run on before they get a Close frame 1001.")
 	flag.DurationVar(&grace, "shutdown-grace-period", 28*time.Second, "On SIGTERM, bound on the whole shutdown; keep it under the pod's terminationGracePeriodSeconds.")
+	edge.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -138,6 +140,9 @@ func run() error {
 		return fmt.Errorf("--max-tunnels must be positive")
 	}
 	if proxyOpts.MaxTunnelsPerNamespace, err = namespaceTunnelCap(proxyOpts.MaxTunnels, namespaceShare); err != nil {
+		return err
+	}
+	if err := edge.apply(&proxyOpts); err != nil {
 		return err
 	}
 	if maxHoldoff < holdoff {
