@@ -3,8 +3,12 @@
 package evloop
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
+	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -126,7 +130,8 @@ func Connect(fd int, addr netip.AddrPort) syscall.Errno {
 
 // accept4 accepts a connection, non-blocking, and returns the peer's
 // address with it (unix.Accept4 also asks the listening socket for its
-// protocol on every call).
+// protocol on every call): an IPv4 peer of an IPv6 socket as IPv4, and a
+// link-local IPv6 peer with its zone, as Go's net package gives them.
 func accept4(lfd int) (int, netip.AddrPort, syscall.Errno) {
 	var rsa unix.RawSockaddrAny
 	n := uint32(unix.SizeofSockaddrAny)
@@ -142,9 +147,51 @@ func accept4(lfd int) (int, netip.AddrPort, syscall.Errno) {
 		peer = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), networkPort(sa.Port))
 	case unix.AF_INET6:
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
-		peer = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), networkPort(sa.Port))
+		a := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.Scope_id != 0 && a.Is6() {
+			a = a.WithZone(zoneName(sa.Scope_id))
+		}
+		peer = netip.AddrPortFrom(a, networkPort(sa.Port))
 	}
 	return int(fd), peer, 0
+}
+
+// zones are the names of the interfaces that link-local peers came in
+// on, by index, each looked up again after a minute, as Go's net package
+// keeps them.
+var zones struct {
+	sync.Mutex
+	byIndex map[uint32]zone
+}
+
+type zone struct {
+	name string
+	at   time.Time
+}
+
+// zoneName is the zone of a link-local peer that came in on the
+// interface with index i: the interface's name, or i when it has none.
+// Unlike the calls above, a lookup asks the kernel for its interfaces;
+// it happens once a minute at most per interface.
+func zoneName(i uint32) string {
+	now := time.Now()
+	zones.Lock()
+	z, ok := zones.byIndex[i]
+	zones.Unlock()
+	if ok && now.Sub(z.at) < time.Minute {
+		return z.name
+	}
+	z = zone{name: strconv.FormatUint(uint64(i), 10), at: now}
+	if ifi, err := net.InterfaceByIndex(int(i)); err == nil {
+		z.name = ifi.Name
+	}
+	zones.Lock()
+	if zones.byIndex == nil {
+		zones.byIndex = map[uint32]zone{}
+	}
+	zones.byIndex[i] = z
+	zones.Unlock()
+	return z.name
 }
 
 // networkPort swaps a port between host and network byte order (the same
