@@ -85,6 +85,11 @@ func (eg *edgeGateway) conn(ctx context.Context, d edgeDial) (net.Conn, error) {
 
 // dial opens a websocket to the pod with the client's header h.
 func (eg *edgeGateway) dial(ctx context.Context, d edgeDial, h http.Header) (*websocket.Conn, *http.Response, error) {
+	return eg.dialPath(ctx, d, "/e/"+eg.pod+"/x", h)
+}
+
+// dialPath opens a websocket to path on ws.example.com.
+func (eg *edgeGateway) dialPath(ctx context.Context, d edgeDial, path string, h http.Header) (*websocket.Conn, *http.Response, error) {
 	tr := &http.Transport{
 		DisableKeepAlives: true,
 		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return eg.conn(ctx, d) },
@@ -98,7 +103,7 @@ func (eg *edgeGateway) dial(ctx context.Context, d edgeDial, h http.Header) (*we
 	if eg.tlsAddr != "" {
 		scheme = "wss"
 	}
-	return websocket.Dial(ctx, scheme+"://ws.example.com/e/"+eg.pod+"/x", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}, HTTPHeader: h})
+	return websocket.Dial(ctx, scheme+"://ws.example.com"+path, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}, HTTPHeader: h})
 }
 
 // forwardedFor opens a websocket as d says and returns the

@@ -81,11 +81,11 @@ const samples = 8
 
 // Table is the clients' state. The zero Table is not usable: use New.
 type Table struct {
-	seed     maphash.Seed
-	perShard int
-	shards   [shards]shard
-	count    atomic.Int64
-	epoch    time.Time
+	seed   maphash.Seed
+	max    int64
+	shards [shards]shard
+	count  atomic.Int64
+	epoch  time.Time
 }
 
 type shard struct {
@@ -99,7 +99,7 @@ func New(maxClients int) *Table {
 	if maxClients <= 0 {
 		maxClients = 100_000
 	}
-	t := &Table{seed: maphash.MakeSeed(), perShard: max(1, (maxClients+shards-1)/shards), epoch: time.Now()}
+	t := &Table{seed: maphash.MakeSeed(), max: int64(maxClients), epoch: time.Now()}
 	for i := range t.shards {
 		t.shards[i].m = make(map[Key]state)
 	}
@@ -233,10 +233,10 @@ func (t *Table) store(sh *shard, k Key, st state, found bool) {
 	}
 }
 
-// makeRoom makes a place for a new client in a full shard, by evicting
-// an idle one; false when it found none.
+// makeRoom makes a place for a new client in a full table, by evicting
+// an idle one of the new client's shard; false when it found none.
 func (t *Table) makeRoom(sh *shard, now int64) bool {
-	if len(sh.m) < t.perShard {
+	if t.count.Load() < t.max {
 		return true
 	}
 	var victim Key
