@@ -28,6 +28,10 @@ type answer struct {
 	// relayed is the pod's answer: its header (without hop-by-hop
 	// fields) and body are passed on instead of text.
 	relayed *http.Response
+	// tenant: the route's own service decided the answer (forward auth),
+	// not the gateway; like a pod's answer, it is no refusal of the
+	// client by the gateway and counts against no refusal budget.
+	tenant bool
 }
 
 func refuse(status int, text string) *answer { return &answer{status: status, text: text} }
@@ -145,6 +149,6 @@ func (s *Server) reply(c client, r *http.Request, a *answer) {
 // (sampled).
 func (s *Server) record(r *http.Request, a *answer) {
 	s.opts.Metrics.handshake(a.route, a.status)
-	s.countRefusal(r, a.status)
+	s.countRefusal(r, a)
 	s.logRefusal(r, a.route, a.status, a.text)
 }

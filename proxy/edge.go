@@ -185,10 +185,12 @@ func refusable(status int) bool {
 	return false
 }
 
-// countRefusal charges a refused handshake of r's client.
-func (s *Server) countRefusal(r *http.Request, status int) {
+// countRefusal charges r's client with a, when it is the gateway's own
+// refusal: a pod's answer or a route's auth service's (which a tenant
+// controls) never blocks a client from the other routes.
+func (s *Server) countRefusal(r *http.Request, a *answer) {
 	e := s.edge
-	if e.opts.RefusalBudget <= 0 || !refusable(status) {
+	if e.opts.RefusalBudget <= 0 || !refusable(a.status) || a.relayed != nil || a.tenant {
 		return
 	}
 	client := remoteAddr(r.RemoteAddr)

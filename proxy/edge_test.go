@@ -280,10 +280,10 @@ func TestProxyProtocolTLSClientHello(t *testing.T) {
 }
 
 // TestProxyProtocolSlowHeader: a trusted peer that never completes its
-// header is cut at the read-head timeout.
+// header is cut at the read-head timeout, and holds up no one meanwhile.
 func TestProxyProtocolSlowHeader(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine) {
-		eg := startEdgeGateway(t, e, Options{ProxyProtocol: true, ReadHeaderTimeout: 300 * time.Millisecond})
+		eg := startEdgeGateway(t, e, Options{ProxyProtocol: true, ReadHeaderTimeout: time.Second})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := eg.conn(ctx, edgeDial{trustedPeer, [][]byte{[]byte("PROXY TCP4 203.0.")}})
@@ -291,6 +291,10 @@ func TestProxyProtocolSlowHeader(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		// While its header hangs, others are served.
+		if got := eg.forwardedFor(t, edgeDial{trustedPeer, [][]byte{v1("203.0.113.10")}}, nil); got != "203.0.113.10" {
+			t.Errorf("beside a hanging header: X-Forwarded-For %q", got)
+		}
 		_ = c.SetReadDeadline(time.Now().Add(4 * time.Second))
 		start := time.Now()
 		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {

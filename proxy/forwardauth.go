@@ -134,6 +134,7 @@ func (s *Server) askForwardAuth(r *http.Request, adm *admitted) *answer {
 		return nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		a := deny(resp.StatusCode, "refused by the route's auth service", "forward_denied")
+		a.tenant = true
 		if v := resp.Header.Get("Www-Authenticate"); v != "" && httpguts.ValidHeaderFieldValue(v) && resp.StatusCode == http.StatusUnauthorized {
 			a.header = http.Header{"Www-Authenticate": {v}}
 		}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -212,6 +215,50 @@ func TestScanThrottled(t *testing.T) {
 		time.Sleep(1600 * time.Millisecond)
 		if st, _, _ := eg.try(t, scanner, path, nil); st != http.StatusSwitchingProtocols {
 			t.Errorf("after the block: %d", st)
+		}
+	})
+}
+
+// TestTenantAnswersBlockNoClient: only the gateway's own refusals count
+// against a client's refusal budget. A pod answering 404 to every
+// handshake, or a route's auth service refusing every one, is a tenant's
+// decision: counted, it would let one tenant block clients from every
+// other tenant's routes.
+func TestTenantAnswersBlockNoClient(t *testing.T) {
+	forEachPlainEngine(t, func(t *testing.T, opts Options) {
+		eg := startEdgeGateway(t, engine{opts: opts}, Options{ClientLimits: ClientLimits{RefusalBudget: 3, RefusalBlock: time.Minute}})
+		refusing := startFakePod(t, "127.0.0.5", answerAndCloseWrite("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+		authSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusForbidden)
+		}))
+		l, err := net.Listen("tcp", "127.0.0.6:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		authSrv.Listener = l
+		authSrv.Start()
+		t.Cleanup(authSrv.Close)
+		guarded := testRoute("guarded", "/g", backendOf("p", echoPod(t, "127.0.0.7")))
+		guarded.Auth = &routing.Auth{Forward: &routing.ForwardAuth{Service: "ns/auth", Addrs: []netip.AddrPort{netip.MustParseAddrPort(l.Addr().String())}, Path: "/", Timeout: 2 * time.Second}}
+		eg.g.publish(testRoute("echo", "/e", backendOf("p", echoPod(t, "127.0.0.2"))),
+			testRoute("refusing", "/r", refusing.backend("r")), guarded)
+		for i := range 10 {
+			if st, _, _ := eg.try(t, "127.0.0.81", "/r/127.0.0.5/x", nil); st != http.StatusNotFound {
+				t.Fatalf("the pod's answer %d: %d, want its 404 relayed", i, st)
+			}
+			if st, _, _ := eg.try(t, "127.0.0.81", "/g/127.0.0.7/x", nil); st != http.StatusForbidden {
+				t.Fatalf("the auth service's answer %d: %d, want its 403 relayed", i, st)
+			}
+		}
+		if st, _, _ := eg.try(t, "127.0.0.81", "/e/127.0.0.2/x", nil); st != http.StatusSwitchingProtocols {
+			t.Errorf("after 20 answers of tenants' pods and services, the client gets %d", st)
+		}
+		// The gateway's own refusals do count.
+		for range 4 {
+			eg.try(t, "127.0.0.81", "/e/127.0.9.9/x", nil)
+		}
+		if st, _, _ := eg.try(t, "127.0.0.81", "/e/127.0.0.2/x", nil); st != http.StatusTooManyRequests {
+			t.Errorf("after 4 of the gateway's own 404s, budget 3: %d, want 429", st)
 		}
 	})
 }

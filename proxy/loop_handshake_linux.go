@@ -282,7 +282,7 @@ func (hs *loopHandshake) connClient(conn net.Conn, pending []byte) connClient {
 func (hs *loopHandshake) reply(a *answer) {
 	s := hs.s
 	s.opts.Metrics.handshake(a.route, a.status)
-	s.countRefusal(hs.r, a.status)
+	s.countRefusal(hs.r, a)
 	if !s.quietTunnels() {
 		// Off the loop: the access log may write to a slow pipe.
 		r := hs.r
