@@ -27,8 +27,9 @@ type ClientLimits struct {
 	// MaxTunnels caps a client's open tunnels (and handshakes in
 	// progress); 429 beyond it.
 	MaxTunnels int
-	// RefusalBudget is how many refused handshakes (400, 401, 403, 404)
-	// a client may collect a minute; past it, every handshake of the
+	// RefusalBudget is how many handshakes the gateway refuses (400,
+	// 401, 403, 404; the answers of pods and of routes' auth services
+	// never count) a client may collect a minute; past it, every handshake of the
 	// client's address is answered 429 for RefusalBlock, so walking pod
 	// addresses through the gateway is slow and shows in the metrics.
 	RefusalBudget int

@@ -397,6 +397,26 @@ func TestNotes(t *testing.T) {
 			want:   []string{"This release created the WsGrants wsgate-notes-a, wsgate-notes-b (the grants value)."},
 			not:    []string{"grants nothing"},
 		},
+		{
+			name:   "PROXY protocol without the load balancer's annotation",
+			values: "{edge: {proxyProtocol: true, trustedProxies: [10.0.0.0/16]}, service: {type: LoadBalancer}}",
+			want: []string{
+				"PROXY protocol: connections from 10.0.0.0/16 (edge.trustedProxies) must start with a PROXY header",
+				"WARNING: no annotation of the Service (service.annotations) turns on the PROXY protocol.",
+			},
+		},
+		{
+			name:   "PROXY protocol with the load balancer's annotation",
+			values: `{edge: {proxyProtocol: true, trustedProxies: [10.0.0.0/16]}, service: {type: LoadBalancer, annotations: {service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol: "true"}}}`,
+			want:   []string{"PROXY protocol: connections from 10.0.0.0/16"},
+			not:    []string{"WARNING"},
+		},
+		{
+			name:   "trusted proxies",
+			values: "edge: {trustedProxies: [10.0.0.0/16, 192.0.2.10]}",
+			want:   []string{"X-Forwarded-For from 10.0.0.0/16, 192.0.2.10 (edge.trustedProxies) names the client."},
+			not:    []string{"PROXY"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

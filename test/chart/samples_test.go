@@ -54,6 +54,10 @@ func TestSamples(t *testing.T) {
 	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: route.Name}, &stored); err != nil {
 		t.Fatalf("the sample WsRoute after apply: %v", err)
 	}
+	// The chart's CRD keeps the sample route's spec.limits (not pruned).
+	if route.Spec.Limits == nil || !equalJSON(t, stored.Spec.Limits, route.Spec.Limits) {
+		t.Errorf("stored WsRoute spec.limits = %+v, the file's %+v", stored.Spec.Limits, route.Spec.Limits)
+	}
 	var fromFile wsgatev1alpha1.WsGrant
 	if err := yaml.UnmarshalStrict(readRepoFile(t, "config/samples/wsgate_v1alpha1_wsgrant.yaml"), &fromFile); err != nil {
 		t.Fatal(err)

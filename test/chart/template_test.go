@@ -51,8 +51,12 @@ var variants = []variant{
 				"--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--metrics-secure=true",
 				"--listen-address=:8080", "--tls-listen-address=:8443",
 				"--handshake-timeout=10s", "--idle-timeout=1h", "--dial-timeout=5s", "--max-tunnels=9000",
-				"--drain-timeout=20s", "--shutdown-grace-period=28s", "--zap-log-level=info")
-			noArgs(t, d, "--default-host", "--default-certificate", "--watch-namespaces", "--tls-key-exchange-groups", "--tls-session-ticket-keys-file")
+				"--drain-timeout=20s", "--shutdown-grace-period=28s", "--zap-log-level=info",
+				// The edge: the binary's defaults.
+				"--proxy-protocol=false", "--client-handshake-rate=0", "--client-handshake-burst=0", "--client-max-tunnels=0",
+				"--client-refusal-budget=100", "--client-refusal-block=1m", "--client-max-tracked=100000")
+			noArgs(t, d, "--default-host", "--default-certificate", "--watch-namespaces", "--tls-key-exchange-groups", "--tls-session-ticket-keys-file",
+				"--trusted-proxies")
 			if g := *d.Spec.Template.Spec.TerminationGracePeriodSeconds; g != 5+28+5 {
 				t.Errorf("terminationGracePeriodSeconds = %d, want preStop 5 + grace 28 + 5 = 38", g)
 			}
@@ -334,6 +338,30 @@ service:
 			}
 			if p := ports["ws"]; p.Port != 80 || p.TargetPort != intstr.FromString("ws") {
 				t.Errorf("ws port = %+v", p)
+			}
+		},
+	},
+	{
+		name: "edge", release: "wsgate-edge", fullname: "wsgate-edge",
+		values: func(site) string {
+			return `
+edge:
+  trustedProxies: [10.0.0.0/16, "2001:db8::/56", 192.0.2.10]
+  proxyProtocol: true
+  clientLimits: {handshakeRate: 0.5, handshakeBurst: 5, maxTunnels: 20, refusalBudget: 30, refusalBlock: 5m, maxTracked: 250000}
+service:
+  type: LoadBalancer
+  annotations:
+    service.beta.kubernetes.io/aws-load-balancer-proxy-protocol: "*"
+`
+		},
+		check: func(t *testing.T, m manifest, c site, fullname string) {
+			wantArgs(t, deployment(t, m), "--trusted-proxies=10.0.0.0/16,2001:db8::/56,192.0.2.10", "--proxy-protocol=true",
+				"--client-handshake-rate=0.5", "--client-handshake-burst=5", "--client-max-tunnels=20",
+				"--client-refusal-budget=30", "--client-refusal-block=5m", "--client-max-tracked=250000")
+			svc := as[corev1.Service](t, m.one(t, "Service"))
+			if svc.Annotations["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"] != "*" {
+				t.Errorf("Service annotations = %v, want the load balancer's PROXY protocol annotation", svc.Annotations)
 			}
 		},
 	},
@@ -764,12 +792,23 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"grant with a bad name", `grants: [{name: Games, namespaces: [games], catchAll: true}]`, []string{"/grants/0/name", "does not match pattern"}},
 		{"grant with a misspelled key", `grants: [{name: g, namespaces: [games], hostname: [a.example.com]}]`, []string{"/grants/0", "additional properties 'hostname' not allowed"}},
 		{"grants not a list", `grants: {games: [games]}`, []string{"/grants", "want array"}},
+		{"trusted proxy not an address", `edge: {trustedProxies: [lb.example.com]}`, []string{"/edge/trustedProxies/0", "does not match pattern"}},
+		{"trusted proxies not a list", `edge: {trustedProxies: 10.0.0.0/8}`, []string{"/edge/trustedProxies", "want array"}},
+		{"misspelled edge key", `edge: {proxyprotocol: true}`, []string{"/edge", "additional properties 'proxyprotocol' not allowed"}},
+		{"negative handshake rate", `edge: {clientLimits: {handshakeRate: -1}}`, []string{"/edge/clientLimits/handshakeRate", "minimum"}},
+		{"fractional burst", `edge: {clientLimits: {handshakeRate: 1, handshakeBurst: 1.5}}`, []string{"/edge/clientLimits/handshakeBurst", "want integer"}},
+		{"negative refusal budget", `edge: {clientLimits: {refusalBudget: -1}}`, []string{"/edge/clientLimits/refusalBudget", "minimum"}},
+		{"zero refusal block", `edge: {clientLimits: {refusalBlock: 0s}}`, []string{"/edge/clientLimits/refusalBlock"}},
+		{"no clients tracked", `edge: {clientLimits: {maxTracked: 0}}`, []string{"/edge/clientLimits/maxTracked", "minimum"}},
+		{"client limits removed", `edge: {clientLimits: null}`, []string{"/edge", "clientLimits"}},
 		// Checks across values, in the templates.
 		{"drain longer than the grace period", `shutdown: {drainSeconds: 40, gracePeriodSeconds: 30}`, []string{"shutdown.drainSeconds (40)", "gracePeriodSeconds - 2 (28)"}},
 		{"certificate without a host", `gatewayCertificate: {enabled: true, issuerRef: {name: x}}`, []string{"gatewayCertificate.dnsNames or defaultHost"}},
 		{"no listener", `listeners: {ws: {enabled: false}, wss: {enabled: false}}`, []string{"listeners.ws.enabled and listeners.wss.enabled"}},
 		{"plain port without its listener", `{listeners: {ws: {enabled: false}}, service: {ws: {enabled: true}}}`, []string{"service.ws.enabled needs listeners.ws.enabled"}},
 		{"no service account", `serviceAccount: {create: false}`, []string{"serviceAccount.name is required"}},
+		{"PROXY protocol without trusted proxies", `edge: {proxyProtocol: true}`, []string{"edge.proxyProtocol needs edge.trustedProxies"}},
+		{"handshake burst without a rate", `edge: {clientLimits: {handshakeBurst: 10}}`, []string{"edge.clientLimits.handshakeBurst needs edge.clientLimits.handshakeRate"}},
 		{"two grants of one name", `grants: [{name: g, namespaces: [a], catchAll: true}, {name: g, namespaces: [b], hostnames: [b.example.com]}]`, []string{`grants: two grants are named "g"`, "wsgate-g"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

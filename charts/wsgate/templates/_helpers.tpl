@@ -103,4 +103,22 @@ comma-separated; empty for all namespaces.
 {{- if and .Values.gatewayCertificate.enabled (not (or .Values.gatewayCertificate.dnsNames .Values.defaultHost)) }}
 {{- fail "gatewayCertificate.enabled needs gatewayCertificate.dnsNames or defaultHost: the Certificate must name at least one host" }}
 {{- end }}
+{{- with .Values.edge }}
+{{- if and .proxyProtocol (not .trustedProxies) }}
+{{- fail "edge.proxyProtocol needs edge.trustedProxies: the source ranges of the load balancer (or of the nodes) whose PROXY headers the gateway believes; without them the gateway does not start" }}
+{{- end }}
+{{- if and .clientLimits.handshakeBurst (not .clientLimits.handshakeRate) }}
+{{- fail "edge.clientLimits.handshakeBurst needs edge.clientLimits.handshakeRate: a burst limits nothing without a rate" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether an annotation of the Service (its name or value) mentions the
+PROXY protocol, as the cloud controllers' annotations that turn it on do.
+*/}}
+{{- define "wsgate.proxyProtocolAnnotated" -}}
+{{- range $k, $v := .Values.service.annotations }}
+{{- if regexMatch "(?i)proxy.?protocol" (printf "%s=%s" $k $v) }}true{{ end }}
+{{- end }}
 {{- end }}
