@@ -566,7 +566,7 @@ func compileLimits(l *v1alpha1.ClientLimits, problem func(string, ...any)) *rout
 		}
 		out.HandshakeRate = float64(*p) / 60
 		// Ten seconds' worth, at least one.
-		out.HandshakeBurst = max(1, int(*p+5)/6)
+		out.HandshakeBurst = max(1, (int(*p)+5)/6)
 		if b := l.HandshakeBurst; b != nil {
 			if *b < 1 {
 				problem("spec.limits.handshakeBurst %d is not positive", *b)

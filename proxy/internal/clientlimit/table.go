@@ -72,6 +72,7 @@ type state struct {
 	blocked int64 // blocked until
 	idleAt  int64 // when forgetting the state changes nothing, if open is 0
 	open    int32
+	bucket  bool // tokens and last are set
 }
 
 const shards = 64
@@ -123,11 +124,13 @@ func (t *Table) Allow(k Key, b Bucket, now int64) (bool, time.Duration) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	st, ok := sh.m[k]
-	if !ok {
-		if !t.makeRoom(sh, now) {
-			return true, 0
-		}
-		st = state{tokens: float64(b.Burst), last: now}
+	if !ok && !t.makeRoom(sh, now) {
+		return true, 0
+	}
+	if !st.bucket {
+		// A client first counted for a refusal or a tunnel starts with
+		// a full bucket too.
+		st.tokens, st.last, st.bucket = float64(b.Burst), now, true
 	}
 	st.tokens = refill(st.tokens, st.last, b, now)
 	st.last = now
