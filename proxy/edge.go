@@ -238,20 +238,35 @@ func (s *Server) limitClient(route *routing.Route, client netip.Addr, id *identi
 	if !g.rateOn() && g.MaxTunnels <= 0 && rl == nil {
 		return nil, nil
 	}
-	key := func(scope string) (clientlimit.Key, bool) {
-		if id != nil && id.claims != nil && id.claims.Subject != "" && route.Auth.Tokens != nil {
-			return clientlimit.SubjectKey(scope, route.Auth.Tokens.Issuer()+"\x00"+id.claims.Subject), true
+	// A token's subject is the client on the route; across the gateway
+	// only when the route's namespace cannot mint subjects (see
+	// routing.Auth.TrustedSubjects): else any tenant could spend another's
+	// users' limits, or make up a subject per handshake.
+	subject := ""
+	if id != nil && id.claims != nil && id.claims.Subject != "" && route.Auth.Tokens != nil {
+		subject = route.Auth.Tokens.Issuer() + "\x00" + id.claims.Subject
+	}
+	key := func(scope string, bySubject bool) (clientlimit.Key, bool) {
+		if bySubject && subject != "" {
+			return clientlimit.SubjectKey(scope, subject), true
 		}
 		return clientlimit.AddrKey(scope, client), client.IsValid()
 	}
 	now := e.clients.Now()
-	gk, ok := key("")
-	if !ok {
+	gk, gok := key("", route.Auth != nil && route.Auth.TrustedSubjects)
+	var rk clientlimit.Key
+	rok := false
+	if rl != nil {
+		rk, rok = key(route.Key.Namespace+"/"+route.Key.Name, true)
+	}
+	if !gok && !rok {
 		return nil, nil
 	}
-	var rk clientlimit.Key
-	if rl != nil {
-		rk, _ = key(route.Key.Namespace + "/" + route.Key.Name)
+	if !gok {
+		g = ClientLimits{}
+	}
+	if !rok {
+		rl = nil
 	}
 	if g.rateOn() {
 		if ok, wait := e.clients.Allow(gk, clientlimit.Bucket{Rate: g.HandshakeRate, Burst: g.HandshakeBurst}, now); !ok {

@@ -216,7 +216,7 @@ func TestProxyProtocol(t *testing.T) {
 			{"v2 IPv6 from the trusted proxy", edgeDial{trustedPeer, [][]byte{v2h}}, "2001:db8::7"},
 			{"v2 IPv4", edgeDial{trustedPeer, [][]byte{v2(t, netip.MustParseAddrPort("198.51.100.4:1"))}}, "198.51.100.4"},
 			{"v2 LOCAL (a health check): the proxy's own address", edgeDial{trustedPeer, [][]byte{local}}, trustedPeer},
-			{"v1 UNKNOWN: the proxy's own address", edgeDial{trustedPeer, [][]byte{[]byte("PROXY UNKNOWN\r\n")}}, trustedPeer},
+			{"v1 UNKNOWN: a client no one knows, whose X-Forwarded-For is not read", edgeDial{trustedPeer, [][]byte{[]byte("PROXY UNKNOWN\r\n")}}, "0.0.0.0"},
 			{"v1 in three pieces", edgeDial{trustedPeer, [][]byte{[]byte("PRO"), []byte("XY TCP4 203.0.113"), []byte(".8 10.0.0.1 1 2\r\n")}}, "203.0.113.8"},
 			{"v2 in two pieces", edgeDial{trustedPeer, [][]byte{v2h[:7], v2h[7:]}}, "2001:db8::7"},
 			{"no header from anyone else: its own address", edgeDial{untrustedPeer, nil}, untrustedPeer},

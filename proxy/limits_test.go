@@ -262,3 +262,40 @@ func TestTenantAnswersBlockNoClient(t *testing.T) {
 		}
 	})
 }
+
+// TestGatewayLimitsBySubjectOnlyForTrustedIssuers: the gateway's own
+// per-client limits count a token's subject as the client only when the
+// route's namespace cannot mint subjects (an issuer the cluster admin
+// granted, or the cluster's ServiceAccount issuer); with keys a tenant
+// holds, they count by address, so that no tenant spends another's
+// users' limits or escapes them with a subject per handshake.
+func TestGatewayLimitsBySubjectOnlyForTrustedIssuers(t *testing.T) {
+	for _, trusted := range []bool{true, false} {
+		t.Run(fmt.Sprintf("trusted subjects %v", trusted), func(t *testing.T) {
+			eg := startEdgeGateway(t, engine{}, Options{ClientLimits: ClientLimits{MaxTunnels: 1}})
+			sg := newES256Signer(t, "k1")
+			rt := testRoute("private", "/p", backendOf("p", echoPod(t, "127.0.0.2")))
+			rt.Auth = &routing.Auth{Tokens: sg.verifier(t), TrustedSubjects: trusted}
+			eg.g.publish(rt)
+			bearer := func(sub string) http.Header {
+				return http.Header{"Authorization": {"Bearer " + sg.sign(t, claimsFor(sub, nil), nil, false)}}
+			}
+			path := "/p/127.0.0.2/x"
+			if st, _, _ := eg.try(t, "127.0.0.85", path, bearer("alice")); st != http.StatusSwitchingProtocols {
+				t.Fatalf("alice's first tunnel: %d", st)
+			}
+			// The same subject from another address: one client only when
+			// subjects are trusted.
+			st, _, _ := eg.try(t, "127.0.0.86", path, bearer("alice"))
+			if want := map[bool]int{true: http.StatusTooManyRequests, false: http.StatusSwitchingProtocols}[trusted]; st != want {
+				t.Errorf("alice from a second address: %d, want %d", st, want)
+			}
+			// Another subject from alice's address: one client only when
+			// subjects are not trusted.
+			st, _, _ = eg.try(t, "127.0.0.85", path, bearer("minted-1"))
+			if want := map[bool]int{true: http.StatusSwitchingProtocols, false: http.StatusTooManyRequests}[trusted]; st != want {
+				t.Errorf("a second subject from alice's address: %d, want %d", st, want)
+			}
+		})
+	}
+}

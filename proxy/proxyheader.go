@@ -62,8 +62,11 @@ func proxySignature(b []byte) (yes, more bool) {
 
 // proxyHeader reads the PROXY header at the start of b, from a trusted
 // proxy whose own address is peer. It returns the header's length and the
-// client's address: the header's source, or peer for a header that
-// carries none (v2 LOCAL, a load balancer's health check; v1 UNKNOWN).
+// client's address: the header's source; peer for a v2 LOCAL header (a
+// connection the load balancer made itself, such as a health check); or,
+// for a v1 UNKNOWN header (a client the balancer cannot name), the
+// unspecified address of peer's family, which no X-Forwarded-For
+// follows, since the bytes after the header are the unknown client's.
 // It returns errProxyIncomplete while b is a header's beginning, and a
 // *proxyHeaderError for bytes that are not a valid header.
 func proxyHeader(b []byte, peer netip.AddrPort) (int, netip.AddrPort, error) {
@@ -77,6 +80,13 @@ func proxyHeader(b []byte, peer netip.AddrPort) (int, netip.AddrPort, error) {
 		return 0, peer, &proxyHeaderError{proxyMalformed}
 	}
 	if h.Command.IsLocal() || h.TransportProtocol == proxyproto.UNSPEC {
+		if h.Version == 1 {
+			unknown := netip.IPv4Unspecified()
+			if peer.Addr().Is6() {
+				unknown = netip.IPv6Unspecified()
+			}
+			return n, netip.AddrPortFrom(unknown, 0), nil
+		}
 		return n, peer, nil
 	}
 	src, _, ok := h.TCPAddrs()
@@ -84,7 +94,8 @@ func proxyHeader(b []byte, peer netip.AddrPort) (int, netip.AddrPort, error) {
 		// UDP or Unix addresses: not a TCP client's.
 		return 0, peer, &proxyHeaderError{proxyMalformed}
 	}
-	return n, src.AddrPort(), nil
+	ap := src.AddrPort()
+	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 // proxyHeaderLen frames a header: the length of the one b starts with.

@@ -65,9 +65,12 @@ func FuzzProxyHeader(f *testing.F) {
 				t.Fatalf("the gateway took %q (client %s), the library refused it: %v", b[:n], client, refErr)
 			}
 			want := peer
-			if !ref.Command.IsLocal() && ref.TransportProtocol != proxyproto.UNSPEC {
+			switch {
+			case ref.Version == 1 && (ref.Command.IsLocal() || ref.TransportProtocol == proxyproto.UNSPEC):
+				want = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+			case !ref.Command.IsLocal() && ref.TransportProtocol != proxyproto.UNSPEC:
 				src, _, _ := ref.TCPAddrs()
-				want = src.AddrPort()
+				want = netip.AddrPortFrom(src.AddrPort().Addr().Unmap(), src.AddrPort().Port())
 			}
 			if client != want {
 				t.Fatalf("client %s, the library says %s", client, want)

@@ -26,6 +26,14 @@ type Auth struct {
 	ClaimHeaders []ClaimHeader
 	// CloseOnExpiry closes a tunnel with 1008 when its token expires.
 	CloseOnExpiry bool
+	// TrustedSubjects: the route's namespace cannot mint its tokens'
+	// subjects (the keys are those of an issuer that the cluster admin
+	// granted, or of the cluster's ServiceAccount issuer), so a subject is
+	// one client across the gateway. With keys that the namespace holds
+	// (a Secret), its subjects are its own to make up: the gateway's
+	// per-client limits then count by address, and only the route's own
+	// by subject.
+	TrustedSubjects bool
 	// Forward asks a service of the route's namespace; nil for none.
 	Forward *ForwardAuth
 	// Problem, when not "", says why the route's tokens cannot be checked

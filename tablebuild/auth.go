@@ -551,6 +551,7 @@ func finishAuth(c *candidate, keys *keyOutcome, fwd *forwardOutcome) *AuthStatus
 			cfg.SubjectPrefix = ServiceAccountSubjectPrefix(c.key.Namespace)
 		}
 		ra.Tokens = auth.NewVerifier(cfg)
+		ra.TrustedSubjects = a.source == v1alpha1.KeysFromIssuer || a.source == v1alpha1.KeysFromServiceAccountIssuer
 	}
 	if a.forward != nil {
 		f := *ra.Forward

@@ -210,6 +210,9 @@ func TestTokenIssuerNeedsAGrant(t *testing.T) {
 	}
 
 	ra := authOf(t, res, key("good", "r"))
+	if !ra.TrustedSubjects {
+		t.Error("a granted issuer's subjects are not trusted across the gateway")
+	}
 	ctx := context.Background()
 	if _, err := ra.Tokens.Verify(ctx, s.token(t, idp, "games", "alice"), t0); err != nil {
 		t.Errorf("a token of the issuer is refused: %v", err)
@@ -240,6 +243,9 @@ func TestKeySecretIsAlwaysTheRoutesNamespace(t *testing.T) {
 		t.Errorf("a/own: AuthReady %+v, want True KeysLoaded", own.Auth)
 	}
 	tok := s.token(t, idp, "games", "alice")
+	if authOf(t, res, key("a", "own")).TrustedSubjects {
+		t.Error("the subjects of keys a tenant holds are trusted across the gateway: the tenant can mint them")
+	}
 	if _, err := authOf(t, res, key("a", "own")).Tokens.Verify(context.Background(), tok, t0); err != nil {
 		t.Errorf("a/own refuses a token signed with its Secret's key: %v", err)
 	}

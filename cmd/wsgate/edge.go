@@ -32,7 +32,7 @@ func (e *edgeFlags) bind(fs *flag.FlagSet) {
 	fs.IntVar(&e.limits.MaxTunnels, "client-max-tunnels", 0, "Open tunnels per client, per replica; 429 beyond it. 0: no limit.")
 	fs.IntVar(&e.limits.RefusalBudget, "client-refusal-budget", defaultRefusalBudget, "Handshakes the gateway refuses (400, 401, 403, 404; not the pods' or forward-auth services' answers) an address (IPv6 by /64) may collect a minute before every handshake of it is answered 429 for --client-refusal-block: pod address scans become slow and show in wsgate_client_blocks_total. 0: off.")
 	fs.DurationVar(&e.limits.RefusalBlock, "client-refusal-block", time.Minute, "How long an address past --client-refusal-budget is answered 429.")
-	fs.IntVar(&e.limits.MaxClients, "client-max-tracked", 100_000, "Most clients whose per-client state a replica keeps (about 200 bytes each); a new client beyond it replaces the least recently active one without open tunnels.")
+	fs.IntVar(&e.limits.MaxClients, "client-max-tracked", 100_000, "Most clients whose per-client state a replica keeps (about 140 bytes each); a new client beyond it replaces the least recently active one without open tunnels.")
 }
 
 // apply checks the flags and sets them in o.

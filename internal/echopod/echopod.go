@@ -40,9 +40,10 @@ type Server struct {
 	srv      *http.Server
 	accepted atomic.Int64
 
-	mu    sync.Mutex
-	open  map[*websocket.Conn]struct{}
-	conns sync.WaitGroup
+	mu     sync.Mutex
+	closed bool // Close has begun: no connection joins conns
+	open   map[*websocket.Conn]struct{}
+	conns  sync.WaitGroup
 }
 
 // Start listens on addr (use a loopback address, port 0 for any) and
@@ -66,6 +67,7 @@ func (s *Server) Accepted() int64 { return s.accepted.Load() }
 func (s *Server) Close() error {
 	err := s.srv.Close()
 	s.mu.Lock()
+	s.closed = true
 	for c := range s.open {
 		_ = c.CloseNow()
 	}
@@ -86,6 +88,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.accepted.Add(1)
 	s.mu.Lock()
+	if s.closed {
+		// A handshake that raced Close: the pod is gone.
+		s.mu.Unlock()
+		_ = c.CloseNow()
+		return
+	}
 	s.open[c] = struct{}{}
 	s.conns.Add(1)
 	s.mu.Unlock()

@@ -7,12 +7,14 @@
 // no open tunnel, no block), and the table holds at most a fixed number
 // of clients; a new client in a full table takes the place of the least
 // recently active one without open tunnels among a few it samples, as
-// nginx's limit_req zones do. Clients holding tunnels are never evicted
-// (their count would be lost); when every sampled one does, the new
-// client is not tracked, and only the gateway's other caps apply to it.
+// nginx's limit_req zones do. Clients holding tunnels or blocked for
+// their refusals are never evicted (their count or block would be lost);
+// when every sampled one is, the new client is not tracked, and only the
+// gateway's other caps apply to it.
 package clientlimit
 
 import (
+	"crypto/sha256"
 	"hash/maphash"
 	"net/netip"
 	"sync"
@@ -20,30 +22,60 @@ import (
 	"time"
 )
 
-// Key identifies a client within a scope.
+// Key identifies a client within a scope, in a fixed size whatever the
+// scope's and the subject's length.
 type Key struct {
-	// Scope is "" for the gateway's own limits, or names a route.
-	Scope string
 	// Addr is the client's IPv4 address, or the /64 of its IPv6 address;
-	// the zero Addr with Subject.
+	// the zero Addr for a subject.
 	Addr netip.Addr
-	// Subject identifies a client by its verified token.
-	Subject string
+	// id digests the scope ("" for the gateway's own limits, or a
+	// route's name), and the subject for a client known by its token.
+	id [16]byte
 }
+
+// nat64 is the well-known prefix of IPv4 addresses translated into IPv6
+// (RFC 6052): each client behind it is its IPv4 address, not one /64.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
 // AddrKey is the key of a client by address in scope: an IPv6 address
 // counts as its /64, the smallest network a subscriber gets.
 func AddrKey(scope string, a netip.Addr) Key {
-	a = a.Unmap()
-	if a.Is6() {
+	a = a.Unmap().WithZone("")
+	switch {
+	case nat64.Contains(a):
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte(b[12:]))
+	case a.Is6():
 		p, _ := a.Prefix(64)
 		a = p.Addr()
 	}
-	return Key{Scope: scope, Addr: a}
+	k := Key{Addr: a}
+	if scope != "" {
+		k.id = digest("address", scope, "")
+	}
+	return k
 }
 
-// SubjectKey is the key of a client by its token's subject in scope.
-func SubjectKey(scope, subject string) Key { return Key{Scope: scope, Subject: subject} }
+// SubjectKey is the key of a client by its token's subject (issuer and
+// sub) in scope.
+func SubjectKey(scope, subject string) Key { return Key{id: digest("subject", scope, subject)} }
+
+// digest names a scope and a subject in 16 bytes; each part is
+// length-prefixed, so no two different pairs read the same.
+func digest(kind, scope, subject string) [16]byte {
+	h := sha256.New()
+	for _, s := range [...]string{kind, scope, subject} {
+		var n [8]byte
+		for i := range n {
+			n[i] = byte(len(s) >> (8 * i))
+		}
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var out [16]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
 
 // Bucket is a token bucket's parameters: Rate tokens a second, up to
 // Burst.
@@ -249,7 +281,8 @@ func (t *Table) makeRoom(sh *shard, now int64) bool {
 		if n++; n > samples {
 			break
 		}
-		if st.open > 0 {
+		if st.open > 0 || st.blocked > now {
+			// Neither a count nor a block may be lost.
 			continue
 		}
 		if st.idleAt <= now {

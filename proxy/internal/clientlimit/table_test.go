@@ -23,6 +23,11 @@ func TestAddrKeyGroupsIPv6By64(t *testing.T) {
 		{"2001:db8:1:2::1", "2001:db8:1:3::1", false},
 		{"192.0.2.1", "192.0.2.2", false},
 		{"192.0.2.1", "::ffff:192.0.2.1", true},
+		{"fe80::1%eth0", "fe80::2%eth1", true},
+		// IPv4 clients translated into IPv6 (NAT64) are each their IPv4
+		// address, not one /64 for all.
+		{"64:ff9b::c000:201", "64:ff9b::c000:202", false},
+		{"64:ff9b::c000:201", "192.0.2.1", true},
 	}
 	for _, c := range cases {
 		ka, kb := AddrKey("", netip.MustParseAddr(c.a)), AddrKey("", netip.MustParseAddr(c.b))
@@ -33,8 +38,11 @@ func TestAddrKeyGroupsIPv6By64(t *testing.T) {
 	if AddrKey("ns/a", addr(1)) == AddrKey("", addr(1)) {
 		t.Error("scopes do not separate keys")
 	}
-	if SubjectKey("", "alice") == SubjectKey("", "bob") {
-		t.Error("subjects do not separate keys")
+	if SubjectKey("", "alice") == SubjectKey("", "bob") || SubjectKey("ns/a", "alice") == SubjectKey("", "alice") {
+		t.Error("subjects or scopes do not separate subject keys")
+	}
+	if SubjectKey("a", "b/c") == SubjectKey("a/b", "c") {
+		t.Error("scope and subject run together")
 	}
 }
 
@@ -151,6 +159,27 @@ func TestBoundedWhateverTheClients(t *testing.T) {
 	}
 	if ok, _ := tbl.Acquire(held, 1, sec); ok {
 		t.Fatal("the client holding a tunnel was evicted: its cap is lost")
+	}
+}
+
+// TestBlocksAreNotEvicted: a flood of new clients, whatever their scope
+// and however long their state lasts, cannot push a blocked scanner out
+// of a full table.
+func TestBlocksAreNotEvicted(t *testing.T) {
+	const limit = 200
+	tbl := New(limit)
+	scanner := AddrKey("", netip.MustParseAddr("192.0.2.9"))
+	b := Budget{Bucket: Bucket{Rate: 1, Burst: 1}, Block: time.Hour}
+	tbl.Refused(scanner, b, 0)
+	if !tbl.Refused(scanner, b, 0) {
+		t.Fatal("not blocked")
+	}
+	slow := Bucket{Rate: 1.0 / 3600, Burst: 1} // each entry lasts an hour
+	for i := range 20 * limit {
+		tbl.Allow(SubjectKey("ns/route", fmt.Sprint(i)), slow, sec)
+	}
+	if _, blocked := tbl.Blocked(scanner, 2*sec); !blocked {
+		t.Fatal("a full table's new clients evicted a blocked scanner")
 	}
 }
 
