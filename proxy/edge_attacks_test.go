@@ -502,11 +502,14 @@ func TestAttackTLSProxyHeaderCoalescedWithClientHello(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, _, err := websocket.Dial(ctx, "wss://ws.example.com/e/"+eg.pod+"/x", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+			c, resp, err := websocket.Dial(ctx, "wss://ws.example.com/e/"+eg.pod+"/x", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+			if resp != nil && resp.Body != nil {
+				_ = resp.Body.Close()
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.CloseNow()
+			defer func() { _ = c.CloseNow() }()
 			seen, err := seenByPod(ctx, c)
 			if err != nil {
 				t.Fatal(err)

@@ -113,6 +113,9 @@ func (eg *edgeGateway) forwardedFor(t *testing.T, d edgeDial, h http.Header) str
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, resp, err := eg.dial(ctx, d, h)
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -120,7 +123,7 @@ func (eg *edgeGateway) forwardedFor(t *testing.T, d edgeDial, h http.Header) str
 		}
 		t.Fatalf("dial from %s: %v (status %d)", d.src, err, status)
 	}
-	defer c.CloseNow()
+	defer func() { _ = c.CloseNow() }()
 	seen, err := seenByPod(ctx, c)
 	if err != nil {
 		t.Fatal(err)

@@ -72,6 +72,9 @@ func (fs *floodScene) run(t *testing.T, d, reconnectEvery time.Duration) phase {
 				start := time.Now()
 				c, resp, err := fs.eg.dialPath(ctx, edgeDial{src: goodAddr(i)}, path, nil)
 				took := time.Since(start)
+				if resp != nil && resp.Body != nil {
+					_ = resp.Body.Close()
+				}
 				mu.Lock()
 				if err != nil {
 					ph.failed++

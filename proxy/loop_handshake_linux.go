@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -129,11 +130,12 @@ func (hs *loopHandshake) readProxy() {
 		}
 		hs.head = append(hs.head, buf[:n]...)
 		hn, client, err := proxyHeader(hs.head, hs.peer)
-		if err == errProxyIncomplete {
+		var refused *proxyHeaderError
+		switch {
+		case errors.Is(err, errProxyIncomplete):
 			continue
-		}
-		if err != nil {
-			hs.s.opts.Metrics.proxyRefused(err.(*proxyHeaderError).reason)
+		case errors.As(err, &refused):
+			hs.s.opts.Metrics.proxyRefused(refused.reason)
 			hs.drop()
 			return
 		}

@@ -175,8 +175,8 @@ func (c *proxiedConn) readHeader() {
 	c.remote = c.Conn.RemoteAddr()
 	peer := addrPortOf(c.remote)
 	trusted := c.s.trustedProxy(peer.Addr())
-	_ = c.Conn.SetReadDeadline(time.Now().Add(c.s.opts.ReadHeaderTimeout))
-	defer func() { _ = c.Conn.SetReadDeadline(time.Time{}) }()
+	_ = c.SetReadDeadline(time.Now().Add(c.s.opts.ReadHeaderTimeout))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	buf := make([]byte, 0, 512)
 	for {
 		if len(buf) == cap(buf) {
@@ -226,7 +226,7 @@ func (c *proxiedConn) examine(buf []byte, peer netip.AddrPort, trusted bool) boo
 // it without an answer, as after any read error of a network connection.
 func (c *proxiedConn) refuse(reason string) {
 	c.s.opts.Metrics.proxyRefused(reason)
-	c.err = &net.OpError{Op: "read", Net: "tcp", Source: c.Conn.LocalAddr(), Addr: c.Conn.RemoteAddr(), Err: &proxyHeaderError{reason}}
+	c.err = &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.Conn.RemoteAddr(), Err: &proxyHeaderError{reason}}
 }
 
 func (c *proxiedConn) Write(p []byte) (int, error) {
