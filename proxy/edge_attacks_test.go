@@ -12,7 +12,6 @@ package proxy
 // exist only inside PROXY headers and X-Forwarded-For values.
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -64,27 +63,6 @@ func attackConn(t *testing.T, eg *edgeGateway, src string, pre ...[]byte) net.Co
 		return nil
 	}
 	return tc
-}
-
-// askOn sends data on c and returns the answer's status, or 0 when the
-// gateway closed the connection without one. A 101 leaves c open.
-func askOn(t *testing.T, c net.Conn, data string) int {
-	t.Helper()
-	if c == nil {
-		return 0
-	}
-	if _, err := io.WriteString(c, data); err != nil {
-		return 0
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
-	if err != nil {
-		if isTimeout(err) {
-			t.Fatalf("the gateway neither answered nor closed: %v", err)
-		}
-		return 0
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode
 }
 
 // ask connects from src, writes pre, then data, and returns the status.

@@ -157,7 +157,17 @@ func (eg *edgeGateway) refused(t *testing.T, d edgeDial) int {
 		}
 		c = tc
 	}
-	if _, err := io.WriteString(c, handshake("/e/"+eg.pod+"/x")); err != nil {
+	return askOn(t, c, handshake("/e/"+eg.pod+"/x"))
+}
+
+// askOn sends data on c and returns the answer's status, or 0 when the
+// gateway closed the connection without one. A 101 leaves c open.
+func askOn(t *testing.T, c net.Conn, data string) int {
+	t.Helper()
+	if c == nil {
+		return 0
+	}
+	if _, err := io.WriteString(c, data); err != nil {
 		return 0
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})

@@ -129,29 +129,18 @@ func (fs *floodScene) flood(stop <-chan struct{}, conns int) (limited, through *
 	for range conns {
 		go func() {
 			buf := make([]byte, 512)
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(flooderAddr)}, Timeout: 2 * time.Second}
 			for {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				c, err := d.Dial("tcp", fs.eg.g.addr)
-				if err != nil {
-					continue
+				switch fs.rawStatus(flooderAddr, head, buf) {
+				case "429":
+					limited.Add(1)
+				case "101":
+					through.Add(1)
 				}
-				_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-				if _, err := c.Write(head); err == nil {
-					if n, _ := c.Read(buf); n >= 12 {
-						switch string(buf[9:12]) {
-						case "429":
-							limited.Add(1)
-						case "101":
-							through.Add(1)
-						}
-					}
-				}
-				_ = c.Close()
 			}
 		}()
 	}
@@ -163,7 +152,6 @@ func (fs *floodScene) flood(stop <-chan struct{}, conns int) (limited, through *
 func (fs *floodScene) scan(stop <-chan struct{}) *sync.Map {
 	seen := &sync.Map{}
 	go func() {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(scannerAddr)}, Timeout: 2 * time.Second}
 		buf := make([]byte, 512)
 		for i := 0; ; i++ {
 			select {
@@ -171,20 +159,33 @@ func (fs *floodScene) scan(stop <-chan struct{}) *sync.Map {
 				return
 			default:
 			}
-			c, err := d.Dial("tcp", fs.eg.g.addr)
-			if err != nil {
-				continue
-			}
-			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-			_, _ = c.Write([]byte(handshake(fmt.Sprintf("/e/10.%d.%d.%d/x", i>>16&255, i>>8&255, i&255))))
-			if n, _ := c.Read(buf); n >= 12 {
-				v, _ := seen.LoadOrStore(string(buf[9:12]), new(atomic.Int64))
+			head := []byte(handshake(fmt.Sprintf("/e/10.%d.%d.%d/x", i>>16&255, i>>8&255, i&255)))
+			if st := fs.rawStatus(scannerAddr, head, buf); st != "" {
+				v, _ := seen.LoadOrStore(st, new(atomic.Int64))
 				v.(*atomic.Int64).Add(1)
 			}
-			_ = c.Close()
 		}
 	}()
 	return seen
+}
+
+// rawStatus connects from src, sends head and returns the status code
+// of the answer's first read ("" for none).
+func (fs *floodScene) rawStatus(src string, head, buf []byte) string {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	c, err := d.Dial("tcp", fs.eg.g.addr)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(head); err != nil {
+		return ""
+	}
+	if n, _ := c.Read(buf); n >= 12 {
+		return string(buf[9:12])
+	}
+	return ""
 }
 
 func count(m *sync.Map, status string) int64 {
