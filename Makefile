@@ -129,6 +129,10 @@ bench-browser: ## New connections as browsers make them, beside nginx: raw and b
 bench-identity: ## Identity at the handshake: new TLS connections with an ES256 token (reused and new), forward auth's added latency, a flood of unknown key IDs (about 3 minutes; prints the report, writes no file).
 	go run ./test/bench -rows ratetls,ratetlsauth,ratetlsauthnew,fwdauth,kidflood -peers nginx -out -
 
+.PHONY: bench-edge
+bench-edge: ## The public edge: new connections on a route with per-client limits beside one without, plain and TLS, and 200 well-behaved clients' handshakes while one client floods handshakes and one walks pod addresses (about 4 minutes; prints the report, writes no file).
+	go run ./test/bench -rows rate,ratelimits,ratetls,ratetlslimits,edgeflood -peers nginx -out -
+
 .PHONY: bench-smoke
 bench-smoke: ## A seconds-long run of the data-plane benchmark (peers not installed are skipped; prints the report, writes no file).
 	go run ./test/bench -smoke

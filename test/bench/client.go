@@ -37,9 +37,14 @@ const ipBindAddressNoPort = 24
 // clientDialer returns a dialer bound to the next client source address.
 func clientDialer() *net.Dialer {
 	k := dialSeq.Add(1) % clientAddrs
+	return dialerFrom(net.IPv4(127, 0, 0, byte(100+k)))
+}
+
+// dialerFrom returns a dialer bound to the source address ip.
+func dialerFrom(ip net.IP) *net.Dialer {
 	return &net.Dialer{
 		Timeout:   5 * time.Second,
-		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(100+k))},
+		LocalAddr: &net.TCPAddr{IP: ip},
 		Control: func(_, _ string, c syscall.RawConn) error {
 			return c.Control(func(fd uintptr) {
 				// Best effort: without it, ports are merely used up faster.

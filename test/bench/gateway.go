@@ -36,13 +36,18 @@ type gatewayArgs struct {
 	cpuprofile, memprofile string
 	// tickets: the TLS listener issues session tickets (resumption on).
 	tickets bool
+	// limits are the gateway's per-client limits (formatLimits; "":
+	// none).
+	limits string
 }
 
 // runGateway is the measured wsgate child (-role=gateway): it serves a
 // static table allowlisting backends on every host under "/" (open),
 // "/auth" (an ES256 token whose sub binds it to the pods, verified with
-// the key set in the jwks file) and "/fwd" (asking the forward-auth
-// service at fwdAuth), on a plain and a TLS listener
+// the key set in the jwks file), "/fwd" (asking the forward-auth
+// service at fwdAuth) and "/lim" (open, with per-client limits that
+// never limit: limitsRoute), with the gateway's per-client limits in
+// limits (none when empty), on a plain and a TLS listener
 // (proxy.Server.ServeTLS with the run's certificate), prints "listening
 // <plain> <tls>" once ready, and serves until SIGTERM. The open route
 // admits the browser-like clients' Origin (benchOrigins); the TLS
@@ -63,10 +68,14 @@ func runGateway(a gatewayArgs) error {
 	if err != nil {
 		return err
 	}
+	limits, err := parseLimits(a.limits)
+	if err != nil {
+		return fmt.Errorf("-client-limits: %w", err)
+	}
 	routes := []*routing.Route{{
 		Key: routing.RouteKey{Namespace: "bench", Name: "echo"}, PathPrefix: "/", BackendPath: "/", Backends: bs,
 		AllowedOrigins: benchOrigins,
-	}}
+	}, limitsRoute(bs)}
 	if a.jwks != "" {
 		doc, err := os.ReadFile(a.jwks)
 		if err != nil {
@@ -110,7 +119,8 @@ func runGateway(a gatewayArgs) error {
 	// and haproxy run here.
 	srv := proxy.New(tables, proxy.Options{
 		MaxTunnels: 10000, IdleTimeout: -1, Log: logr.Discard(),
-		Metrics: proxy.NewMetrics(prometheus.NewRegistry()),
+		Metrics:      proxy.NewMetrics(prometheus.NewRegistry()),
+		ClientLimits: limits,
 	})
 	plain, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -211,8 +221,8 @@ func writeHeap(path string) error {
 	return os.Rename(path+".tmp", path)
 }
 
-// startWsgate starts a fresh gateway child for one row, with the profiles
-// and the session resumption prof asks for.
+// startWsgate starts a fresh gateway child for one row, with the profiles,
+// the session resumption and the per-client limits prof asks for.
 func startWsgate(ctx context.Context, e *env, prof startOpts) (*instance, error) {
 	var backends []string
 	for i := range e.pods {
@@ -229,6 +239,9 @@ func startWsgate(ctx context.Context, e *env, prof startOpts) (*instance, error)
 	}
 	if prof.tickets {
 		args = append(args, "-tls-tickets")
+	}
+	if prof.limits != "" {
+		args = append(args, "-client-limits="+prof.limits)
 	}
 	ch, line, err := startChild(ctx, "gateway", args...)
 	if err != nil {

@@ -587,19 +587,32 @@ func handshakeStatus(ctx context.Context, addr, path, hdr string) (int, string, 
 		return 0, "", err
 	}
 	defer c.Close()
+	return answerStatus(c, path, hdr)
+}
+
+// answerStatus sends a handshake for path with the extra header lines
+// hdr over c and returns the answer's status code and WWW-Authenticate
+// value.
+func answerStatus(c net.Conn, path, hdr string) (int, string, error) {
 	status, www, _, err := handshake(c, path, hdr)
 	if err != nil {
 		return 0, "", err
 	}
+	code, err := statusCode(status)
+	return code, www, err
+}
+
+// statusCode is the code of an answer's status line.
+func statusCode(status []byte) (int, error) {
 	f := strings.Fields(string(status))
 	if len(f) < 2 {
-		return 0, "", fmt.Errorf("answer %q", strings.TrimSpace(string(status)))
+		return 0, fmt.Errorf("answer %q", strings.TrimSpace(string(status)))
 	}
 	code, err := strconv.Atoi(f[1])
 	if err != nil {
-		return 0, "", fmt.Errorf("answer %q", strings.TrimSpace(string(status)))
+		return 0, fmt.Errorf("answer %q", strings.TrimSpace(string(status)))
 	}
-	return code, www, nil
+	return code, nil
 }
 
 // The report's section -------------------------------------------------
@@ -639,12 +652,12 @@ func (r *report) identityPart() string {
 	}
 	for _, t := range tokenRows {
 		w("| CPU per new connection, %s (`%s`) | %s µs | %s µs without a token (%s) · nginx %s µs | |\n",
-			t.what, t.key, r.val(t.key+"cpu", "wsgate", 0), r.val("ratetlscpu", "wsgate", 0), r.diffText(t.key+"cpu", "ratetlscpu", "wsgate", "µs"), r.val("ratetlscpu", "nginx", 0))
+			t.what, t.key, r.val(t.key+"cpu", "wsgate", 0), r.val("ratetlscpu", "wsgate", 0), r.diffText(t.key+"cpu", "ratetlscpu"), r.val("ratetlscpu", "nginx", 0))
 	}
 	for _, t := range tokenRows {
 		w("| Paired (token and no token in turn on the same gateway, each round), %s (`%s`) | %s conn/s, %s µs | ×%s (median of the rounds' ratios) against %s conn/s, %s µs without a token (%s) | %s |\n",
 			t.what, t.key, r.val(t.key, "wsgate", 0), r.val(t.key+"cpu", "wsgate", 0), r.val(t.key+"paired", "wsgate", 2),
-			r.val(t.key+"open", "wsgate", 0), r.val(t.key+"opencpu", "wsgate", 0), r.diffText(t.key+"cpu", t.key+"opencpu", "wsgate", "µs"), t.goal)
+			r.val(t.key+"open", "wsgate", 0), r.val(t.key+"opencpu", "wsgate", 0), r.diffText(t.key+"cpu", t.key+"opencpu"), t.goal)
 	}
 	w("| Handshake, plain, open route (`/`), p50 / p99 | %s / %s µs | | |\n", r.val("hs50", "wsgate", 0), r.val("hs99", "wsgate", 0))
 	w("| Handshake, plain, forward auth (`/fwd`), p50 / p99 | %s / %s µs | | |\n", r.val("fwd50", "wsgate", 0), r.val("fwd99", "wsgate", 0))
@@ -750,10 +763,11 @@ func (r *report) crossRatio(a, pa, b, pb string) string {
 	return fmt.Sprintf("%.2f", x.v/y.v)
 }
 
-// diffText is "+N unit" for metric a minus metric b of peer, or "?".
-func (r *report) diffText(a, b, peer, unit string) string {
-	x, xok := r.res.get(a, peer)
-	y, yok := r.res.get(b, peer)
+// diffText is "+N µs" for wsgate's metric a minus its metric b (CPU
+// times in µs), or "?".
+func (r *report) diffText(a, b string) string {
+	x, xok := r.res.get(a, "wsgate")
+	y, yok := r.res.get(b, "wsgate")
 	if !xok || !yok || x.err != nil || y.err != nil {
 		return "?"
 	}
@@ -763,7 +777,7 @@ func (r *report) diffText(a, b, peer, unit string) string {
 		sign = "−"
 		d = -d
 	}
-	return sign + formatValue(d, 0) + " " + unit
+	return sign + formatValue(d, 0) + " µs"
 }
 
 func benchFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }

@@ -22,7 +22,11 @@
 // cost of identity at the handshake: new TLS connections
 // with an ES256 token (the same one on each, or a new one on each), the
 // latency forward auth adds, and the key fetches that tokens of unknown
-// key IDs cause. Timings on a small shared machine are noisy: the results are ratios against the baselines
+// key IDs cause; and the public edge: new connections on a route with
+// per-client limits beside one without, and well-behaved clients'
+// handshakes while one client floods handshakes and one walks pod
+// addresses, through a gateway with per-client limits. Timings on a small
+// shared machine are noisy: the results are ratios against the baselines
 // of the same run.
 package main
 
@@ -71,6 +75,12 @@ type config struct {
 
 	kidTokens   int
 	kidDuration time.Duration
+
+	edgeClients   int
+	edgeMsgEvery  time.Duration
+	edgeReconnect time.Duration
+	edgeDuration  time.Duration
+	edgeFloodConn int
 }
 
 func main() {
@@ -84,6 +94,7 @@ func main() {
 		jwks       = flag.String("jwks", "", "gateway role: JSON Web Key Set file of the tokens on /auth (none: no /auth route)")
 		fwdAuth    = flag.String("fwdauth", "", "gateway role: ip:port of the forward-auth service of /fwd (none: no /fwd route)")
 		tickets    = flag.Bool("tls-tickets", false, "gateway role: issue TLS session tickets (resumption on)")
+		limits     = flag.String("client-limits", "", "gateway role: the gateway's per-client limits, comma-separated name=value: rate and burst (handshakes), tunnels, refusals (a minute) and block, clients (tracked) (none: no limits)")
 		cfg        config
 	)
 	flag.BoolVar(&cfg.smoke, "smoke", false, "a seconds-long run with tiny parameters: no install, prints the report to stdout unless -out is given")
@@ -92,7 +103,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
 	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
-	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". New connections as browsers make them, not run by default (their section is kept in the file otherwise): ratebrowser and ratetlsbrowser (a websocket library over net/http, Go's default TLS groups, a close handshake at the end), ratetlsbrowserx25519 (the same offering X25519 only), ratetlsresume (the same resuming TLS sessions). Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set)")
+	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". New connections as browsers make them, not run by default (their section is kept in the file otherwise): ratebrowser and ratetlsbrowser (a websocket library over net/http, Go's default TLS groups, a close handshake at the end), ratetlsbrowserx25519 (the same offering X25519 only), ratetlsresume (the same resuming TLS sessions). Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set). The public edge, wsgate only, not run by default: ratelimits and ratetlslimits (new connections, plain and TLS, on a route with per-client limits that never limit, paired with the open route on the same gateway), edgeflood (well-behaved clients' handshakes, quiet and while one client floods handshakes and one walks pod addresses, through a gateway with per-client limits)")
 	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
 	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but the memory ones) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
 	flag.IntVar(&cfg.latencyConns, "latency-conns", 1000, "round-trip row: connections")
@@ -112,13 +123,18 @@ func main() {
 	flag.DurationVar(&cfg.fwdInterval, "fwd-interval", 10*time.Millisecond, "forward-auth row: each loop starts a handshake every interval (duration: -rate-duration)")
 	flag.IntVar(&cfg.kidTokens, "kidflood-tokens", 2000, "key-ID flood row: tokens of unknown key IDs sent")
 	flag.DurationVar(&cfg.kidDuration, "kidflood-duration", 10*time.Second, "key-ID flood row: spread over this duration")
+	flag.IntVar(&cfg.edgeClients, "edgeflood-clients", 200, "edge flood row: well-behaved clients, each on its own source address (127.0.20.1 and up, 200 an address block)")
+	flag.DurationVar(&cfg.edgeMsgEvery, "edgeflood-message-interval", 200*time.Millisecond, "edge flood row: each well-behaved client sends a message on its tunnel every interval")
+	flag.DurationVar(&cfg.edgeReconnect, "edgeflood-reconnect", time.Second, "edge flood row: each well-behaved client closes its tunnel and opens a new one every interval")
+	flag.DurationVar(&cfg.edgeDuration, "edgeflood-duration", 64*time.Second, "edge flood row: the rounds' quiet and flood phases share it equally (4 rounds: 8s each)")
+	flag.IntVar(&cfg.edgeFloodConn, "edgeflood-conns", 4, "edge flood row: the flooder's connections at a time")
 	flag.Parse()
 
 	var err error
 	switch *role {
 	case "gateway":
 		err = runGateway(gatewayArgs{backends: *backends, certFile: *certFile, keyFile: *keyFile,
-			jwks: *jwks, fwdAuth: *fwdAuth, cpuprofile: *cpuprofile, memprofile: *memprofile, tickets: *tickets})
+			jwks: *jwks, fwdAuth: *fwdAuth, cpuprofile: *cpuprofile, memprofile: *memprofile, tickets: *tickets, limits: *limits})
 	case "echo":
 		err = runEcho(cfg.pods, *certFile, *keyFile)
 	case "bench":
@@ -144,24 +160,26 @@ func smokeDefaults(cfg *config) {
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	small := map[string]func(){
-		"out":               func() { cfg.out = "-" },
-		"install":           func() { cfg.install = false },
-		"timeout":           func() { cfg.timeout = 50 * time.Second },
-		"pods":              func() { cfg.pods = 4 },
-		"rounds":            func() { cfg.rounds = 2 },
-		"latency-conns":     func() { cfg.latencyConns = 20 },
-		"latency-duration":  func() { cfg.latencyDuration = time.Second },
-		"bulk-conns":        func() { cfg.bulkConns = 2 },
-		"bulk-duration":     func() { cfg.bulkDuration = 500 * time.Millisecond },
-		"rate-concurrency":  func() { cfg.rateConcurrency = 5 },
-		"rate-duration":     func() { cfg.rateDuration = 500 * time.Millisecond },
-		"idle-tunnels":      func() { cfg.idleTunnels = 100 },
-		"idle-warmup":       func() { cfg.idleWarmup = 20 },
-		"settle":            func() { cfg.settle = 200 * time.Millisecond },
-		"fresh-tokens":      func() { cfg.freshTokens = 2000 },
-		"fwd-conns":         func() { cfg.fwdConns = 2 },
-		"kidflood-tokens":   func() { cfg.kidTokens = 50 },
-		"kidflood-duration": func() { cfg.kidDuration = 500 * time.Millisecond },
+		"out":                func() { cfg.out = "-" },
+		"install":            func() { cfg.install = false },
+		"timeout":            func() { cfg.timeout = 50 * time.Second },
+		"pods":               func() { cfg.pods = 4 },
+		"rounds":             func() { cfg.rounds = 2 },
+		"latency-conns":      func() { cfg.latencyConns = 20 },
+		"latency-duration":   func() { cfg.latencyDuration = time.Second },
+		"bulk-conns":         func() { cfg.bulkConns = 2 },
+		"bulk-duration":      func() { cfg.bulkDuration = 500 * time.Millisecond },
+		"rate-concurrency":   func() { cfg.rateConcurrency = 5 },
+		"rate-duration":      func() { cfg.rateDuration = 500 * time.Millisecond },
+		"idle-tunnels":       func() { cfg.idleTunnels = 100 },
+		"idle-warmup":        func() { cfg.idleWarmup = 20 },
+		"settle":             func() { cfg.settle = 200 * time.Millisecond },
+		"fresh-tokens":       func() { cfg.freshTokens = 2000 },
+		"fwd-conns":          func() { cfg.fwdConns = 2 },
+		"kidflood-tokens":    func() { cfg.kidTokens = 50 },
+		"kidflood-duration":  func() { cfg.kidDuration = 500 * time.Millisecond },
+		"edgeflood-clients":  func() { cfg.edgeClients = 20 },
+		"edgeflood-duration": func() { cfg.edgeDuration = 4 * time.Second },
 	}
 	for name, apply := range small {
 		if !set[name] {
@@ -199,6 +217,12 @@ func (c *config) check() error {
 		return fmt.Errorf("-fresh-tokens %d: 1 to 1000000", c.freshTokens)
 	case c.kidTokens < 1 || c.kidDuration <= 0:
 		return fmt.Errorf("-kidflood-tokens at least 1, -kidflood-duration positive")
+	case c.edgeClients < 1 || c.edgeClients > maxEdgeClients:
+		return fmt.Errorf("-edgeflood-clients %d: 1 to %d (127.0.20.1 to %s)", c.edgeClients, maxEdgeClients, goodAddr(maxEdgeClients-1))
+	case c.edgeFloodConn < 1 || c.edgeFloodConn > 64:
+		return fmt.Errorf("-edgeflood-conns %d: 1 to 64", c.edgeFloodConn)
+	case c.edgeMsgEvery <= 0 || c.edgeReconnect <= 0 || c.edgeDuration <= 0:
+		return fmt.Errorf("-edgeflood-message-interval, -edgeflood-reconnect and -edgeflood-duration must be positive")
 	case c.timeout <= 0 || c.timeout > 30*time.Minute:
 		return fmt.Errorf("-timeout %s: up to 30m", c.timeout)
 	}

@@ -52,6 +52,9 @@ type startOpts struct {
 	// ssl_session_tickets on; HAProxy: tickets and its session cache).
 	// Off, the listeners make every handshake a full one.
 	tickets bool
+	// limits are wsgate's per-client limits for the whole gateway
+	// (formatLimits; "": none). The other peers have none.
+	limits string
 }
 
 // peer is one way of reaching the pods.

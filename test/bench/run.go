@@ -69,6 +69,8 @@ type row struct {
 	// tickets: the peers' TLS listeners issue session tickets (see
 	// startOpts).
 	tickets bool
+	// limits are wsgate's per-client limits in the row (see startOpts).
+	limits string
 	// run measures one round.
 	run func(ctx context.Context, e *env, inst *instance, round int) (any, error)
 	// values are one round's metrics; a peer's figure is the median of
@@ -76,6 +78,10 @@ type row struct {
 	values func(part any) map[string]float64
 	// line describes a peer's figures for the progress output.
 	line func(vals map[string]float64, parts []any) string
+	// over, if set, gives figures over all of a peer's rounds that a
+	// median would hide (sums, maxima), set beside the medians, and
+	// notes for the report (report.rowNotes).
+	over func(parts []any) (map[string]float64, []string)
 }
 
 // report is everything the markdown is made of.
@@ -97,6 +103,8 @@ type report struct {
 	// handshakes: row key -> peer -> the TLS connections of the
 	// new-connection rows over every round.
 	handshakes map[string]map[string]*handshakeTally
+	// rowNotes: row key -> peer -> what the row's over said.
+	rowNotes map[string]map[string][]string
 }
 
 // noiseRecord is the CPU that other processes used during one row.
@@ -163,6 +171,9 @@ func rows(cfg *config) []row {
 		tokenRateRowDef(cfg, true),
 		fwdAuthRowDef(cfg),
 		kidFloodRowDef(cfg),
+		limitsRateRowDef(cfg, false),
+		limitsRateRowDef(cfg, true),
+		edgeFloodRowDef(cfg),
 	}
 }
 
@@ -363,9 +374,10 @@ func runBench(ctx context.Context, cfg *config) error {
 	md := rep.markdown()
 	idPart := rep.identityPart()
 	brPart := rep.browserPart()
+	edPart := rep.edgePart()
 	if cfg.out == "-" {
 		fmt.Print("\n" + md)
-		for _, part := range []string{idPart, brPart} {
+		for _, part := range []string{idPart, brPart, edPart} {
 			if part != "" {
 				fmt.Print("\n" + part + "\n")
 			}
@@ -375,8 +387,8 @@ func runBench(ctx context.Context, cfg *config) error {
 			return err
 		}
 		// The control plane's part, written by its own benchmark, stays.
-		// So do the identity and browser-like parts when their rows did
-		// not run; they come last.
+		// So do the identity, browser-like and edge parts when their rows
+		// did not run; they come last.
 		if old, err := os.ReadFile(cfg.out); err == nil {
 			if part := benchdoc.ControlPlane(string(old)); part != "" {
 				md = benchdoc.WithControlPlane(md, part)
@@ -387,12 +399,18 @@ func runBench(ctx context.Context, cfg *config) error {
 			if brPart == "" {
 				brPart = benchdoc.Part(string(old), benchdoc.BrowserBegin, benchdoc.BrowserEnd)
 			}
+			if edPart == "" {
+				edPart = benchdoc.Part(string(old), benchdoc.EdgeBegin, benchdoc.EdgeEnd)
+			}
 		}
 		if idPart != "" {
 			md = benchdoc.WithPart(md, benchdoc.IdentityBegin, benchdoc.IdentityEnd, idPart)
 		}
 		if brPart != "" {
 			md = benchdoc.WithPart(md, benchdoc.BrowserBegin, benchdoc.BrowserEnd, brPart)
+		}
+		if edPart != "" {
+			md = benchdoc.WithPart(md, benchdoc.EdgeBegin, benchdoc.EdgeEnd, edPart)
 		}
 		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
 			return err
@@ -437,7 +455,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 				fmt.Printf("%-24s %-8s %v\n", rw.name, p.name, err)
 				continue
 			}
-			prof := startOpts{tickets: rw.tickets}
+			prof := startOpts{tickets: rw.tickets, limits: rw.limits}
 			if p.name == "wsgate" && !rw.selfContained {
 				base := filepath.Join(e.dir, fmt.Sprintf("%s-%d", strings.NewReplacer(" ", "-", ",", "").Replace(rw.name), round))
 				if rw.profile {
@@ -520,6 +538,14 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 			vals[k] = median(vs)
 			rep.res.set(k, p.name, vals[k])
 		}
+		if rw.over != nil {
+			all, notes := rw.over(parts[p.name])
+			for k, v := range all {
+				vals[k] = v
+				rep.res.set(k, p.name, v)
+			}
+			rep.notesOf(rw.key)[p.name] = notes
+		}
 		summary := rw.line(vals, parts[p.name])
 		if n := noise[p.name]; n != nil && n.other > 0.1 {
 			summary += fmt.Sprintf(" [other processes: %.0f%% of a core]", 100*n.other)
@@ -558,6 +584,17 @@ func (rep *report) tally(key, peer string) *handshakeTally {
 		rep.handshakes[key][peer] = t
 	}
 	return t
+}
+
+// notesOf is the notes of row key, by peer.
+func (rep *report) notesOf(key string) map[string][]string {
+	if rep.rowNotes == nil {
+		rep.rowNotes = map[string]map[string][]string{}
+	}
+	if rep.rowNotes[key] == nil {
+		rep.rowNotes[key] = map[string][]string{}
+	}
+	return rep.rowNotes[key]
 }
 
 // loadAvg is the first three fields of /proc/loadavg.

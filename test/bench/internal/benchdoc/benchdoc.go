@@ -3,8 +3,8 @@
 // (the data-plane benchmark rewrites the file and keeps the part; the
 // control-plane benchmark replaces only the part), the identity part
 // (written by the data-plane benchmark when its identity rows run, kept
-// otherwise), the browser-like connections part (the same, for its
-// rows) and number formatting.
+// otherwise), the browser-like connections part and the public edge's
+// part (the same, for their rows) and number formatting.
 package benchdoc
 
 import (
@@ -29,6 +29,12 @@ const (
 const (
 	BrowserBegin = "<!-- browser connections: begin (written by go run ./test/bench -rows rate,ratetls,ratebrowser,ratetlsbrowser,ratetlsbrowserx25519,ratetlsresume) -->"
 	BrowserEnd   = "<!-- browser connections: end -->"
+)
+
+// The public edge's part's bounds.
+const (
+	EdgeBegin = "<!-- edge: begin (written by go run ./test/bench -rows ...,ratelimits,ratetlslimits,edgeflood) -->"
+	EdgeEnd   = "<!-- edge: end -->"
 )
 
 // ControlPlane returns doc's control-plane part, bounds included, or "".

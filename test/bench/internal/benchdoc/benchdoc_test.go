@@ -57,3 +57,33 @@ func TestBrowserPartKeptBesideIdentity(t *testing.T) {
 		t.Errorf("identity part: got %q, want %q", got, id)
 	}
 }
+
+func TestEdgePartKeptBesideOthers(t *testing.T) {
+	cp := Begin + "\n## Control plane\n" + End
+	id := IdentityBegin + "\n## Identity at the handshake\n" + IdentityEnd
+	br := BrowserBegin + "\n## New connections as browsers make them\n" + BrowserEnd
+	ed := EdgeBegin + "\n## The public edge\n" + EdgeEnd
+	newer := EdgeBegin + "\n## The public edge\nnewer\n" + EdgeEnd
+	doc := WithPart(WithPart(WithPart(WithControlPlane("# B\n", cp), IdentityBegin, IdentityEnd, id), BrowserBegin, BrowserEnd, br), EdgeBegin, EdgeEnd, ed)
+	if want := "# B\n\n" + cp + "\n\n" + id + "\n\n" + br + "\n\n" + ed + "\n"; doc != want {
+		t.Fatalf("got %q, want %q", doc, want)
+	}
+	// A run whose edge rows did not run keeps the old document's part.
+	rewritten := WithPart(WithControlPlane("# B, newer\n", ControlPlane(doc)), EdgeBegin, EdgeEnd, Part(doc, EdgeBegin, EdgeEnd))
+	if got := Part(rewritten, EdgeBegin, EdgeEnd); got != ed {
+		t.Errorf("kept part: got %q, want %q", got, ed)
+	}
+	doc = WithPart(doc, EdgeBegin, EdgeEnd, newer)
+	if got := Part(doc, EdgeBegin, EdgeEnd); got != newer {
+		t.Errorf("Part after a replacement: got %q, want %q", got, newer)
+	}
+	for _, p := range []struct{ name, begin, end, want string }{
+		{"control plane", Begin, End, cp},
+		{"identity", IdentityBegin, IdentityEnd, id},
+		{"browser", BrowserBegin, BrowserEnd, br},
+	} {
+		if got := Part(doc, p.begin, p.end); got != p.want {
+			t.Errorf("%s part: got %q, want %q", p.name, got, p.want)
+		}
+	}
+}
