@@ -16,4 +16,8 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /out/wsgate /wsgate
 USER 65532:65532
+# Go 1.26's HTTP/2 server accepts websockets over HTTP/2 (extended
+# CONNECT, RFC 8441) only with this in the environment at start; it
+# changes nothing unless --http2 is given.
+ENV GODEBUG=http2xconnect=1
 ENTRYPOINT ["/wsgate"]

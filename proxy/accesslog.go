@@ -51,7 +51,8 @@ func (s *Server) logRefusal(r *http.Request, route *routing.Route, status int, r
 	ns, name := routeLabels(route)
 	s.opts.AccessLog.Info("handshake refused",
 		"namespace", ns, "route", name, "client", r.RemoteAddr, "host", r.Host, "method", r.Method,
-		"path", logPath(r.RequestURI), "status", status, "reason", reason, "suppressedSinceLast", suppressed)
+		"path", logPath(r.RequestURI), "status", status, "reason", reason, "protocol", protocolName(r.Proto == "HTTP/2.0"),
+		"suppressedSinceLast", suppressed)
 }
 
 // logPath is the path of a request-target for a log line: without the

@@ -67,6 +67,11 @@ type Options struct {
 	ProxyProtocol bool
 	// ClientLimits are the limits per client.
 	ClientLimits ClientLimits
+	// HTTP2 offers h2 on the TLS listener, for websockets over HTTP/2
+	// (RFC 8441): extended CONNECT needs the process to start with
+	// GODEBUG=http2xconnect=1 (see ExtendedConnect). Off, the TLS
+	// listener speaks HTTP/1.1 only.
+	HTTP2 bool
 
 	// goroutineTunnels runs every tunnel on goroutines, even where an
 	// event loop could carry it, and bufferedReads makes those read plain

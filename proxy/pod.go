@@ -153,7 +153,7 @@ func (s *Server) newTunnel(r *http.Request, adm admitted, clientPending, podPend
 	t.info = &tunnelInfo{route: route, backend: adm.backend, client: r.RemoteAddr, host: r.Host,
 		// A copy: the path shares its bytes with the whole request-target,
 		// query included.
-		matchHost: adm.host, path: strings.Clone(adm.path), overTLS: r.TLS != nil}
+		matchHost: adm.host, path: strings.Clone(adm.path), overTLS: r.TLS != nil, http2: r.Proto == "HTTP/2.0"}
 	t.info.origin, t.info.hasOrigin = requestOrigin(r)
 	t.info.authed = route.Auth != nil
 	if adm.id != nil {
@@ -206,8 +206,9 @@ type tunnelInfo struct {
 	// matchHost and path are what the table matched the handshake with:
 	// its normalized host, and its request path without the query.
 	matchHost, path string
-	// overTLS: the client's connection is TLS.
-	overTLS bool
+	// overTLS: the client's connection is TLS; http2: the tunnel is an
+	// HTTP/2 stream of it.
+	overTLS, http2 bool
 	// origin is the handshake's Origin, normalized, if it had one.
 	origin    string
 	hasOrigin bool
@@ -247,5 +248,14 @@ func (s *Server) tunnelDone(t *tunnel) {
 		"namespace", in.route.Key.Namespace, "route", in.route.Key.Name, "pod", in.backend.Pod,
 		"podAddress", in.backend.Addr.String(), "client", in.client, "host", in.host,
 		"status", http.StatusSwitchingProtocols, "bytesFromClient", t.st.Bytes(ws.Client), "bytesFromPod", t.st.Bytes(ws.Pod),
-		"durationSeconds", dur.Seconds(), "closeCode", code, "reason", string(reason), "subject", in.subject)
+		"durationSeconds", dur.Seconds(), "closeCode", code, "reason", string(reason), "subject", in.subject,
+		"protocol", protocolName(in.http2))
+}
+
+// protocolName is how the access log names a handshake's protocol.
+func protocolName(http2 bool) string {
+	if http2 {
+		return "HTTP/2"
+	}
+	return "HTTP/1.1"
 }

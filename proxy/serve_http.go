@@ -13,6 +13,10 @@ import (
 // ServeHTTP handles one websocket handshake: admit it, dial the pod,
 // forward the handshake and, on a valid 101, carry the tunnel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		s.serveHTTP2(w, r)
+		return
+	}
 	c := httpClient{w: w}
 	adm, a := s.admit(r)
 	if a != nil {

@@ -86,7 +86,7 @@ func New(tables Tables, opts Options) *Server {
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
-		// HTTP/2 is off: websockets over HTTP/1.1 only.
+		// HTTP/2 only with Options.HTTP2 (see below).
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		// "OPTIONS *" is refused like any other non-GET request, not
 		// answered 200 on a connection that then stays open with no
@@ -94,6 +94,17 @@ func New(tables Tables, opts Options) *Server {
 		DisableGeneralOptionsHandler: true,
 		// Accept and TLS handshake errors are routine under scans.
 		ErrorLog: log.New(logWriter{opts.Log.V(1)}, "", 0),
+	}
+	if opts.HTTP2 {
+		// net/http's own HTTP/2 server, on TLS only (h2c stays refused),
+		// a bounded number of streams per connection, a bounded buffer
+		// per stream: a stream whose reader stalls holds no more.
+		s.http.TLSNextProto = nil
+		s.http.HTTP2 = &http.HTTP2Config{
+			MaxConcurrentStreams:          250,
+			MaxReceiveBufferPerStream:     64 << 10,
+			MaxReceiveBufferPerConnection: 1 << 20,
+		}
 	}
 	go s.watchTables()
 	go s.sweepClients(clientSweepInterval)
@@ -133,15 +144,25 @@ func (s *Server) serveHTTP(l net.Listener) error {
 }
 
 // ServeTLS accepts TLS connections on l with cfg until Shutdown. ALPN
-// offers http/1.1 only: a cfg that offers anything else is cloned with
-// that changed; one that offers http/1.1 only (as TLSConfig makes it) is
-// used as it is, so that later calls on it (SetSessionTicketKeys) apply.
+// offers http/1.1 only, or h2 first with Options.HTTP2: a cfg that
+// offers anything else is cloned with that changed; one that offers just
+// that (as TLSConfig makes it) is used as it is, so that later calls on
+// it (SetSessionTicketKeys) apply.
 func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
-	if !slices.Equal(cfg.NextProtos, []string{"http/1.1"}) {
+	protos := s.alpn()
+	if !slices.Equal(cfg.NextProtos, protos) {
 		cfg = cfg.Clone()
-		cfg.NextProtos = []string{"http/1.1"}
+		cfg.NextProtos = protos
 	}
 	return s.serveHTTP(tls.NewListener(wrapForLoop(s.proxied(l)), cfg))
+}
+
+// alpn is what the TLS listener offers in ALPN.
+func (s *Server) alpn() []string {
+	if s.opts.HTTP2 {
+		return []string{"h2", "http/1.1"}
+	}
+	return []string{"http/1.1"}
 }
 
 // Draining reports whether Shutdown has begun.
@@ -156,7 +177,11 @@ func (s *Server) OpenTunnels() int { return s.reg.open() }
 func (s *Server) Shutdown(ctx context.Context, drain time.Duration) error {
 	s.draining.Store(true)
 	s.stopLoopListeners()
-	err := s.http.Shutdown(ctx)
+	// net/http's Shutdown closes the listeners at once, then waits for
+	// its connections to go idle: HTTP/2 connections carrying tunnels do
+	// so only once the tunnels below have ended.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	s.stopOnce.Do(func() { close(s.stop) })
 
 	timer := time.NewTimer(drain)
@@ -181,9 +206,9 @@ wait:
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return errors.Join(err, fmt.Errorf("tunnels still open at the end of the grace period: %w", ctx.Err()))
+		return errors.Join(<-httpDone, fmt.Errorf("tunnels still open at the end of the grace period: %w", ctx.Err()))
 	}
-	return err
+	return <-httpDone
 }
 
 // watchTables closes the tunnels that each new table revokes, and drops

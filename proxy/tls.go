@@ -35,7 +35,7 @@ func (s *Server) TLSConfigWith(opts TLSOptions) *tls.Config {
 	fallback := opts.Fallback
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS12,
-		NextProtos:       []string{"http/1.1"},
+		NextProtos:       s.alpn(),
 		CurvePreferences: slices.Clone(opts.Groups),
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if c := s.tables.Load().Certificate(hello.ServerName); c != nil {

@@ -72,6 +72,7 @@ func run() error {
 		namespaceShare                             int
 		proxyOpts                                  proxy.Options
 		edge                                       edgeFlags
+		http2                                      bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the Prometheus metrics endpoint, e.g. :9090; \"0\" turns it off.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers the API server authenticates and authorizes (RBAC on nonResourceURL /metrics); false serves plain HTTP, for local use.")
@@ -106,6 +107,7 @@ func run() error {
 	flag.DurationVar(&drain, "drain-timeout", 20*time.Second, "On SIGTERM, how long open tunnels may run on before they get a Close frame 1001.")
 	flag.DurationVar(&grace, "shutdown-grace-period", 28*time.Second, "On SIGTERM, bound on the whole shutdown; keep it under the pod's terminationGracePeriodSeconds.")
 	edge.bind(flag.CommandLine)
+	flag.BoolVar(&http2, "http2", false, "Offer HTTP/2 (h2 in ALPN) on the TLS listener and accept websockets over it (RFC 8441 extended CONNECT): a page's websockets share one TLS connection. Needs GODEBUG=http2xconnect=1 in the environment at start (the container image sets it); h2c stays refused.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -144,6 +146,15 @@ func run() error {
 	}
 	if err := edge.apply(&proxyOpts); err != nil {
 		return err
+	}
+	if http2 {
+		switch {
+		case tlsListenAddr == "":
+			return fmt.Errorf("--http2 needs the TLS listener (--tls-listen-address): HTTP/2 is offered over TLS only")
+		case !proxy.ExtendedConnect():
+			return fmt.Errorf("--http2 needs GODEBUG=http2xconnect=1 in the environment when wsgate starts (Go's HTTP/2 server reads it then to accept websockets over HTTP/2); the container image sets it")
+		}
+		proxyOpts.HTTP2 = true
 	}
 	if maxHoldoff < holdoff {
 		return fmt.Errorf("--rebuild-max-holdoff (%s) must not be shorter than --rebuild-holdoff (%s)", maxHoldoff, holdoff)
