@@ -7,11 +7,12 @@ import (
 	"encoding/base64"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/xconnect"
 )
 
 // Websockets over HTTP/2 (RFC 8441), with Options.HTTP2: the TLS
@@ -30,7 +31,7 @@ import (
 // ExtendedConnect reports whether this process's HTTP/2 server accepts
 // websockets over HTTP/2: whether it started with http2xconnect=1 in
 // GODEBUG, as net/http reads it.
-func ExtendedConnect() bool { return strings.Contains(os.Getenv("GODEBUG"), "http2xconnect=1") }
+func ExtendedConnect() bool { return xconnect.On() }
 
 // serveHTTP2 handles one request of an HTTP/2 connection.
 func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {

@@ -5,35 +5,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// runWithExtendedConnect replaces this process with itself, the same
-// arguments, and http2xconnect=1 added to GODEBUG.
-func runWithExtendedConnect() {
-	godebug := "http2xconnect=1"
-	var env []string
-	for _, kv := range os.Environ() {
-		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
-			if v != "" {
-				godebug = v + "," + godebug
-			}
-			continue
-		}
-		env = append(env, kv)
-	}
-	exe, err := os.Executable()
-	if err == nil {
-		err = syscall.Exec(exe, os.Args, append(env, "GODEBUG="+godebug))
-	}
-	fmt.Fprintf(os.Stderr, "cannot run the tests again with GODEBUG=%s: %v\n", godebug, err)
-	os.Exit(2)
-}
+	"github.com/wsgate/wsgate/internal/xconnect"
+)
 
 // canaryIP is a loopback address that no test route ever allowlists. The
 // hostile tests use it as the attacker's target: requests try every way to
@@ -59,12 +37,9 @@ func canaryHits() int64 { return canary.hits.Load() }
 // TestMain runs the package's tests with the canary listening, and fails
 // the run if anything connected to it.
 func TestMain(m *testing.M) {
-	if !ExtendedConnect() {
-		// net/http reads GODEBUG once, at init: the tests of websockets
-		// over HTTP/2 need http2xconnect=1 there, so the tests run again
-		// with it.
-		runWithExtendedConnect()
-	}
+	// The tests of websockets over HTTP/2 need http2xconnect=1 in
+	// GODEBUG at start.
+	xconnect.Rerun()
 	l, err := net.Listen("tcp", net.JoinHostPort(canaryIP, "0"))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "canary: cannot listen on %s: %v\n", canaryIP, err)
