@@ -36,7 +36,7 @@ func ExtendedConnect() bool { return xconnect.On() }
 // serveHTTP2 handles one request of an HTTP/2 connection.
 func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
 	h1 := http1Form(r)
-	c := &h2Client{w: w, r: r, done: make(chan struct{})}
+	c := &h2Client{w: w, r: r, done: make(chan struct{}), m: s.opts.Metrics}
 	adm, a := s.admit(h1)
 	if a != nil {
 		s.reply(c, h1, a)
@@ -88,6 +88,7 @@ type h2Client struct {
 	r    *http.Request
 	done chan struct{}
 	once sync.Once
+	m    *Metrics
 }
 
 func (c *h2Client) finish() { c.once.Do(func() { close(c.done) }) }
@@ -95,6 +96,7 @@ func (c *h2Client) finish() { c.once.Do(func() { close(c.done) }) }
 // answer writes a on the stream, without the fields HTTP/2 forbids.
 func (c *h2Client) answer(a *answer) {
 	defer c.finish()
+	c.m.http2Handshake(a.status)
 	h := a.fields()
 	h.Del("Connection")
 	for k, v := range h {
@@ -138,6 +140,8 @@ func (c *h2Client) upgrade(head []byte, deadline time.Time) (net.Conn, []byte, e
 		return nil, nil, err
 	}
 	_ = rc.SetWriteDeadline(time.Time{})
+	c.m.http2Handshake(http.StatusSwitchingProtocols)
+	c.m.http2Tunnels(1)
 	return &h2Stream{c: c, rc: rc, remote: addrOf(c.r.RemoteAddr)}, nil, nil
 }
 
@@ -192,6 +196,7 @@ func (s *h2Stream) Close() error {
 			time.Sleep(time.Millisecond)
 		}
 		_ = s.c.r.Body.Close()
+		s.c.m.http2Tunnels(-1)
 		s.c.finish()
 	})
 	return nil

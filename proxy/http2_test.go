@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 
 	"github.com/wsgate/wsgate/internal/echopod"
@@ -139,7 +140,8 @@ func TestWebsocketOverHTTP2(t *testing.T) {
 		t.Fatal("the test process lacks GODEBUG=http2xconnect=1 (TestMain adds it)")
 	}
 	var log lines
-	h := startH2Gateway(t, Options{AccessLog: funcr.NewJSON(func(obj string) { log.add(obj) }, funcr.Options{})})
+	reg := prometheus.NewRegistry()
+	h := startH2Gateway(t, Options{Metrics: NewMetrics(reg), AccessLog: funcr.NewJSON(func(obj string) { log.add(obj) }, funcr.Options{})})
 	resp, s := h.open(t, http.MethodConnect, "websocket", "/e/127.0.0.2/x?q=1", http.Header{"Sec-Websocket-Protocol": {"chat"}})
 	if s == nil {
 		t.Fatalf("extended CONNECT: %d", resp.StatusCode)
@@ -183,11 +185,20 @@ func TestWebsocketOverHTTP2(t *testing.T) {
 	if n := h.g.srv.OpenTunnels(); n != 2 {
 		t.Errorf("%d tunnels open, want 2", n)
 	}
+	if got := value(t, reg, "wsgate_http2_tunnels_active", nil); got != 2 {
+		t.Errorf("wsgate_http2_tunnels_active = %v, want 2", got)
+	}
+	if got := value(t, reg, "wsgate_http2_handshakes_total", map[string]string{"code": "101"}); got != 2 {
+		t.Errorf("wsgate_http2_handshakes_total{code=101} = %v, want 2", got)
+	}
 	// The access log says which protocol carried the tunnel.
 	_ = s2.out.Close()
 	waitFor(t, "the second tunnel's access log line", func() bool { return len(log.withMsg("tunnel closed")) == 1 })
 	if line := log.withMsg("tunnel closed")[0]; line["protocol"] != "HTTP/2" {
 		t.Errorf("access log line %v: protocol %v, want HTTP/2", line, line["protocol"])
+	}
+	if got := value(t, reg, "wsgate_http2_tunnels_active", nil); got != 1 {
+		t.Errorf("wsgate_http2_tunnels_active = %v after one stream ended, want 1", got)
 	}
 }
 
@@ -317,5 +328,44 @@ func TestHTTP2OnlyWhenAsked(t *testing.T) {
 			t.Errorf("HTTP2 %v: ALPN %q, want %q", on, got, want)
 		}
 		_ = c.Close()
+	}
+}
+
+// TestHTTP2StalledStreamStallsNoOther: a client that stops reading one
+// stream while its pod keeps sending fills that stream's flow-control
+// window only: the other stream of the connection goes on echoing, and
+// the gateway holds a bounded amount for the stalled one.
+func TestHTTP2StalledStreamStallsNoOther(t *testing.T) {
+	h := startH2Gateway(t, Options{})
+	_, stalled := h.open(t, http.MethodConnect, "websocket", "/e/127.0.0.2/stalled", nil)
+	_, live := h.open(t, http.MethodConnect, "websocket", "/e/127.0.0.2/live", nil)
+	if stalled == nil || live == nil {
+		t.Fatal("streams did not open")
+	}
+	// 64 MiB of echoes that the stalled stream's client never reads
+	// (its window takes 4 MiB, the sockets a few more).
+	msg := strings.Repeat("x", 125)
+	frame := maskedFrame(0x2, msg)
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		for ; n < (64<<20)/len(msg); n++ {
+			if _, err := stalled.out.Write(frame); err != nil {
+				break
+			}
+		}
+		sent <- n
+	}()
+	for i := range 50 {
+		want := fmt.Sprintf("live %d", i)
+		if got := live.echo(t, want); got != want {
+			t.Fatalf("the live stream: %q, want %q", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case n := <-sent:
+		t.Fatalf("the stalled stream's client wrote all %d messages: nothing held it back", n)
+	default:
 	}
 }

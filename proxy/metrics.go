@@ -25,6 +25,8 @@ type Metrics struct {
 	blocks     prometheus.Counter
 	clients    prometheus.Gauge
 	proxyHdrs  *prometheus.CounterVec
+	h2Shakes   *prometheus.CounterVec
+	h2Active   prometheus.Gauge
 
 	// routes holds each route's series for opened tunnels
 	// (*routing.Route -> *routeSeries), resolved on its first tunnel
@@ -83,13 +85,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "wsgate_proxy_protocol_refused_total",
 		Help: "Connections refused for their PROXY protocol header, by reason: untrusted (a header from a peer outside the trusted proxies), missing (none from a trusted proxy), malformed.",
 	}, []string{"reason"})
+	m.h2Shakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsgate_http2_handshakes_total",
+		Help: "Websocket handshakes over HTTP/2 (extended CONNECT streams, --http2) and other HTTP/2 requests, by the status of their HTTP/1.1 form (101 for tunnels opened, answered 200 on the stream); wsgate_handshakes_total counts them too.",
+	}, []string{"code"})
+	m.h2Active = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsgate_http2_tunnels_active",
+		Help: "Open tunnels that are HTTP/2 streams (wsgate_tunnels_active counts them too).",
+	})
 	for _, r := range []string{limitRate, limitRouteRate, limitTunnels, limitRouteTunnels, limitRefusals} {
 		m.limits.WithLabelValues(r)
 	}
 	for _, r := range []string{proxyUntrusted, proxyMissing, proxyMalformed} {
 		m.proxyHdrs.WithLabelValues(r)
 	}
-	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes, m.auths, m.limits, m.blocks, m.clients, m.proxyHdrs)
+	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes, m.auths, m.limits, m.blocks, m.clients, m.proxyHdrs, m.h2Shakes, m.h2Active)
 	return m
 }
 
@@ -133,6 +143,20 @@ func (m *Metrics) blocked() {
 func (m *Metrics) trackedClients(n int) {
 	if m != nil {
 		m.clients.Set(float64(n))
+	}
+}
+
+// http2Handshake counts a handshake over HTTP/2 answered code.
+func (m *Metrics) http2Handshake(code int) {
+	if m != nil {
+		m.h2Shakes.WithLabelValues(strconv.Itoa(code)).Inc()
+	}
+}
+
+// http2Tunnels moves the gauge of tunnels that are HTTP/2 streams.
+func (m *Metrics) http2Tunnels(delta float64) {
+	if m != nil {
+		m.h2Active.Add(delta)
 	}
 }
 
