@@ -1,6 +1,7 @@
 // Package browser tests wsgate with the client it exists for: a real
-// browser (headless Chromium) on a page from an app's own web origin,
-// opening a wss:// websocket through the gateway to a pod.
+// browser (headless Chromium, and Firefox ESR for websockets over
+// HTTP/2) on a page from an app's own web origin, opening wss://
+// websockets through the gateway to pods.
 package browser
 
 import (

@@ -63,29 +63,38 @@ window.closeAll = () => sockets.forEach((ws) => ws.close(1000));
 // websockets to two pods through a gateway that offers HTTP/2: they are
 // streams of the one HTTP/2 connection the page's first request made,
 // messages flow, and revoking one pod closes only its stream with 1008.
-func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
-	bin := chromium(t)
-	if !proxy.ExtendedConnect() {
-		t.Fatal("the test process lacks GODEBUG=http2xconnect=1 (TestMain adds it)")
-	}
-	var pods []*echopod.Server
+// h2Fixture is a gateway offering websockets over HTTP/2 on ws.test,
+// with a route to two echo pods that admits the page origin's websockets.
+type h2Fixture struct {
+	pods   []*echopod.Server
+	tables *routing.Publisher
+	route  func(pods ...*echopod.Server) *routing.Table
+	log    *accessLines
+	cert   tls.Certificate
+	ca     *testcerts.CA
+	// urls are the page's websockets: two to the first pod, one to the
+	// second, as a JSON list.
+	urls []byte
+}
+
+// newH2Fixture starts the pods, the gateway and a web server on
+// app.test serving page (its origin is appOrigin).
+func newH2Fixture(t *testing.T, page http.Handler) (f *h2Fixture, appOrigin string) {
+	t.Helper()
+	f = &h2Fixture{log: &accessLines{}}
 	for _, ip := range []string{"127.0.0.41", "127.0.0.42"} {
 		p, err := echopod.Start(ip + ":0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = p.Close() })
-		pods = append(pods, p)
+		f.pods = append(f.pods, p)
 	}
-	site := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write([]byte(h2Page))
-	})
-	appOrigin := fmt.Sprintf("http://app.test:%d", serve(t, site))
+	appOrigin = fmt.Sprintf("http://app.test:%d", serve(t, page))
 
-	ca := testcerts.NewCA(t, "browser test CA")
-	cert := ca.Issue(t, time.Hour, "ws.test").TLS(t)
-	route := func(pods ...*echopod.Server) *routing.Table {
+	f.ca = testcerts.NewCA(t, "browser test CA")
+	f.cert = f.ca.Issue(t, time.Hour, "ws.test").TLS(t)
+	f.route = func(pods ...*echopod.Server) *routing.Table {
 		var bs []routing.Backend
 		for i, p := range pods {
 			bs = append(bs, routing.Backend{Pod: fmt.Sprintf("room-%d", i), Addr: netip.MustParseAddrPort(p.Addr)})
@@ -93,13 +102,12 @@ func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
 		return routing.New(uint64(len(pods)), time.Now(), []*routing.Route{{
 			Key: routing.RouteKey{Namespace: "games", Name: "rooms"}, Hosts: []string{"ws.test"},
 			PathPrefix: "/rooms", BackendPath: "/", AllowedOrigins: []string{appOrigin}, Backends: bs,
-		}}, routing.WithCertificates(routing.Certificates{ByHost: map[string]*tls.Certificate{"ws.test": &cert}}))
+		}}, routing.WithCertificates(routing.Certificates{ByHost: map[string]*tls.Certificate{"ws.test": &f.cert}}))
 	}
-	tables := routing.NewPublisher()
-	tables.Publish(route(pods...))
-	var log accessLines
-	gw := proxy.New(tables, proxy.Options{Log: logr.Discard(), HTTP2: true,
-		AccessLog: funcr.NewJSON(log.add, funcr.Options{})})
+	f.tables = routing.NewPublisher()
+	f.tables.Publish(f.route(f.pods...))
+	gw := proxy.New(f.tables, proxy.Options{Log: logr.Discard(), HTTP2: true,
+		AccessLog: funcr.NewJSON(f.log.add, funcr.Options{})})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,9 +118,52 @@ func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
 	url := func(p *echopod.Server, rest string) string {
 		return fmt.Sprintf("wss://ws.test:%d/rooms/%s/%s", gwPort, netip.MustParseAddrPort(p.Addr).Addr(), rest)
 	}
-	urls, _ := json.Marshal([]string{url(pods[0], "a"), url(pods[0], "b"), url(pods[1], "c")})
+	f.urls, _ = json.Marshal([]string{url(f.pods[0], "a"), url(f.pods[0], "b"), url(f.pods[1], "c")})
+	return f, appOrigin
+}
 
-	allocCtx, cancelAlloc := chromiumAllocator(t, bin, cert, "app.test", "ws.test")
+// htmlPage serves page as HTML.
+func htmlPage(page string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(page))
+	}
+}
+
+// revokeSecond publishes the table without the second pod.
+func (f *h2Fixture) revokeSecond() { f.tables.Publish(f.route(f.pods[0])) }
+
+// checkStreams checks the access log once the page closed its sockets:
+// three tunnels over HTTP/2, from one connection (one client port).
+func (f *h2Fixture) checkStreams(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.log.tunnels()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	lines := f.log.tunnels()
+	if len(lines) != 3 {
+		t.Fatalf("%d tunnel lines in the access log, want 3", len(lines))
+	}
+	clients := map[string]bool{}
+	for _, ln := range lines {
+		if ln["protocol"] != "HTTP/2" {
+			t.Errorf("a tunnel over %v, want HTTP/2: %v", ln["protocol"], ln)
+		}
+		clients[fmt.Sprint(ln["client"])] = true
+	}
+	if len(clients) != 1 {
+		t.Errorf("the tunnels came from %d client connections (%v), want the page's one HTTP/2 connection", len(clients), clients)
+	}
+}
+
+func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
+	bin := chromium(t)
+	if !proxy.ExtendedConnect() {
+		t.Fatal("the test process lacks GODEBUG=http2xconnect=1 (TestMain adds it)")
+	}
+	f, appOrigin := newH2Fixture(t, htmlPage(h2Page))
+	allocCtx, cancelAlloc := chromiumAllocator(t, bin, f.cert, "app.test", "ws.test")
 	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	defer cancel()
@@ -125,16 +176,16 @@ func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
 			t.Fatalf("%s: %v (the page shows %q)", what, err, res)
 		}
 	}
-	if _, err := chromedp.Run(ctx, chromedp.Navigate(appOrigin+"/#"+string(urls))); err != nil {
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(appOrigin+"/#"+string(f.urls))); err != nil {
 		t.Fatalf("navigate: %v", err)
 	}
 	wait("three websockets echo", `document.getElementById("result").textContent === "open"`)
-	if a, b := pods[0].Accepted(), pods[1].Accepted(); a != 2 || b != 1 {
+	if a, b := f.pods[0].Accepted(), f.pods[1].Accepted(); a != 2 || b != 1 {
 		t.Fatalf("the pods accepted %d and %d websockets, want 2 and 1", a, b)
 	}
 
 	// Revoking the second pod closes its stream only.
-	tables.Publish(route(pods[0]))
+	f.revokeSecond()
 	wait("the revoked pod's socket closes", `window.closes[2] !== undefined`)
 	closes, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]int](`window.closes`))
 	if err != nil {
@@ -150,27 +201,7 @@ func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`window.closeAll()`)); err != nil {
 		t.Fatal(err)
 	}
-
-	// The access log: three tunnels over HTTP/2, from one connection (one
-	// client port).
-	deadline := time.Now().Add(10 * time.Second)
-	for len(log.tunnels()) < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	lines := log.tunnels()
-	if len(lines) != 3 {
-		t.Fatalf("%d tunnel lines in the access log, want 3", len(lines))
-	}
-	clients := map[string]bool{}
-	for _, ln := range lines {
-		if ln["protocol"] != "HTTP/2" {
-			t.Errorf("a tunnel over %v, want HTTP/2: %v", ln["protocol"], ln)
-		}
-		clients[fmt.Sprint(ln["client"])] = true
-	}
-	if len(clients) != 1 {
-		t.Errorf("the tunnels came from %d client connections (%v), want the page's one HTTP/2 connection", len(clients), clients)
-	}
+	f.checkStreams(t)
 }
 
 // accessLines collects the gateway's JSON access log lines.
