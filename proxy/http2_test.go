@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/wsgate/wsgate/internal/echopod"
+	"github.com/wsgate/wsgate/routing"
 )
 
 // h2Gateway is a gateway offering websockets over HTTP/2 on its TLS
@@ -367,5 +368,81 @@ func TestHTTP2StalledStreamStallsNoOther(t *testing.T) {
 	case n := <-sent:
 		t.Fatalf("the stalled stream's client wrote all %d messages: nothing held it back", n)
 	default:
+	}
+}
+
+// TestHTTP2Hostile: the data plane's rules hold for websockets over
+// HTTP/2 as over HTTP/1.1: address forms, names, Origin, identity and
+// per-client limits, each refused with its HTTP/1.1 answer and no dial.
+func TestHTTP2Hostile(t *testing.T) {
+	h := startH2Gateway(t, Options{ClientLimits: ClientLimits{MaxTunnels: 1}})
+	sg := newES256Signer(t, "k1")
+	pod := echoPod(t, "127.0.0.2")
+	open := testRoute("echo", "/e", backendOf("p", pod))
+	open.AllowedOrigins = []string{"https://app.example.com"}
+	private := testRoute("private", "/me", func() routing.Backend { b := backendOf("a", echoPod(t, "127.0.0.3")); b.Bound = "alice"; return b }())
+	private.Auth = &routing.Auth{Tokens: sg.verifier(t), BindingClaim: "sub"}
+	h.g.publish(open, private)
+	bearer := func(sub string) http.Header {
+		return http.Header{"Authorization": {"Bearer " + sg.sign(t, claimsFor(sub, nil), nil, false)}}
+	}
+	cases := []struct {
+		name, path string
+		hdr        http.Header
+		host       string
+		want       int
+	}{
+		{"an address not allowlisted", "/e/127.0.0.9/x", nil, "", http.StatusNotFound},
+		{"the canary", "/e/" + canaryIP + "/x", nil, "", http.StatusNotFound},
+		{"leading zeros", "/e/127.0.0.02/x", nil, "", http.StatusNotFound},
+		{"short form", "/e/127.2/x", nil, "", http.StatusNotFound},
+		{"hex", "/e/0x7f.0.0.2/x", nil, "", http.StatusNotFound},
+		{"percent-encoded", "/e/%31%32%37.0.0.2/x", nil, "", http.StatusBadRequest},
+		{"mapped IPv6", "/e/::ffff:127.0.0.2/x", nil, "", http.StatusNotFound},
+		{"with a port", "/e/127.0.0.2:80/x", nil, "", http.StatusNotFound},
+		{"a dot segment", "/e/../e/127.0.0.2/x", nil, "", http.StatusBadRequest},
+		{"a dot segment to the canary", "/e/127.0.0.2/../../" + canaryIP, nil, "", http.StatusBadRequest},
+		{"another site's Origin", "/e/127.0.0.2/x", http.Header{"Origin": {"https://evil.example.com"}}, "", http.StatusForbidden},
+		{":authority other than the TLS server name", "/e/127.0.0.2/x", nil, "other.example.com", http.StatusMisdirectedRequest},
+		{"no token", "/me/127.0.0.3/x", nil, "", http.StatusUnauthorized},
+		{"someone else's pod", "/me/127.0.0.3/x", bearer("bob"), "", http.StatusNotFound},
+	}
+	for _, c := range cases {
+		pr, pw := io.Pipe()
+		req, err := http.NewRequest(http.MethodConnect, "https://ws.example.com"+c.path, pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.host != "" {
+			req.Host = c.host
+		}
+		for k, v := range c.hdr {
+			req.Header[k] = v
+		}
+		req.Header.Set(":protocol", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		resp, err := h.client.Do(req)
+		_ = pw.Close()
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %d, want %d", c.name, resp.StatusCode, c.want)
+		}
+	}
+	if n := h.g.dials.Load(); n != 0 {
+		t.Errorf("%d dials: %v", n, h.g.dialedAddrs())
+	}
+	// Alice's own pod opens, once: the per-client cap counts streams.
+	if _, s := h.open(t, http.MethodConnect, "websocket", "/me/127.0.0.3/x", bearer("alice")); s == nil {
+		t.Fatal("alice's own pod did not open")
+	}
+	if a, _ := h.open(t, http.MethodConnect, "websocket", "/e/127.0.0.2/x", nil); a.StatusCode != http.StatusTooManyRequests || a.Header.Get("Retry-After") == "" {
+		t.Errorf("a second stream of the same client under --client-max-tunnels 1: %d, Retry-After %q", a.StatusCode, a.Header.Get("Retry-After"))
+	}
+	if canaryHits() != 0 {
+		t.Error("the canary was reached")
 	}
 }
