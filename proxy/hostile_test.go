@@ -1357,9 +1357,19 @@ func TestTLSServerNameMustMatchHost(t *testing.T) {
 // selfSigned returns a certificate for names, signed by itself.
 func selfSigned(t *testing.T, names ...string) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := makeSelfSigned(names...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c
+}
+
+// makeSelfSigned is a self-signed ECDSA certificate for names, valid for
+// an hour.
+func makeSelfSigned(names ...string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
@@ -1372,7 +1382,7 @@ func selfSigned(t *testing.T, names ...string) tls.Certificate {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return tls.Certificate{}, err
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

@@ -37,6 +37,9 @@ func canaryHits() int64 { return canary.hits.Load() }
 // TestMain runs the package's tests with the canary listening, and fails
 // the run if anything connected to it.
 func TestMain(m *testing.M) {
+	if pod := os.Getenv(h2ChildPod); pod != "" {
+		serveH2Child(pod)
+	}
 	// The tests of websockets over HTTP/2 need http2xconnect=1 in
 	// GODEBUG at start.
 	xconnect.Rerun()
