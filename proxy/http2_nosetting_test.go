@@ -66,8 +66,9 @@ func TestHTTP2WithoutTheSetting(t *testing.T) {
 			env = append(env, kv)
 		}
 	}
+	env = append(env, h2ChildPod+"="+pod.Addr)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(env, h2ChildPod+"="+pod.Addr)
+	cmd.Env = env
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
