@@ -192,6 +192,7 @@ func runDemo(ctx context.Context, host, gateway string) (err error) {
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[3]), "--metrics-secure=false",
 		"--admin-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[4]), "--debug-show-addresses",
 		"--drain-timeout", "1s", "--shutdown-grace-period", "5s",
+		"--http2",
 	); err != nil {
 		return err
 	}

@@ -24,9 +24,20 @@ func Rerun() {
 	if On() {
 		return
 	}
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(exe, os.Args, Env(os.Environ()))
+	}
+	fmt.Fprintf(os.Stderr, "cannot run again with %s in GODEBUG: %v\n", Setting, err)
+	os.Exit(2)
+}
+
+// Env is environ with Setting added to its GODEBUG (made if absent), for
+// a process to start with websockets over HTTP/2 on.
+func Env(environ []string) []string {
 	godebug := Setting
 	var env []string
-	for _, kv := range os.Environ() {
+	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
 			if v != "" {
 				godebug = v + "," + godebug
@@ -35,10 +46,5 @@ func Rerun() {
 		}
 		env = append(env, kv)
 	}
-	exe, err := os.Executable()
-	if err == nil {
-		err = syscall.Exec(exe, os.Args, append(env, "GODEBUG="+godebug))
-	}
-	fmt.Fprintf(os.Stderr, "cannot run again with GODEBUG=%s: %v\n", godebug, err)
-	os.Exit(2)
+	return append(env, "GODEBUG="+godebug)
 }
