@@ -36,7 +36,7 @@ func ExtendedConnect() bool { return xconnect.On() }
 // serveHTTP2 handles one request of an HTTP/2 connection.
 func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
 	h1 := http1Form(r)
-	c := &h2Client{w: w, r: r, done: make(chan struct{}), m: s.opts.Metrics}
+	c := &h2Client{w: w, r: r, done: make(chan struct{}), m: s.opts.Metrics, conns: &s.h2conns}
 	adm, a := s.admit(h1)
 	if a != nil {
 		s.reply(c, h1, a)
@@ -84,11 +84,34 @@ func newWebsocketKey() string {
 
 // h2Client is a client that speaks HTTP/2: the stream of its request.
 type h2Client struct {
-	w    http.ResponseWriter
-	r    *http.Request
-	done chan struct{}
-	once sync.Once
-	m    *Metrics
+	w     http.ResponseWriter
+	r     *http.Request
+	done  chan struct{}
+	once  sync.Once
+	m     *Metrics
+	conns *h2Conns
+}
+
+// h2Conns counts the tunnels of each HTTP/2 connection (by the client's
+// address and port, one connection's), for the gauge of connections
+// carrying tunnels.
+type h2Conns struct {
+	mu      sync.Mutex
+	streams map[string]int
+}
+
+// add moves the count of the connection from remote by delta, and
+// returns how many connections carry tunnels.
+func (c *h2Conns) add(remote string, delta int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streams == nil {
+		c.streams = make(map[string]int)
+	}
+	if c.streams[remote] += delta; c.streams[remote] <= 0 {
+		delete(c.streams, remote)
+	}
+	return len(c.streams)
 }
 
 func (c *h2Client) finish() { c.once.Do(func() { close(c.done) }) }
@@ -141,7 +164,7 @@ func (c *h2Client) upgrade(head []byte, deadline time.Time) (net.Conn, []byte, e
 	}
 	_ = rc.SetWriteDeadline(time.Time{})
 	c.m.http2Handshake(http.StatusSwitchingProtocols)
-	c.m.http2Tunnels(1)
+	c.m.http2Tunnels(1, c.conns.add(c.r.RemoteAddr, 1))
 	return &h2Stream{c: c, rc: rc, remote: addrOf(c.r.RemoteAddr)}, nil, nil
 }
 
@@ -196,7 +219,7 @@ func (s *h2Stream) Close() error {
 			time.Sleep(time.Millisecond)
 		}
 		_ = s.c.r.Body.Close()
-		s.c.m.http2Tunnels(-1)
+		s.c.m.http2Tunnels(-1, s.c.conns.add(s.c.r.RemoteAddr, -1))
 		s.c.finish()
 	})
 	return nil

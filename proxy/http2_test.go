@@ -189,6 +189,9 @@ func TestWebsocketOverHTTP2(t *testing.T) {
 	if got := value(t, reg, "wsgate_http2_tunnels_active", nil); got != 2 {
 		t.Errorf("wsgate_http2_tunnels_active = %v, want 2", got)
 	}
+	if got := value(t, reg, "wsgate_http2_connections_active", nil); got != 1 {
+		t.Errorf("wsgate_http2_connections_active = %v, want the one connection of both streams", got)
+	}
 	if got := value(t, reg, "wsgate_http2_handshakes_total", map[string]string{"code": "101"}); got != 2 {
 		t.Errorf("wsgate_http2_handshakes_total{code=101} = %v, want 2", got)
 	}

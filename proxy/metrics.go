@@ -27,6 +27,7 @@ type Metrics struct {
 	proxyHdrs  *prometheus.CounterVec
 	h2Shakes   *prometheus.CounterVec
 	h2Active   prometheus.Gauge
+	h2Conns    prometheus.Gauge
 
 	// routes holds each route's series for opened tunnels
 	// (*routing.Route -> *routeSeries), resolved on its first tunnel
@@ -93,13 +94,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "wsgate_http2_tunnels_active",
 		Help: "Open tunnels that are HTTP/2 streams (wsgate_tunnels_active counts them too).",
 	})
+	m.h2Conns = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsgate_http2_connections_active",
+		Help: "HTTP/2 connections carrying at least one tunnel: with wsgate_http2_tunnels_active, how many websockets share each.",
+	})
 	for _, r := range []string{limitRate, limitRouteRate, limitTunnels, limitRouteTunnels, limitRefusals} {
 		m.limits.WithLabelValues(r)
 	}
 	for _, r := range []string{proxyUntrusted, proxyMissing, proxyMalformed} {
 		m.proxyHdrs.WithLabelValues(r)
 	}
-	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes, m.auths, m.limits, m.blocks, m.clients, m.proxyHdrs, m.h2Shakes, m.h2Active)
+	reg.MustRegister(m.handshakes, m.active, m.bytes, m.duration, m.closes, m.auths, m.limits, m.blocks, m.clients, m.proxyHdrs, m.h2Shakes, m.h2Active, m.h2Conns)
 	return m
 }
 
@@ -153,10 +158,12 @@ func (m *Metrics) http2Handshake(code int) {
 	}
 }
 
-// http2Tunnels moves the gauge of tunnels that are HTTP/2 streams.
-func (m *Metrics) http2Tunnels(delta float64) {
+// http2Tunnels moves the gauge of tunnels that are HTTP/2 streams, and
+// sets the one of the connections carrying them.
+func (m *Metrics) http2Tunnels(delta float64, conns int) {
 	if m != nil {
 		m.h2Active.Add(delta)
+		m.h2Conns.Set(float64(conns))
 	}
 }
 

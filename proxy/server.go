@@ -68,6 +68,8 @@ type Server struct {
 	forwardAuthWaits forwardAuthWaits
 	// edge is the per-client state.
 	edge *edgeLimits
+	// h2conns are the HTTP/2 connections carrying tunnels.
+	h2conns h2Conns
 
 	draining atomic.Bool
 	stopOnce sync.Once

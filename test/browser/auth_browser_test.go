@@ -271,6 +271,9 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, want map[strin
 					continue next
 				}
 			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
 			return m.GetCounter().GetValue()
 		}
 	}

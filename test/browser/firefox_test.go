@@ -188,6 +188,7 @@ func TestFirefoxWebsocketsOverHTTP2(t *testing.T) {
 	if a, b := f.pods[0].Accepted(), f.pods[1].Accepted(); a != 2 || b != 1 {
 		t.Fatalf("the pods accepted %d and %d websockets, want 2 and 1", a, b)
 	}
+	f.checkOpen(t)
 	f.revokeSecond()
 	close(proceed)
 	if got := next("the revoked pod's socket closes"); got != `closes:{"2":1008}` {

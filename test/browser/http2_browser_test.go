@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgate/wsgate/internal/echopod"
 	"github.com/wsgate/wsgate/internal/testcerts"
@@ -70,6 +71,7 @@ type h2Fixture struct {
 	tables *routing.Publisher
 	route  func(pods ...*echopod.Server) *routing.Table
 	log    *accessLines
+	reg    *prometheus.Registry
 	cert   tls.Certificate
 	ca     *testcerts.CA
 	// urls are the page's websockets: two to the first pod, one to the
@@ -81,7 +83,7 @@ type h2Fixture struct {
 // app.test serving page (its origin is appOrigin).
 func newH2Fixture(t *testing.T, page http.Handler) (f *h2Fixture, appOrigin string) {
 	t.Helper()
-	f = &h2Fixture{log: &accessLines{}}
+	f = &h2Fixture{log: &accessLines{}, reg: prometheus.NewRegistry()}
 	for _, ip := range []string{"127.0.0.41", "127.0.0.42"} {
 		p, err := echopod.Start(ip + ":0")
 		if err != nil {
@@ -106,7 +108,7 @@ func newH2Fixture(t *testing.T, page http.Handler) (f *h2Fixture, appOrigin stri
 	}
 	f.tables = routing.NewPublisher()
 	f.tables.Publish(f.route(f.pods...))
-	gw := proxy.New(f.tables, proxy.Options{Log: logr.Discard(), HTTP2: true,
+	gw := proxy.New(f.tables, proxy.Options{Log: logr.Discard(), HTTP2: true, Metrics: proxy.NewMetrics(f.reg),
 		AccessLog: funcr.NewJSON(f.log.add, funcr.Options{})})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -127,6 +129,18 @@ func htmlPage(page string) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte(page))
+	}
+}
+
+// checkOpen checks the gateway's metrics while the page's three
+// websockets are open: three HTTP/2 streams, on one connection.
+func (f *h2Fixture) checkOpen(t *testing.T) {
+	t.Helper()
+	if n := counter(t, f.reg, "wsgate_http2_tunnels_active", nil); n != 3 {
+		t.Errorf("wsgate_http2_tunnels_active = %v, want the page's 3 websockets", n)
+	}
+	if n := counter(t, f.reg, "wsgate_http2_connections_active", nil); n != 1 {
+		t.Errorf("wsgate_http2_connections_active = %v, want 1: the streams share the page's connection", n)
 	}
 }
 
@@ -183,6 +197,7 @@ func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
 	if a, b := f.pods[0].Accepted(), f.pods[1].Accepted(); a != 2 || b != 1 {
 		t.Fatalf("the pods accepted %d and %d websockets, want 2 and 1", a, b)
 	}
+	f.checkOpen(t)
 
 	// Revoking the second pod closes its stream only.
 	f.revokeSecond()
