@@ -133,6 +133,10 @@ bench-identity: ## Identity at the handshake: new TLS connections with an ES256 
 bench-edge: ## The public edge: new connections on a route with per-client limits beside one without, plain and TLS, and 200 well-behaved clients' handshakes while one client floods handshakes and one walks pod addresses (about 4 minutes; prints the report, writes no file).
 	go run ./test/bench -rows rate,ratelimits,ratetls,ratetlslimits,edgeflood -peers nginx -out -
 
+.PHONY: bench-http2
+bench-http2: ## Websockets over HTTP/2 beside HTTP/1.1 TLS tunnels: memory per idle websocket beyond the first of a connection, round trips, websockets opened on open connections (about 4 minutes; prints the report, writes no file).
+	go run ./test/bench -rows ratetls,idletls,idleh2,rth2,rateh2 -peers nginx -out -
+
 .PHONY: bench-smoke
 bench-smoke: ## A seconds-long run of the data-plane benchmark (peers not installed are skipped; prints the report, writes no file).
 	go run ./test/bench -smoke

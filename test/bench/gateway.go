@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/internal/xconnect"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
 )
@@ -39,6 +40,9 @@ type gatewayArgs struct {
 	// limits are the gateway's per-client limits (formatLimits; "":
 	// none).
 	limits string
+	// http2: the TLS listener offers h2, for websockets over HTTP/2
+	// (the process must have started with GODEBUG=http2xconnect=1).
+	http2 bool
 }
 
 // runGateway is the measured wsgate child (-role=gateway): it serves a
@@ -47,7 +51,8 @@ type gatewayArgs struct {
 // the key set in the jwks file), "/fwd" (asking the forward-auth
 // service at fwdAuth) and "/lim" (open, with per-client limits that
 // never limit: limitsRoute), with the gateway's per-client limits in
-// limits (none when empty), on a plain and a TLS listener
+// limits (none when empty), on a plain and a TLS listener (offering h2
+// for websockets over HTTP/2 with http2)
 // (proxy.Server.ServeTLS with the run's certificate), prints "listening
 // <plain> <tls>" once ready, and serves until SIGTERM. The open route
 // admits the browser-like clients' Origin (benchOrigins); the TLS
@@ -67,6 +72,9 @@ func runGateway(a gatewayArgs) error {
 	cert, err := tls.LoadX509KeyPair(a.certFile, a.keyFile)
 	if err != nil {
 		return err
+	}
+	if a.http2 && !proxy.ExtendedConnect() {
+		return errors.New("-http2: the process lacks GODEBUG=" + xconnect.Setting)
 	}
 	limits, err := parseLimits(a.limits)
 	if err != nil {
@@ -121,6 +129,7 @@ func runGateway(a gatewayArgs) error {
 		MaxTunnels: 10000, IdleTimeout: -1, Log: logr.Discard(),
 		Metrics:      proxy.NewMetrics(prometheus.NewRegistry()),
 		ClientLimits: limits,
+		HTTP2:        a.http2,
 	})
 	plain, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -243,7 +252,18 @@ func startWsgate(ctx context.Context, e *env, prof startOpts) (*instance, error)
 	if prof.limits != "" {
 		args = append(args, "-client-limits="+prof.limits)
 	}
-	ch, line, err := startChild(ctx, "gateway", args...)
+	var env []string
+	if prof.http2 {
+		// net/http reads GODEBUG once, at init: the child needs it in
+		// its environment from the start.
+		args = append(args, "-http2")
+		godebug := xconnect.Setting
+		if v := os.Getenv("GODEBUG"); v != "" {
+			godebug = v + "," + godebug
+		}
+		env = []string{"GODEBUG=" + godebug}
+	}
+	ch, line, err := startChildEnv(ctx, "gateway", env, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,10 @@
 // key IDs cause; and the public edge: new connections on a route with
 // per-client limits beside one without, and well-behaved clients'
 // handshakes while one client floods handshakes and one walks pod
-// addresses, through a gateway with per-client limits. Timings on a small
+// addresses, through a gateway with per-client limits; and websockets
+// over HTTP/2 (RFC 8441), beside HTTP/1.1 TLS tunnels on the same
+// gateway: memory per idle websocket beyond the first of a connection,
+// round trips, and websockets opened on open connections. Timings on a small
 // shared machine are noisy: the results are ratios against the baselines
 // of the same run.
 package main
@@ -94,6 +97,7 @@ func main() {
 		jwks       = flag.String("jwks", "", "gateway role: JSON Web Key Set file of the tokens on /auth (none: no /auth route)")
 		fwdAuth    = flag.String("fwdauth", "", "gateway role: ip:port of the forward-auth service of /fwd (none: no /fwd route)")
 		tickets    = flag.Bool("tls-tickets", false, "gateway role: issue TLS session tickets (resumption on)")
+		http2      = flag.Bool("http2", false, "gateway role: the TLS listener offers h2, for websockets over HTTP/2 (needs GODEBUG=http2xconnect=1, which the bench role sets)")
 		limits     = flag.String("client-limits", "", "gateway role: the gateway's per-client limits, comma-separated name=value: rate and burst (handshakes), tunnels, refusals (a minute) and block, clients (tracked) (none: no limits)")
 		cfg        config
 	)
@@ -103,7 +107,7 @@ func main() {
 	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
 	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
-	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". New connections as browsers make them, not run by default (their section is kept in the file otherwise): ratebrowser and ratetlsbrowser (a websocket library over net/http, Go's default TLS groups, a close handshake at the end), ratetlsbrowserx25519 (the same offering X25519 only), ratetlsresume (the same resuming TLS sessions). Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set). The public edge, wsgate only, not run by default: ratelimits and ratetlslimits (new connections, plain and TLS, on a route with per-client limits that never limit, paired with the open route on the same gateway), edgeflood (well-behaved clients' handshakes, quiet and while one client floods handshakes and one walks pod addresses, through a gateway with per-client limits)")
+	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". New connections as browsers make them, not run by default (their section is kept in the file otherwise): ratebrowser and ratetlsbrowser (a websocket library over net/http, Go's default TLS groups, a close handshake at the end), ratetlsbrowserx25519 (the same offering X25519 only), ratetlsresume (the same resuming TLS sessions). Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set). The public edge, wsgate only, not run by default: ratelimits and ratetlslimits (new connections, plain and TLS, on a route with per-client limits that never limit, paired with the open route on the same gateway), edgeflood (well-behaved clients' handshakes, quiet and while one client floods handshakes and one walks pod addresses, through a gateway with per-client limits). Websockets over HTTP/2 (RFC 8441), wsgate only, not run by default: idleh2 (memory per idle websocket beyond the first of an HTTP/2 connection, 250 streams a connection), rth2 (round trips over HTTP/2 streams paired with HTTP/1.1 TLS tunnels on the same gateway), rateh2 (websockets opened and closed on already-open HTTP/2 connections, paired with new HTTP/1.1 TLS connections on the same gateway)")
 	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
 	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but the memory ones) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")
 	flag.IntVar(&cfg.latencyConns, "latency-conns", 1000, "round-trip row: connections")
@@ -134,7 +138,7 @@ func main() {
 	switch *role {
 	case "gateway":
 		err = runGateway(gatewayArgs{backends: *backends, certFile: *certFile, keyFile: *keyFile,
-			jwks: *jwks, fwdAuth: *fwdAuth, cpuprofile: *cpuprofile, memprofile: *memprofile, tickets: *tickets, limits: *limits})
+			jwks: *jwks, fwdAuth: *fwdAuth, cpuprofile: *cpuprofile, memprofile: *memprofile, tickets: *tickets, limits: *limits, http2: *http2})
 	case "echo":
 		err = runEcho(cfg.pods, *certFile, *keyFile)
 	case "bench":

@@ -85,6 +85,13 @@ func latencyRow(ctx context.Context, inst *instance, pods, conns int, interval, 
 		return latencyResult{}, err
 	}
 	defer closeAll(cs)
+	return latencyOver(ctx, inst, cs, interval, duration)
+}
+
+// latencyOver has each of the open websockets cs send a 32-byte message
+// every interval, at its own phase, wait for the echo and record the
+// round trip, for duration; the CPU is inst's over that time.
+func latencyOver(ctx context.Context, inst *instance, cs []*wsConn, interval, duration time.Duration) (latencyResult, error) {
 	cpu0, err := procCPU(inst.pids())
 	if err != nil {
 		return latencyResult{}, err

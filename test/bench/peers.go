@@ -55,6 +55,9 @@ type startOpts struct {
 	// limits are wsgate's per-client limits for the whole gateway
 	// (formatLimits; "": none). The other peers have none.
 	limits string
+	// http2: wsgate's TLS listener offers h2 and takes websockets over
+	// HTTP/2 (proxy.Options.HTTP2). The other peers ignore it.
+	http2 bool
 }
 
 // peer is one way of reaching the pods.

@@ -23,11 +23,20 @@ type child struct {
 // startChild runs this program with args and returns its first line of
 // output.
 func startChild(ctx context.Context, name string, args ...string) (*child, string, error) {
+	return startChildEnv(ctx, name, nil, args...)
+}
+
+// startChildEnv is startChild with env (nil: none) added to this
+// process's environment.
+func startChildEnv(ctx context.Context, name string, env []string, args ...string) (*child, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", err
 	}
 	cmd := exec.Command(self, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()

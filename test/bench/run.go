@@ -71,6 +71,9 @@ type row struct {
 	tickets bool
 	// limits are wsgate's per-client limits in the row (see startOpts).
 	limits string
+	// http2: wsgate takes websockets over HTTP/2 in the row (see
+	// startOpts).
+	http2 bool
 	// run measures one round.
 	run func(ctx context.Context, e *env, inst *instance, round int) (any, error)
 	// values are one round's metrics; a peer's figure is the median of
@@ -174,6 +177,9 @@ func rows(cfg *config) []row {
 		limitsRateRowDef(cfg, false),
 		limitsRateRowDef(cfg, true),
 		edgeFloodRowDef(cfg),
+		idleH2RowDef(cfg),
+		rtH2RowDef(cfg),
+		rateH2RowDef(cfg),
 	}
 }
 
@@ -375,9 +381,10 @@ func runBench(ctx context.Context, cfg *config) error {
 	idPart := rep.identityPart()
 	brPart := rep.browserPart()
 	edPart := rep.edgePart()
+	h2Part := rep.http2Part()
 	if cfg.out == "-" {
 		fmt.Print("\n" + md)
-		for _, part := range []string{idPart, brPart, edPart} {
+		for _, part := range []string{idPart, brPart, edPart, h2Part} {
 			if part != "" {
 				fmt.Print("\n" + part + "\n")
 			}
@@ -387,8 +394,8 @@ func runBench(ctx context.Context, cfg *config) error {
 			return err
 		}
 		// The control plane's part, written by its own benchmark, stays.
-		// So do the identity, browser-like and edge parts when their rows
-		// did not run; they come last.
+		// So do the identity, browser-like, edge and HTTP/2 parts when
+		// their rows did not run; they come last.
 		if old, err := os.ReadFile(cfg.out); err == nil {
 			if part := benchdoc.ControlPlane(string(old)); part != "" {
 				md = benchdoc.WithControlPlane(md, part)
@@ -402,6 +409,9 @@ func runBench(ctx context.Context, cfg *config) error {
 			if edPart == "" {
 				edPart = benchdoc.Part(string(old), benchdoc.EdgeBegin, benchdoc.EdgeEnd)
 			}
+			if h2Part == "" {
+				h2Part = benchdoc.Part(string(old), benchdoc.HTTP2Begin, benchdoc.HTTP2End)
+			}
 		}
 		if idPart != "" {
 			md = benchdoc.WithPart(md, benchdoc.IdentityBegin, benchdoc.IdentityEnd, idPart)
@@ -411,6 +421,9 @@ func runBench(ctx context.Context, cfg *config) error {
 		}
 		if edPart != "" {
 			md = benchdoc.WithPart(md, benchdoc.EdgeBegin, benchdoc.EdgeEnd, edPart)
+		}
+		if h2Part != "" {
+			md = benchdoc.WithPart(md, benchdoc.HTTP2Begin, benchdoc.HTTP2End, h2Part)
 		}
 		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
 			return err
@@ -455,7 +468,7 @@ func (rep *report) runRow(ctx context.Context, e *env, rw row) error {
 				fmt.Printf("%-24s %-8s %v\n", rw.name, p.name, err)
 				continue
 			}
-			prof := startOpts{tickets: rw.tickets, limits: rw.limits}
+			prof := startOpts{tickets: rw.tickets, limits: rw.limits, http2: rw.http2}
 			if p.name == "wsgate" && !rw.selfContained {
 				base := filepath.Join(e.dir, fmt.Sprintf("%s-%d", strings.NewReplacer(" ", "-", ",", "").Replace(rw.name), round))
 				if rw.profile {

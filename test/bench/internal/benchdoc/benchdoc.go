@@ -3,8 +3,9 @@
 // (the data-plane benchmark rewrites the file and keeps the part; the
 // control-plane benchmark replaces only the part), the identity part
 // (written by the data-plane benchmark when its identity rows run, kept
-// otherwise), the browser-like connections part and the public edge's
-// part (the same, for their rows) and number formatting.
+// otherwise), the browser-like connections part, the public edge's part
+// and the websockets over HTTP/2 part (the same, for their rows) and
+// number formatting.
 package benchdoc
 
 import (
@@ -35,6 +36,12 @@ const (
 const (
 	EdgeBegin = "<!-- edge: begin (written by go run ./test/bench -rows ...,ratelimits,ratetlslimits,edgeflood) -->"
 	EdgeEnd   = "<!-- edge: end -->"
+)
+
+// The websockets over HTTP/2 part's bounds.
+const (
+	HTTP2Begin = "<!-- http2: begin (written by go run ./test/bench -rows ...,idleh2,rth2,rateh2) -->"
+	HTTP2End   = "<!-- http2: end -->"
 )
 
 // ControlPlane returns doc's control-plane part, bounds included, or "".

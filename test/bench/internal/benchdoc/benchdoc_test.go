@@ -1,6 +1,9 @@
 package benchdoc
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestWithControlPlane(t *testing.T) {
 	part := Begin + "\n## Control plane\n\nfigures\n" + End
@@ -81,6 +84,36 @@ func TestEdgePartKeptBesideOthers(t *testing.T) {
 		{"control plane", Begin, End, cp},
 		{"identity", IdentityBegin, IdentityEnd, id},
 		{"browser", BrowserBegin, BrowserEnd, br},
+	} {
+		if got := Part(doc, p.begin, p.end); got != p.want {
+			t.Errorf("%s part: got %q, want %q", p.name, got, p.want)
+		}
+	}
+}
+
+func TestHTTP2PartKeptBesideOthers(t *testing.T) {
+	cp := Begin + "\n## Control plane\n" + End
+	ed := EdgeBegin + "\n## The public edge\n" + EdgeEnd
+	h2 := HTTP2Begin + "\n## Websockets over HTTP/2\n" + HTTP2End
+	newer := HTTP2Begin + "\n## Websockets over HTTP/2\nnewer\n" + HTTP2End
+	doc := WithPart(WithPart(WithControlPlane("# B\n", cp), EdgeBegin, EdgeEnd, ed), HTTP2Begin, HTTP2End, h2)
+	if want := "# B\n\n" + cp + "\n\n" + ed + "\n\n" + h2 + "\n"; doc != want {
+		t.Fatalf("got %q, want %q", doc, want)
+	}
+	// A run whose HTTP/2 rows did not run keeps the old document's part,
+	// after the edge part it also kept.
+	rewritten := WithPart(WithPart(WithControlPlane("# B, newer\n", ControlPlane(doc)), EdgeBegin, EdgeEnd, Part(doc, EdgeBegin, EdgeEnd)),
+		HTTP2Begin, HTTP2End, Part(doc, HTTP2Begin, HTTP2End))
+	if rewritten != strings.Replace(doc, "# B\n", "# B, newer\n", 1) {
+		t.Errorf("rewritten document %q", rewritten)
+	}
+	doc = WithPart(doc, HTTP2Begin, HTTP2End, newer)
+	if got := Part(doc, HTTP2Begin, HTTP2End); got != newer {
+		t.Errorf("Part after a replacement: got %q, want %q", got, newer)
+	}
+	for _, p := range []struct{ name, begin, end, want string }{
+		{"control plane", Begin, End, cp},
+		{"edge", EdgeBegin, EdgeEnd, ed},
 	} {
 		if got := Part(doc, p.begin, p.end); got != p.want {
 			t.Errorf("%s part: got %q, want %q", p.name, got, p.want)
