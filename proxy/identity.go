@@ -48,8 +48,10 @@ func findToken(r *http.Request, a *routing.Auth) (string, *answer) {
 	}
 	for _, p := range subprotocols(r.Header) {
 		if enc, ok := strings.CutPrefix(p, bearerProtocolPrefix); ok {
+			// Strict decoding still skips CR and LF: the entry must be
+			// exactly the token's encoding.
 			tok, err := base64.RawURLEncoding.Strict().DecodeString(enc)
-			if err != nil {
+			if err != nil || base64.RawURLEncoding.EncodeToString(tok) != enc {
 				return "", tokenRefusal(http.StatusBadRequest, "invalid_request", "the token in Sec-WebSocket-Protocol is not unpadded base64url")
 			}
 			protocols = append(protocols, string(tok))

@@ -433,16 +433,8 @@ func rtH2RowDef(cfg *config) row {
 					return err
 				},
 			}
-			if round%2 == 1 {
-				slices.Reverse(halves)
-			}
-			for i, half := range halves {
-				if i > 0 {
-					sleep(ctx, min(time.Second, cfg.settle))
-				}
-				if err := half(); err != nil {
-					return nil, err
-				}
+			if err := runPaired(ctx, round, min(time.Second, cfg.settle), halves); err != nil {
+				return nil, err
 			}
 			return pr, nil
 		},
@@ -558,16 +550,8 @@ func rateH2RowDef(cfg *config) row {
 					return err
 				},
 			}
-			if round%2 == 1 {
-				slices.Reverse(halves)
-			}
-			for i, half := range halves {
-				if i > 0 {
-					sleep(ctx, min(time.Second, cfg.settle))
-				}
-				if err := half(); err != nil {
-					return nil, err
-				}
+			if err := runPaired(ctx, round, min(time.Second, cfg.settle), halves); err != nil {
+				return nil, err
 			}
 			return pr, nil
 		},

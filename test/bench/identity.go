@@ -241,16 +241,8 @@ func tokenRateRowDef(cfg *config, fresh bool) row {
 					return err
 				},
 			}
-			if round%2 == 1 {
-				slices.Reverse(halves)
-			}
-			for i, half := range halves {
-				if i > 0 {
-					sleep(ctx, min(time.Second, cfg.settle))
-				}
-				if err := half(); err != nil {
-					return nil, err
-				}
+			if err := runPaired(ctx, round, min(time.Second, cfg.settle), halves); err != nil {
+				return nil, err
 			}
 			pr.cpu = pr.token.cpu + pr.open.cpu
 			return pr, nil

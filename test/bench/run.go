@@ -622,3 +622,22 @@ func loadAvg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// runPaired runs the two halves of a paired round on one instance, in
+// reverse order on odd rounds (so that neither half always runs first,
+// on a warmer or colder process), with pause between them.
+func runPaired(ctx context.Context, round int, pause time.Duration, halves []func() error) error {
+	if round%2 == 1 {
+		halves = slices.Clone(halves)
+		slices.Reverse(halves)
+	}
+	for i, half := range halves {
+		if i > 0 {
+			sleep(ctx, pause)
+		}
+		if err := half(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
