@@ -43,9 +43,11 @@ func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.dialPod(c, h1, adm)
-	// The stream lives as long as its handler: until the tunnel closes
-	// it, or the pod failed before it opened.
-	<-c.done
+	// The stream lives as long as its handler: once the tunnel opened
+	// (dialPod returns once it is carried), until the tunnel closes it.
+	if c.upgraded {
+		<-c.done
+	}
 }
 
 // http1Form is the HTTP/1.1 request that an HTTP/2 request stands for,
@@ -90,6 +92,9 @@ type h2Client struct {
 	once  sync.Once
 	m     *Metrics
 	conns *h2Conns
+	// upgraded: the stream was handed over to a tunnel (set on the
+	// handler's goroutine, which dialPod runs on).
+	upgraded bool
 }
 
 // h2Conns counts the tunnels of each HTTP/2 connection (by the client's
@@ -163,6 +168,7 @@ func (c *h2Client) upgrade(head []byte, deadline time.Time) (net.Conn, []byte, e
 		return nil, nil, err
 	}
 	_ = rc.SetWriteDeadline(time.Time{})
+	c.upgraded = true
 	c.m.http2Handshake(http.StatusSwitchingProtocols)
 	c.m.http2Tunnels(1, c.conns.add(c.r.RemoteAddr, 1))
 	return &h2Stream{c: c, rc: rc, remote: addrOf(c.r.RemoteAddr)}, nil, nil
