@@ -702,21 +702,7 @@ func (r *report) edgePart() string {
 			r.val("edgeqbusy", "wsgate", 0), r.val("edgefbusy", "wsgate", 0), nproc())
 	}
 	w("\n")
-	var failures []string
-	for _, k := range []string{plain, secure, "edgeq99"} {
-		if cl, ok := r.res.get(k, "wsgate"); ok && cl.err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", k, cl.err))
-		}
-	}
-	for _, n := range r.rowNotes["edgeflood"]["wsgate"] {
-		failures = append(failures, "edgeflood, "+n)
-	}
-	for _, f := range failures {
-		w("- Failed: %s\n", mdEscape(f))
-	}
-	if len(failures) > 0 {
-		w("\n")
-	}
+	r.wsgateFailures(&b, []string{plain, secure, "edgeq99"}, "edgeflood")
 	if len(limitRows) > 0 {
 		w("- **Route-limit rows** (`%s`, `%s`): the new-connection rows with the raw client (%d loops; TCP connect, for TLS a full handshake, websocket handshake, one 32-byte echo, close), each round in two halves of %s on the same gateway, the order alternating by round: one on `/lim`, a route of the same table whose per-client limits (`routing.Route.Limits`, what a WsRoute's `spec.limits` sets) are on and never limit (%s handshakes a second in bursts of %s, %s open tunnels per client), so each handshake takes a token from its client's bucket and counts a tunnel, released when the tunnel ends; one on `/`, without route limits. ",
 			plain, secure, c.rateConcurrency, c.rateDuration/time.Duration(c.rounds), benchdoc.Thousands(limitsRouteLimits.HandshakeRate),

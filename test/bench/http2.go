@@ -644,21 +644,7 @@ func (r *report) http2Part() string {
 			r.val("rateh2tls", "wsgate", 0), r.val("rateh2tlscpu", "wsgate", 0), ref)
 	}
 	w("\n")
-	var failures []string
-	for _, k := range []string{"idleh2", "rth250", "rateh2"} {
-		if cl, ok := r.res.get(k, "wsgate"); ok && cl.err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", k, cl.err))
-		}
-	}
-	for _, n := range r.rowNotes["rateh2"]["wsgate"] {
-		failures = append(failures, "rateh2, "+n)
-	}
-	for _, f := range failures {
-		w("- Failed: %s\n", mdEscape(f))
-	}
-	if len(failures) > 0 {
-		w("\n")
-	}
+	r.wsgateFailures(&b, []string{"idleh2", "rth250", "rateh2"}, "rateh2")
 	if r.ranAny("idleh2") {
 		w("- **Idle row** (`idleh2`): the client opens %s to the gateway's TLS listener (ALPN h2, a full TLS handshake each) and, on each, an even share of %s websockets (at least one), each an extended CONNECT with `:protocol` `websocket` answered 200, to the pods in turn; the gateway reaches each pod over its own HTTP/1.1 connection. After %s it reads the gateway's RSS (VmRSS), opens the rest of %s websockets, an even share on each connection (at most %d, the gateway's bound on concurrent streams per connection), so that every websocket added is beyond its connection's first, waits %s again and reads the RSS: the growth over the websockets added (%s). A sample of them then echo. `idletls` opens %s HTTP/1.1 TLS tunnels in the same way (%s, then the rest), each its own TLS connection.\n",
 			h2ConnsText(h2Conns(c.idleTunnels)), r.val("idleh2warm", "wsgate", 0), c.settle, benchdoc.Thousands(float64(c.idleTunnels)), h2MaxStreams, c.settle, r.val("idleh2added", "wsgate", 0),

@@ -658,18 +658,7 @@ func (r *report) identityPart() string {
 	w("| Key set fetches during that flood | %s (%s a minute) | at most one per %s (%s a minute) | bounded |\n",
 		r.val("kidfetches", "wsgate", 0), r.val("kidpermin", "wsgate", 1), auth.DefaultMinRefetch, benchFloat(time.Minute.Seconds()/auth.DefaultMinRefetch.Seconds()))
 	w("\n")
-	var failures []string
-	for _, k := range []string{same, fresh, "hs50", "kidsent"} {
-		if cl, ok := r.res.get(k, "wsgate"); ok && cl.err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", k, cl.err))
-		}
-	}
-	for _, f := range failures {
-		w("- Failed: %s\n", mdEscape(f))
-	}
-	if len(failures) > 0 {
-		w("\n")
-	}
+	r.wsgateFailures(&b, []string{same, fresh, "hs50", "kidsent"})
 	w("- **Token rows** (`%s`, `%s`): the new-connection row over TLS (%d loops; TLS handshake, websocket handshake, one 32-byte echo, close), on a second route of the same table, `/auth`, whose pods are bound to `bench`: each handshake carries `Authorization: Bearer` with an ES256 token (P-256 key generated for the run, `kid` of the run's static key set, `sub` `bench`, a 16-digit `jti`, one hour of validity), which the gateway verifies (signature, issuer, audience, times; or finds among the tokens it accepted before) and binds (`sub` must include the pod's value) before it dials the pod; the gateway removes the token from the pod's request. ",
 		same, fresh, c.rateConcurrency)
 	w("`%s` sends one token on every connection. `%s` sends tokens that differ only in their `jti`, signed before the rows (%d of them), each once: ", same, fresh, r.freshTokens)
@@ -773,3 +762,25 @@ func (r *report) diffText(a, b string) string {
 }
 
 func benchFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// wsgateFailures lists, in a wsgate-only part, the failed cells of keys
+// and the notes the rows noteRows left.
+func (r *report) wsgateFailures(b *strings.Builder, keys []string, noteRows ...string) {
+	var failures []string
+	for _, k := range keys {
+		if cl, ok := r.res.get(k, "wsgate"); ok && cl.err != nil {
+			failures = append(failures, fmt.Sprintf("%s: %v", k, cl.err))
+		}
+	}
+	for _, row := range noteRows {
+		for _, n := range r.rowNotes[row]["wsgate"] {
+			failures = append(failures, row+", "+n)
+		}
+	}
+	for _, f := range failures {
+		fmt.Fprintf(b, "- Failed: %s\n", mdEscape(f))
+	}
+	if len(failures) > 0 {
+		b.WriteString("\n")
+	}
+}
