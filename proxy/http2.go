@@ -145,21 +145,18 @@ func (c *h2Client) answer(a *answer) {
 // HTTP/2 (the subprotocol and extensions; not Sec-WebSocket-Accept), and
 // hands over the stream as a connection.
 func (c *h2Client) upgrade(head []byte, deadline time.Time) (net.Conn, []byte, error) {
-	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil)
+	h, err := upgradeFields(head)
 	if err != nil {
 		c.finish()
 		return nil, nil, err
 	}
-	_ = resp.Body.Close()
 	rc := http.NewResponseController(c.w)
 	if err := rc.EnableFullDuplex(); err != nil {
 		c.finish()
 		return nil, nil, err
 	}
-	for k, v := range resp.Header {
-		if k != "Sec-Websocket-Accept" {
-			c.w.Header()[k] = v
-		}
+	for k, v := range h {
+		c.w.Header()[k] = v
 	}
 	_ = rc.SetWriteDeadline(deadline)
 	c.w.WriteHeader(http.StatusOK)
@@ -171,16 +168,32 @@ func (c *h2Client) upgrade(head []byte, deadline time.Time) (net.Conn, []byte, e
 	c.upgraded = true
 	c.m.http2Handshake(http.StatusSwitchingProtocols)
 	c.m.http2Tunnels(1, c.conns.add(c.r.RemoteAddr, 1))
-	return &h2Stream{c: c, rc: rc, remote: addrOf(c.r.RemoteAddr)}, nil, nil
+	return &h2ReqStream{c: c, rc: rc, remote: addrOf(c.r.RemoteAddr)}, nil, nil
 }
 
-// h2Stream is an HTTP/2 stream as a connection: reads from the request
+// upgradeFields are the fields of head (the pod's 101, as an HTTP/1.1
+// client would get it) that go with the 200 of an extended CONNECT: the
+// subprotocol and extensions, not Sec-WebSocket-Accept nor what HTTP/2
+// forbids.
+func upgradeFields(head []byte) (http.Header, error) {
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil)
+	if err != nil {
+		return nil, err
+	}
+	_ = resp.Body.Close()
+	h := resp.Header
+	removeHopByHop(h)
+	h.Del("Sec-Websocket-Accept")
+	return h, nil
+}
+
+// h2ReqStream is an HTTP/2 stream as a connection: reads from the request
 // body, writes to the response, each write flushed; Close ends the
 // handler, which ends the stream. The response's state goes with the
 // handler: a call that comes after Close must not touch it, so each call
 // counts itself in while it runs, and Close unblocks and waits for those
 // in flight before it lets the handler return.
-type h2Stream struct {
+type h2ReqStream struct {
 	c        *h2Client
 	rc       *http.ResponseController
 	remote   net.Addr
@@ -191,7 +204,7 @@ type h2Stream struct {
 }
 
 // use runs f unless the stream is closed.
-func (s *h2Stream) use(f func() error) error {
+func (s *h2ReqStream) use(f func() error) error {
 	s.inFlight.Add(1)
 	defer s.inFlight.Add(-1)
 	if s.closed.Load() {
@@ -200,9 +213,9 @@ func (s *h2Stream) use(f func() error) error {
 	return f()
 }
 
-func (s *h2Stream) Read(p []byte) (int, error) { return s.c.r.Body.Read(p) }
+func (s *h2ReqStream) Read(p []byte) (int, error) { return s.c.r.Body.Read(p) }
 
-func (s *h2Stream) Write(p []byte) (n int, err error) {
+func (s *h2ReqStream) Write(p []byte) (n int, err error) {
 	err = s.use(func() error {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
@@ -215,7 +228,7 @@ func (s *h2Stream) Write(p []byte) (n int, err error) {
 	return n, err
 }
 
-func (s *h2Stream) Close() error {
+func (s *h2ReqStream) Close() error {
 	s.close.Do(func() {
 		s.closed.Store(true)
 		past := time.Now().Add(-time.Second)
@@ -231,21 +244,21 @@ func (s *h2Stream) Close() error {
 	return nil
 }
 
-func (s *h2Stream) LocalAddr() net.Addr  { return h2Addr{} }
-func (s *h2Stream) RemoteAddr() net.Addr { return s.remote }
+func (s *h2ReqStream) LocalAddr() net.Addr  { return h2Addr{} }
+func (s *h2ReqStream) RemoteAddr() net.Addr { return s.remote }
 
-func (s *h2Stream) SetDeadline(t time.Time) error {
+func (s *h2ReqStream) SetDeadline(t time.Time) error {
 	return s.use(func() error {
 		_ = s.rc.SetReadDeadline(t)
 		return s.rc.SetWriteDeadline(t)
 	})
 }
 
-func (s *h2Stream) SetReadDeadline(t time.Time) error {
+func (s *h2ReqStream) SetReadDeadline(t time.Time) error {
 	return s.use(func() error { return s.rc.SetReadDeadline(t) })
 }
 
-func (s *h2Stream) SetWriteDeadline(t time.Time) error {
+func (s *h2ReqStream) SetWriteDeadline(t time.Time) error {
 	return s.use(func() error { return s.rc.SetWriteDeadline(t) })
 }
 

@@ -2,7 +2,11 @@
 
 package proxy
 
-import "net"
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+)
 
 // The event loops run on Linux only: elsewhere net/http serves every
 // listener and tunnels run on goroutines.
@@ -20,3 +24,14 @@ func carryOnLoop(*tunnel, net.Conn, net.Conn, func(), bool) bool { return false 
 func (*Server) serveOnLoops(net.Listener) (bool, error) { return false, nil }
 
 func (*Server) stopLoopListeners() {}
+
+// h2Live is the HTTP/2 connections on loops: none here.
+type h2Live struct{}
+
+func (h2Live) goAway() {}
+
+// h2OnLoops returns false: net/http's HTTP/2 server serves HTTP/2.
+func (*Server) h2OnLoops() bool { return false }
+
+// serveH2 is never used.
+func (*Server) serveH2(*http.Server, *tls.Conn, http.Handler) {}

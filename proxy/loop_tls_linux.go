@@ -51,7 +51,14 @@ type detachConn struct {
 	// proxied reads the connection's PROXY header first, on a listener
 	// that takes them.
 	proxied *proxiedConn
-	loop    *loopIO
+	loop    loopSide
+}
+
+// loopSide is a TLS connection's socket I/O once a loop owns the socket:
+// a tunnel's (loopIO) or an HTTP/2 connection's.
+type loopSide interface {
+	read(p []byte) (int, error)
+	write(p []byte) (int, error)
 }
 
 func (c *detachConn) Read(p []byte) (int, error) {

@@ -189,12 +189,22 @@ func (s *Server) carryConns(t *tunnel, client, pod net.Conn, registered bool) {
 	if registered {
 		done = func() { s.tunnelDone(t) }
 	}
+	if sc, ok := client.(streamCarrier); ok {
+		sc.carry(t, pod, done, s.quietTunnels())
+		return
+	}
 	if !s.opts.goroutineTunnels && carryOnLoop(t, client, pod, done, s.quietTunnels()) {
 		return
 	}
 	ct := &connTunnel{t: t, conn: [2]net.Conn{client, pod}, bufferedReads: s.opts.bufferedReads}
 	t.carry(ct)
 	go ct.runThen(done)
+}
+
+// streamCarrier is a client that carries its tunnel itself: an HTTP/2
+// stream on a loop.
+type streamCarrier interface {
+	carry(t *tunnel, pod net.Conn, onDone func(), doneOnLoop bool)
 }
 
 // tunnelInfo is what a tunnel's access log line and revocation need.

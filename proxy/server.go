@@ -68,8 +68,10 @@ type Server struct {
 	forwardAuthWaits forwardAuthWaits
 	// edge is the per-client state.
 	edge *edgeLimits
-	// h2conns are the HTTP/2 connections carrying tunnels.
+	// h2conns are the HTTP/2 connections carrying tunnels; h2live those
+	// on the loops.
 	h2conns h2Conns
+	h2live  h2Live
 
 	draining atomic.Bool
 	stopOnce sync.Once
@@ -97,7 +99,11 @@ func New(tables Tables, opts Options) *Server {
 		// Accept and TLS handshake errors are routine under scans.
 		ErrorLog: log.New(logWriter{opts.Log.V(1)}, "", 0),
 	}
-	if opts.HTTP2 {
+	switch {
+	case opts.HTTP2 && s.h2OnLoops():
+		// The gateway's own HTTP/2, on the loops (loop_h2_linux.go).
+		s.http.TLSNextProto["h2"] = s.serveH2
+	case opts.HTTP2:
 		// net/http's own HTTP/2 server, on TLS only (h2c stays refused),
 		// a bounded number of streams per connection, a bounded buffer
 		// per stream: a stream whose reader stalls holds no more.
@@ -184,6 +190,7 @@ func (s *Server) Shutdown(ctx context.Context, drain time.Duration) error {
 	// so only once the tunnels below have ended.
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
+	s.h2live.goAway()
 	s.stopOnce.Do(func() { close(s.stop) })
 
 	timer := time.NewTimer(drain)

@@ -48,9 +48,10 @@ type State struct {
 	// forwarded before anything else.
 	pending [2][]byte
 
-	idle     time.Duration // 0: none
-	deadline time.Time     // maximum lifetime; zero: none
-	expiry   time.Time     // the credentials' expiry; zero: none
+	idle time.Duration // 0: none
+	// deadline (the maximum lifetime) and expiry (the credentials'), in
+	// unix nanoseconds; 0: none.
+	deadline, expiry int64
 
 	lastActive atomic.Int64 // unix nanoseconds
 	closing    atomic.Pointer[CloseRequest]
@@ -73,7 +74,7 @@ type State struct {
 func New(now time.Time, idle, lifetime time.Duration, clientPending, podPending []byte) *State {
 	s := &State{idle: max(idle, 0), pending: [2][]byte{clientPending, podPending}}
 	if lifetime > 0 {
-		s.deadline = now.Add(lifetime)
+		s.deadline = now.Add(lifetime).UnixNano()
 	}
 	s.lastActive.Store(now.UnixNano())
 	return s
@@ -81,7 +82,12 @@ func New(now time.Time, idle, lifetime time.Duration, clientPending, podPending 
 
 // ExpireAt makes the tunnel close with 1008 at t, when the credentials it
 // was opened with expire. It must be called before the tunnel is carried.
-func (s *State) ExpireAt(t time.Time) { s.expiry = t }
+func (s *State) ExpireAt(t time.Time) {
+	s.expiry = 0
+	if !t.IsZero() {
+		s.expiry = t.UnixNano()
+	}
+}
 
 // CountInto adds the bytes read from each side to c[side] too.
 func (s *State) CountInto(fromClient, fromPod Counter) {
@@ -185,7 +191,7 @@ func (s *State) Touch(now int64) { s.lastActive.Store(now) }
 
 // Timed reports whether an idle timeout or a maximum lifetime bounds the
 // tunnel.
-func (s *State) Timed() bool { return s.idle > 0 || !s.deadline.IsZero() || !s.expiry.IsZero() }
+func (s *State) Timed() bool { return s.idle > 0 || s.deadline != 0 || s.expiry != 0 }
 
 // NextDeadline is the earliest of the idle timeout, the maximum lifetime
 // and the credentials' expiry; zero when none bounds the tunnel.
@@ -194,9 +200,9 @@ func (s *State) NextDeadline() time.Time {
 	if s.idle > 0 {
 		next = time.Unix(0, s.lastActive.Load()).Add(s.idle)
 	}
-	for _, d := range [...]time.Time{s.deadline, s.expiry} {
-		if !d.IsZero() && (next.IsZero() || d.Before(next)) {
-			next = d
+	for _, d := range [...]int64{s.deadline, s.expiry} {
+		if d != 0 && (next.IsZero() || d < next.UnixNano()) {
+			next = time.Unix(0, d)
 		}
 	}
 	return next
@@ -207,10 +213,10 @@ func (s *State) NextDeadline() time.Time {
 // deadline that passed while the other direction was busy is simply
 // armed again).
 func (s *State) Expired(now time.Time) *CloseRequest {
-	if !s.expiry.IsZero() && !now.Before(s.expiry) {
+	if s.expiry != 0 && now.UnixNano() >= s.expiry {
 		return &CloseRequest{Code: ClosePolicyViolation, Text: "credentials expired", Why: Expired}
 	}
-	if !s.deadline.IsZero() && !now.Before(s.deadline) {
+	if s.deadline != 0 && now.UnixNano() >= s.deadline {
 		return &CloseRequest{Code: CloseGoingAway, Text: "maximum connection lifetime reached", Why: Lifetime}
 	}
 	if s.idle > 0 && now.Sub(time.Unix(0, s.lastActive.Load())) >= s.idle {
