@@ -21,17 +21,22 @@ import (
 // with :protocol websocket. The gateway decides it as the HTTP/1.1
 // handshake it stands for (http1Form: the same admit, the same answers),
 // reaches the pod with an ordinary HTTP/1.1 upgrade, and carries the
-// tunnel between the stream and the pod's connection on goroutines.
+// tunnel between the stream and the pod's connection.
 //
-// Go's HTTP/2 server (1.26) advertises SETTINGS_ENABLE_CONNECT_PROTOCOL
-// and accepts :protocol only when the process starts with
+// On Linux, with pods dialled by the default dialer, the gateway serves
+// HTTP/2 itself on its event loops (loop_h2_linux.go, package h2), where
+// every stream's tunnel is carried too. Elsewhere (or with Options.Dial)
+// net/http's HTTP/2 server serves it and the tunnels run on goroutines
+// (below): Go's HTTP/2 server (1.26) advertises SETTINGS_ENABLE_CONNECT_
+// PROTOCOL and accepts :protocol only when the process starts with
 // GODEBUG=http2xconnect=1 in its environment (net/http reads it once, at
 // init): without it, extended CONNECTs are refused as malformed streams.
 
-// ExtendedConnect reports whether this process's HTTP/2 server accepts
-// websockets over HTTP/2: whether it started with http2xconnect=1 in
-// GODEBUG, as net/http reads it.
-func ExtendedConnect() bool { return xconnect.On() }
+// ExtendedConnect reports whether a gateway of this process that dials
+// pods with the default dialer accepts websockets over HTTP/2: on Linux
+// its own HTTP/2 always does; elsewhere net/http's does when the process
+// started with http2xconnect=1 in GODEBUG.
+func ExtendedConnect() bool { return ownHTTP2() || xconnect.On() }
 
 // serveHTTP2 handles one request of an HTTP/2 connection.
 func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {

@@ -41,6 +41,9 @@ const (
 	h2AnswerChunk = 16 << 10
 )
 
+// ownHTTP2 reports whether the event loops can serve HTTP/2.
+func ownHTTP2() bool { return evloop.Pick() != nil }
+
 // h2OnLoops reports whether HTTP/2 connections are served on the loops:
 // pods are dialled with the default dialer (their sockets can move to a
 // loop) and tunnels may run on loops.
@@ -392,7 +395,23 @@ func (c *h2Conn) Request(st *h2.Stream, r *h2.Request) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	hs.hsk.cancel = cancel
-	go c.s.serveH2Stream(hs, req.WithContext(ctx))
+	req = req.WithContext(ctx)
+	if !r.EndStream && r.Method != http.MethodConnect {
+		// A request with a body, which no websocket handshake has: it is
+		// answered once its body has come (and been dropped), within the
+		// read-header timeout.
+		hs.hsk.waiting = req
+		l := c.loop
+		hs.hsk.bodyTimer = time.AfterFunc(c.s.opts.ReadHeaderTimeout, func() {
+			l.Post(func() {
+				if hs.hsk != nil && hs.hsk.waiting != nil {
+					c.release(hs)
+				}
+			})
+		})
+		return
+	}
+	go c.s.serveH2Stream(hs, req)
 }
 
 // request is the net/http form of an HTTP/2 request.
@@ -511,6 +530,10 @@ type h2Handshake struct {
 	body     []byte
 	endAfter bool
 	answered chan struct{}
+	// waiting is a request answered once its body has come, by
+	// bodyTimer.
+	waiting   *http.Request
+	bodyTimer *time.Timer
 }
 
 // Before the tunnel: the stream as a handshake's client, on its
@@ -629,8 +652,12 @@ func (hs *h2Stream) SetWriteDeadline(time.Time) error { return nil }
 
 func (hs *h2Stream) data(p []byte) {
 	if !hs.started {
-		if hs.hsk != nil {
-			hs.hsk.early = append(hs.hsk.early, p...)
+		switch k := hs.hsk; {
+		case k == nil:
+		case k.waiting != nil:
+			hs.c.p.Consumed(&hs.st, len(p))
+		default:
+			k.early = append(k.early, p...)
 		}
 		return
 	}
@@ -645,8 +672,13 @@ func (hs *h2Stream) clientEnded() {
 		hs.sourceEnded(ws.Client)
 		return
 	}
-	if hs.hsk != nil {
-		hs.hsk.earlyEnded = true
+	if k := hs.hsk; k != nil {
+		k.earlyEnded = true
+		if r := k.waiting; r != nil {
+			k.waiting = nil
+			k.bodyTimer.Stop()
+			go hs.c.s.serveH2Stream(hs, r)
+		}
 	}
 }
 
@@ -680,6 +712,9 @@ func (hs *h2Stream) endHandshake() {
 	hs.hsk = nil
 	if k.cancel != nil {
 		k.cancel()
+	}
+	if k.bodyTimer != nil {
+		k.bodyTimer.Stop()
 	}
 	if k.answered != nil {
 		close(k.answered)

@@ -30,6 +30,9 @@ type h2Live struct{}
 
 func (h2Live) goAway() {}
 
+// ownHTTP2 returns false: there are no event loops here.
+func ownHTTP2() bool { return false }
+
 // h2OnLoops returns false: net/http's HTTP/2 server serves HTTP/2.
 func (*Server) h2OnLoops() bool { return false }
 

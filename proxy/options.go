@@ -68,9 +68,10 @@ type Options struct {
 	// ClientLimits are the limits per client.
 	ClientLimits ClientLimits
 	// HTTP2 offers h2 on the TLS listener, for websockets over HTTP/2
-	// (RFC 8441): extended CONNECT needs the process to start with
-	// GODEBUG=http2xconnect=1 (see ExtendedConnect). Off, the TLS
-	// listener speaks HTTP/1.1 only.
+	// (RFC 8441). On Linux with the default dialer the gateway serves
+	// HTTP/2 itself; otherwise net/http's server does, whose extended
+	// CONNECT needs the process to start with GODEBUG=http2xconnect=1
+	// (see ExtendedConnect). Off, the TLS listener speaks HTTP/1.1 only.
 	HTTP2 bool
 
 	// goroutineTunnels runs every tunnel on goroutines, even where an

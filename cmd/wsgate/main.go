@@ -107,7 +107,7 @@ func run() error {
 	flag.DurationVar(&drain, "drain-timeout", 20*time.Second, "On SIGTERM, how long open tunnels may run on before they get a Close frame 1001.")
 	flag.DurationVar(&grace, "shutdown-grace-period", 28*time.Second, "On SIGTERM, bound on the whole shutdown; keep it under the pod's terminationGracePeriodSeconds.")
 	edge.bind(flag.CommandLine)
-	flag.BoolVar(&http2, "http2", false, "Offer HTTP/2 (h2 in ALPN) on the TLS listener and accept websockets over it (RFC 8441 extended CONNECT): a page's websockets share one TLS connection. Needs GODEBUG=http2xconnect=1 in the environment at start (the container image sets it); h2c stays refused.")
+	flag.BoolVar(&http2, "http2", false, "Offer HTTP/2 (h2 in ALPN) on the TLS listener and accept websockets over it (RFC 8441 extended CONNECT): a page's websockets share one TLS connection. On Linux the gateway serves HTTP/2 itself, on its event loops; built for another system it needs GODEBUG=http2xconnect=1 in the environment at start. h2c stays refused.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Usage = func() {
@@ -152,7 +152,7 @@ func run() error {
 		case tlsListenAddr == "":
 			return fmt.Errorf("--http2 needs the TLS listener (--tls-listen-address): HTTP/2 is offered over TLS only")
 		case !proxy.ExtendedConnect():
-			return fmt.Errorf("--http2 needs GODEBUG=http2xconnect=1 in the environment when wsgate starts (Go's HTTP/2 server reads it then to accept websockets over HTTP/2); the container image sets it")
+			return fmt.Errorf("--http2 needs GODEBUG=http2xconnect=1 in the environment when wsgate starts on this system (Go's HTTP/2 server serves HTTP/2 here, and reads it then to accept websockets over HTTP/2)")
 		}
 		proxyOpts.HTTP2 = true
 	}

@@ -36,7 +36,6 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/internal/echopod"
-	"github.com/wsgate/wsgate/internal/xconnect"
 )
 
 func main() {
@@ -88,9 +87,6 @@ type processes []*exec.Cmd
 
 func (ps *processes) start(name string, logDir string, args ...string) error {
 	cmd := exec.Command(name, args...)
-	// The gateway serves websockets over HTTP/2 too (--http2), which Go's
-	// HTTP/2 server accepts only with this at start.
-	cmd.Env = xconnect.Env(os.Environ())
 	log, err := os.Create(filepath.Join(logDir, filepath.Base(name)+"-"+fmt.Sprint(len(*ps))+".log"))
 	if err != nil {
 		return err

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgate/wsgate/auth"
-	"github.com/wsgate/wsgate/internal/xconnect"
 	"github.com/wsgate/wsgate/proxy"
 	"github.com/wsgate/wsgate/routing"
 )
@@ -40,8 +39,7 @@ type gatewayArgs struct {
 	// limits are the gateway's per-client limits (formatLimits; "":
 	// none).
 	limits string
-	// http2: the TLS listener offers h2, for websockets over HTTP/2
-	// (the process must have started with GODEBUG=http2xconnect=1).
+	// http2: the TLS listener offers h2, for websockets over HTTP/2.
 	http2 bool
 }
 
@@ -74,7 +72,7 @@ func runGateway(a gatewayArgs) error {
 		return err
 	}
 	if a.http2 && !proxy.ExtendedConnect() {
-		return errors.New("-http2: the process lacks GODEBUG=" + xconnect.Setting)
+		return errors.New("-http2: websockets over HTTP/2 need the gateway's own HTTP/2, on Linux")
 	}
 	limits, err := parseLimits(a.limits)
 	if err != nil {
@@ -252,18 +250,10 @@ func startWsgate(ctx context.Context, e *env, prof startOpts) (*instance, error)
 	if prof.limits != "" {
 		args = append(args, "-client-limits="+prof.limits)
 	}
-	var env []string
 	if prof.http2 {
-		// net/http reads GODEBUG once, at init: the child needs it in
-		// its environment from the start.
 		args = append(args, "-http2")
-		godebug := xconnect.Setting
-		if v := os.Getenv("GODEBUG"); v != "" {
-			godebug = v + "," + godebug
-		}
-		env = []string{"GODEBUG=" + godebug}
 	}
-	ch, line, err := startChildEnv(ctx, "gateway", env, args...)
+	ch, line, err := startChildEnv(ctx, "gateway", nil, args...)
 	if err != nil {
 		return nil, err
 	}

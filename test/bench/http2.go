@@ -609,7 +609,7 @@ func (r *report) http2Part() string {
 	w("Written by `go run ./test/bench %s` on %s, in %s, on %s cores shared with the clients and the pods. ",
 		strings.Join(os.Args[1:], " "), r.started.UTC().Format("2006-01-02 15:04 MST"), r.elapsed.Round(time.Second), nproc())
 	w("The round-trip and handshake rows ran in %d rounds, each on a fresh gateway, each round in two halves on the same gateway, the order alternating by round; a figure is the median of its rounds. ", c.rounds)
-	w("These rows run on wsgate alone (`proxy.Options.HTTP2` on, the process started with `GODEBUG=http2xconnect=1`); their references are HTTP/1.1 TLS tunnels of the same run.\n\n")
+	w("These rows run on wsgate alone (`proxy.Options.HTTP2` on: the gateway's own HTTP/2, on its event loops); their references are HTTP/1.1 TLS tunnels of the same run.\n\n")
 	w("| Figure | wsgate over HTTP/2 | Reference (same run) | Goal |\n| --- | ---: | --- | --- |\n")
 	if r.ranAny("idleh2") {
 		ref := "`idletls` not run"

@@ -97,7 +97,7 @@ func main() {
 		jwks       = flag.String("jwks", "", "gateway role: JSON Web Key Set file of the tokens on /auth (none: no /auth route)")
 		fwdAuth    = flag.String("fwdauth", "", "gateway role: ip:port of the forward-auth service of /fwd (none: no /fwd route)")
 		tickets    = flag.Bool("tls-tickets", false, "gateway role: issue TLS session tickets (resumption on)")
-		http2      = flag.Bool("http2", false, "gateway role: the TLS listener offers h2, for websockets over HTTP/2 (needs GODEBUG=http2xconnect=1, which the bench role sets)")
+		http2      = flag.Bool("http2", false, "gateway role: the TLS listener offers h2, for websockets over HTTP/2 (the gateway's own HTTP/2, on its event loops)")
 		limits     = flag.String("client-limits", "", "gateway role: the gateway's per-client limits, comma-separated name=value: rate and burst (handshakes), tunnels, refusals (a minute) and block, clients (tracked) (none: no limits)")
 		cfg        config
 	)

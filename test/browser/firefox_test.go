@@ -133,7 +133,7 @@ func firefoxProfile(t *testing.T, caPEM []byte) string {
 func TestFirefoxWebsocketsOverHTTP2(t *testing.T) {
 	bin := firefox(t)
 	if !proxy.ExtendedConnect() {
-		t.Fatal("the test process lacks GODEBUG=http2xconnect=1 (TestMain adds it)")
+		t.Fatal("this system has no websockets over HTTP/2 (the gateway's own HTTP/2 runs on Linux)")
 	}
 	reports := make(chan string, 16)
 	proceed := make(chan struct{})

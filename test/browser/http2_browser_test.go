@@ -174,7 +174,7 @@ func (f *h2Fixture) checkStreams(t *testing.T) {
 func TestBrowserWebsocketsOverHTTP2(t *testing.T) {
 	bin := chromium(t)
 	if !proxy.ExtendedConnect() {
-		t.Fatal("the test process lacks GODEBUG=http2xconnect=1 (TestMain adds it)")
+		t.Fatal("this system has no websockets over HTTP/2 (the gateway's own HTTP/2 runs on Linux)")
 	}
 	f, appOrigin := newH2Fixture(t, htmlPage(h2Page))
 	allocCtx, cancelAlloc := chromiumAllocator(t, bin, f.cert, "app.test", "ws.test")

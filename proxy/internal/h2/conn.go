@@ -79,6 +79,8 @@ type Request struct {
 	Header   http.Header
 	// EndStream: the request has no body.
 	EndStream bool
+	// ContentLength is the content-length field's value; -1: none.
+	ContentLength int64
 	// Truncated: the header fields were over MaxHeaderListSize and some
 	// were dropped.
 	Truncated bool
@@ -96,6 +98,9 @@ type Stream struct {
 	blocked, released bool
 	// User is the handler's state for the stream.
 	User any
+	// bodyLeft is what the request's content-length still announces;
+	// -1: none.
+	bodyLeft int64
 
 	sendWindow int64
 	// recvWindow is what the client may still send; unacked is what was
@@ -425,6 +430,10 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		if !f.StreamEnded() {
 			return c.fail(http2.ErrCodeProtocol, "trailers without END_STREAM")
 		}
+		if s.bodyLeft > 0 {
+			c.resetStream(id, http2.ErrCodeProtocol)
+			return nil
+		}
 		c.remoteEnded(s)
 		return nil
 	}
@@ -452,7 +461,7 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	s := c.h.NewStream()
-	s.ID, s.sendWindow, s.recvWindow = id, c.peerWindow, int64(c.cfg.StreamWindow)
+	s.ID, s.sendWindow, s.recvWindow, s.bodyLeft = id, c.peerWindow, int64(c.cfg.StreamWindow), r.ContentLength
 	c.streams[id] = s
 	c.active++
 	if r.EndStream {
@@ -488,6 +497,14 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	data := f.Data()
+	if s.bodyLeft >= 0 {
+		// The body must be as long as its content-length says (RFC 9113
+		// §8.1.1).
+		if s.bodyLeft -= int64(len(data)); s.bodyLeft < 0 || f.StreamEnded() && s.bodyLeft > 0 {
+			c.resetStream(s.ID, http2.ErrCodeProtocol)
+			return nil
+		}
+	}
 	// Padding is consumed as it comes; the data when the handler says.
 	c.Consumed(s, int(n)-len(data))
 	if len(data) > 0 {
@@ -729,7 +746,7 @@ func connectionSpecific(name string) bool {
 // readRequest is the request of a header block, checked against RFC
 // 9113 §8.3 and RFC 8441 §4.
 func readRequest(f *http2.MetaHeadersFrame) *Request {
-	r := &Request{Header: make(http.Header, len(f.Fields)), EndStream: f.StreamEnded(), Truncated: f.Truncated}
+	r := &Request{Header: make(http.Header, len(f.Fields)), EndStream: f.StreamEnded(), Truncated: f.Truncated, ContentLength: -1}
 	seen := map[string]bool{}
 	var cookies []string
 	for _, hf := range f.Fields {
@@ -766,6 +783,13 @@ func readRequest(f *http2.MetaHeadersFrame) *Request {
 		case hf.Name == "cookie":
 			cookies = append(cookies, hf.Value)
 			continue
+		case hf.Name == "content-length":
+			n, err := strconv.ParseUint(hf.Value, 10, 63)
+			if err != nil || r.ContentLength >= 0 && int64(n) != r.ContentLength {
+				r.Malformed = "invalid content-length"
+				return r
+			}
+			r.ContentLength = int64(n)
 		}
 		r.Header.Add(hf.Name, hf.Value)
 	}
@@ -775,6 +799,8 @@ func readRequest(f *http2.MetaHeadersFrame) *Request {
 	switch {
 	case r.Method == "":
 		r.Malformed = "no :method"
+	case r.EndStream && r.ContentLength > 0:
+		r.Malformed = "content-length without a body"
 	case seen[":protocol"] && r.Method != http.MethodConnect:
 		r.Malformed = ":protocol without CONNECT"
 	case r.Method == http.MethodConnect && !seen[":protocol"]:
