@@ -340,8 +340,9 @@ func (c *h2Conn) end() {
 	if c.ended {
 		return
 	}
-	c.p.Close()
+	// Ended first: the streams' ends below write nothing.
 	c.ended = true
+	c.p.Close()
 	c.loop.Forget(&c.sock.reg)
 	_ = evloop.Close(c.sock.fd)
 	c.sock.fd = -1
@@ -396,10 +397,11 @@ func (c *h2Conn) Request(st *h2.Stream, r *h2.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	hs.hsk.cancel = cancel
 	req = req.WithContext(ctx)
-	if !r.EndStream && r.Method != http.MethodConnect {
-		// A request with a body, which no websocket handshake has: it is
-		// answered once its body has come (and been dropped), within the
-		// read-header timeout.
+	if !r.EndStream && r.ContentLength > 0 && r.Method != http.MethodConnect {
+		// A request with a body of a stated length, which no websocket
+		// handshake has: it is answered once its body has come (and been
+		// dropped, its length checked), within the read-header timeout.
+		// Other requests are answered at once, whatever follows them.
 		hs.hsk.waiting = req
 		l := c.loop
 		hs.hsk.bodyTimer = time.AfterFunc(c.s.opts.ReadHeaderTimeout, func() {
@@ -684,6 +686,11 @@ func (hs *h2Stream) clientEnded() {
 
 func (hs *h2Stream) reset() {
 	hs.gone = true
+	if k := hs.hsk; k != nil && k.waiting != nil {
+		// No goroutine holds the stream yet to release it.
+		hs.c.release(hs)
+		return
+	}
 	hs.endHandshake()
 	if hs.started {
 		hs.fail()
