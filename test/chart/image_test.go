@@ -109,7 +109,7 @@ func (s stage) buildCommand(t *testing.T) string {
 
 // The Dockerfile's go build command, run here as the build stage runs it
 // (CGO_ENABLED=0, its ldflags), makes a static binary (the final stage is
-// distroless/static: no libc, no loader) that prints the stamped version,
+// scratch: no libc, no loader) that prints the stamped version,
 // and that accepts every set of flags the chart renders.
 func TestDockerfileBuild(t *testing.T) {
 	t.Parallel()
