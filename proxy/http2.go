@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -40,8 +41,12 @@ func ExtendedConnect() bool { return ownHTTP2() || xconnect.On() }
 
 // serveHTTP2 handles one request of an HTTP/2 connection.
 func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
-	h1 := http1Form(r)
 	c := &h2Client{w: w, r: r, done: make(chan struct{}), m: s.opts.Metrics, conns: &s.h2conns}
+	if (r.Method != http.MethodConnect || r.Header.Get(":protocol") != "") && !h2PathOK(r.RequestURI) {
+		c.answer(refuse(http.StatusBadRequest, errMalformedPath.Error()))
+		return
+	}
+	h1 := http1Form(r)
 	adm, a := s.admit(h1)
 	if a != nil {
 		s.reply(c, h1, a)
@@ -54,6 +59,16 @@ func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
 		<-c.done
 	}
 }
+
+// h2PathOK reports whether an HTTP/2 request's :path is one an HTTP/1.1
+// request line can carry: an absolute path (RFC 9113 §8.3.1), without
+// spaces. (An absolute URI there would be routed by its path part.)
+func h2PathOK(path string) bool {
+	return strings.HasPrefix(path, "/") && !strings.ContainsAny(path, " \t")
+}
+
+// errMalformedPath is the answer's text for a :path h2PathOK refuses.
+var errMalformedPath = errors.New("malformed request path")
 
 // http1Form is the HTTP/1.1 request that an HTTP/2 request stands for,
 // which the gateway decides and the pod receives: an extended CONNECT
@@ -74,7 +89,13 @@ func http1Form(r *http.Request) *http.Request {
 		c.Header.Set("Connection", "Upgrade")
 		c.Header.Set("Upgrade", "websocket")
 		c.Header.Set("Sec-WebSocket-Key", newWebsocketKey())
-		c.ContentLength, c.TransferEncoding, c.Body = 0, nil, http.NoBody
+		c.TransferEncoding, c.Body = nil, http.NoBody
+		// A handshake has no body: a stated length other than 0 makes
+		// checkHandshake refuse it, as over HTTP/1.1.
+		c.ContentLength = 0
+		if v := c.Header.Values("Content-Length"); r.ContentLength > 0 || len(v) > 0 && (len(v) > 1 || strings.TrimSpace(v[0]) != "0") {
+			c.ContentLength = -1
+		}
 	}
 	if c.RequestURI == "" || !strings.HasPrefix(c.RequestURI, "/") {
 		c.RequestURI = r.URL.RequestURI()

@@ -133,17 +133,25 @@ type h2Conn struct {
 	remote string
 	state  *tls.ConnectionState
 	// tunnels counts the streams carrying tunnels.
-	tunnels    int
+	tunnels int
+	// lastActive is when the connection last had a stream (or began):
+	// without one, it closes h2IdleTimeout later, whatever else the
+	// client sends (PINGs keep no connection open).
 	lastActive time.Time
-	timer      *time.Timer
-	ended      bool
-	done       chan struct{}
+	// pendingSince is when the client began to leave a frame (or the
+	// preface) incomplete on the connection without streams: the
+	// read-header timeout runs from then, however slowly its bytes come.
+	pendingSince time.Time
+	timer        *time.Timer
+	ended        bool
+	done         chan struct{}
 }
 
 // begin starts serving the connection: the server's SETTINGS go out,
 // and anything that arrived with the TLS handshake is read.
 func (c *h2Conn) begin() {
 	c.lastActive = time.Now()
+	c.pendingSince = c.lastActive
 	if err := c.loop.Register(c.sock.fd, &c.sock, &c.sock.reg); err != nil {
 		c.end()
 		return
@@ -235,12 +243,12 @@ func (c *h2Conn) pump() {
 		if n == 0 {
 			continue
 		}
-		c.lastActive = time.Now()
 		if err := c.p.Feed(buf[:n]); err != nil {
 			c.flush()
 			c.end()
 			return
 		}
+		c.notePending()
 		// What the HTTP/2 state answers (SETTINGS and PING acks, window
 		// updates) goes out as it comes, for a client that sends a lot.
 		if len(c.p.Output()) > 64<<10 {
@@ -288,9 +296,13 @@ func (c *h2Conn) drain() {
 	if c.congested() {
 		return
 	}
-	paused := c.paused
-	c.paused = nil
-	for _, st := range paused {
+	// The streams restart in the order they stopped, while the client
+	// keeps up: one that stops again goes last, after those still
+	// waiting.
+	for len(c.paused) > 0 && !c.ended && !c.congested() {
+		st := c.paused[0]
+		c.paused[0] = nil
+		c.paused = c.paused[1:]
 		st.paused = false
 		if !st.ended {
 			st.pump()
@@ -318,11 +330,17 @@ func (c *h2Conn) armIdle() {
 	if c.ended || c.p.Streams() > 0 {
 		return
 	}
-	limit := h2IdleTimeout
+	limit, since := h2IdleTimeout, c.lastActive
+	if c.s.opts.h2IdleTimeout > 0 {
+		limit = c.s.opts.h2IdleTimeout
+	}
 	if c.p.Pending() {
 		limit = c.s.opts.ReadHeaderTimeout
+		if !c.pendingSince.IsZero() {
+			since = c.pendingSince
+		}
 	}
-	wait := time.Until(c.lastActive.Add(limit))
+	wait := time.Until(since.Add(limit))
 	if wait <= 0 {
 		c.goAway()
 		c.end()
@@ -332,6 +350,23 @@ func (c *h2Conn) armIdle() {
 		c.timer = time.AfterFunc(wait, func() { c.loop.Post(c.armIdle) })
 	} else {
 		c.timer.Reset(wait)
+	}
+}
+
+// notePending starts the read-header timeout when the client leaves a
+// frame incomplete on the connection without streams.
+func (c *h2Conn) notePending() {
+	if !c.p.Pending() || c.p.Streams() > 0 {
+		if !c.pendingSince.IsZero() {
+			// The read-header timeout is over: the idle one runs.
+			c.pendingSince = time.Time{}
+			c.armIdle()
+		}
+		return
+	}
+	if c.pendingSince.IsZero() {
+		c.pendingSince = time.Now()
+		c.armIdle()
 	}
 }
 
@@ -364,6 +399,7 @@ func (c *h2Conn) streamReleased() {
 		return
 	}
 	c.lastActive = time.Now()
+	c.notePending()
 	c.armIdle()
 }
 
@@ -391,7 +427,7 @@ func (c *h2Conn) Request(st *h2.Stream, r *h2.Request) {
 	}
 	req, err := c.request(r)
 	if err != nil {
-		go hs.answer(refuse(http.StatusBadRequest, "malformed request path"))
+		go hs.answer(refuse(http.StatusBadRequest, err.Error()))
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -425,17 +461,25 @@ func (c *h2Conn) request(r *h2.Request) (*http.Request, error) {
 	if r.Protocol != "" {
 		req.Header[":protocol"] = []string{r.Protocol}
 	}
-	if req.Host == "" {
-		req.Host = r.Header.Get("Host")
+	switch host := r.Header.Get("Host"); {
+	case req.Host == "":
+		req.Host = host
+	case host != "" && !strings.EqualFold(host, req.Host):
+		// RFC 9113 §8.3.1: a Host naming another site than :authority
+		// makes the request malformed (net/http's server answers 400 too).
+		return nil, errors.New("the Host field differs from :authority")
 	}
 	r.Header.Del("Host")
 	if r.Method == http.MethodConnect && r.Protocol == "" {
 		req.URL, req.RequestURI = &url.URL{Host: r.Authority}, r.Authority
 		return req, nil
 	}
+	if !h2PathOK(r.Path) {
+		return nil, errMalformedPath
+	}
 	u, err := url.ParseRequestURI(r.Path)
 	if err != nil {
-		return nil, err
+		return nil, errMalformedPath
 	}
 	req.URL = u
 	return req, nil
@@ -808,6 +852,12 @@ func (hs *h2Stream) pump() {
 	s := &hs.pod
 	buf := hs.c.loop.Buf()
 	for !hs.ended && d.Phase() != ws.Ended && s.readable && len(hs.toClient.out) == 0 {
+		if len(hs.c.p.Output()) > 64<<10 {
+			// What the stream sent goes to the socket first, for
+			// congested to see what the client has not read yet.
+			hs.c.flush()
+			continue
+		}
 		if hs.c.congested() {
 			if !hs.paused {
 				hs.paused = true

@@ -81,6 +81,9 @@ type Options struct {
 	// acceptBatch bounds the connections an event loop accepts per
 	// wake-up (0: the default; tests lower it).
 	acceptBatch int
+	// h2IdleTimeout closes an HTTP/2 connection on the loops without
+	// streams (0: h2IdleTimeout; tests lower it).
+	h2IdleTimeout time.Duration
 	// dialHook, when set, sees every address before the default dialer
 	// connects to it, and may refuse it (tests count dials with it).
 	dialHook func(address string) error

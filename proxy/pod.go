@@ -105,7 +105,11 @@ func (s *Server) takeAnswer(c client, r *http.Request, adm admitted, pod net.Con
 	defer br.release()
 	br.budget.n = -1
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		fail(relay(resp, adm.route))
+		// The pod's answer is relayed, its body read as it is written
+		// (by answerDue), before the pod's connection closes.
+		s.reply(c, r, relay(resp, adm.route))
+		_ = pod.Close()
+		adm.slot.release()
 		return
 	}
 	// A 101 has no body.

@@ -13,7 +13,9 @@ import (
 // ServeHTTP handles one websocket handshake: admit it, dial the pod,
 // forward the handshake and, on a valid 101, carry the tunnel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 2 {
+	// (HTTP/2's preface read as an HTTP/1.1 request, "PRI * HTTP/2.0",
+	// is refused for its method below, as the event loops refuse it.)
+	if r.ProtoMajor == 2 && r.Method != "PRI" {
 		s.serveHTTP2(w, r)
 		return
 	}

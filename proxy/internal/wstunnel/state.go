@@ -45,8 +45,9 @@ type Counter interface{ Add(float64) }
 type State struct {
 	dir [2]Direction
 	// pending are the bytes read from each side during the handshake,
-	// forwarded before anything else.
-	pending [2][]byte
+	// forwarded before anything else (nil when neither sent any, as in
+	// most tunnels).
+	pending *[2][]byte
 
 	idle time.Duration // 0: none
 	// deadline (the maximum lifetime) and expiry (the credentials'), in
@@ -72,7 +73,10 @@ type State struct {
 // New returns the state of a tunnel opened now: idle and lifetime bound it
 // (0: no bound); pending are the bytes each side sent with the handshake.
 func New(now time.Time, idle, lifetime time.Duration, clientPending, podPending []byte) *State {
-	s := &State{idle: max(idle, 0), pending: [2][]byte{clientPending, podPending}}
+	s := &State{idle: max(idle, 0)}
+	if len(clientPending) > 0 || len(podPending) > 0 {
+		s.pending = &[2][]byte{clientPending, podPending}
+	}
 	if lifetime > 0 {
 		s.deadline = now.Add(lifetime).UnixNano()
 	}
@@ -99,6 +103,9 @@ func (s *State) Direction(from Side) *Direction { return &s.dir[from] }
 
 // TakePending returns, once, the bytes side sent with the handshake.
 func (s *State) TakePending(from Side) []byte {
+	if s.pending == nil {
+		return nil
+	}
 	p := s.pending[from]
 	s.pending[from] = nil
 	return p
