@@ -456,6 +456,29 @@ func (c *rawH2) waitEnded(within time.Duration) bool {
 	return true
 }
 
+// body reads the DATA of an answer on stream id up to its END_STREAM,
+// showing each frame to each (if not nil), and fails the test if the
+// stream ends otherwise.
+func (c *rawH2) body(id uint32, each func(h2Event)) []byte {
+	c.t.Helper()
+	var got []byte
+	for {
+		ev, ok := c.next(5*time.Second, func(ev h2Event) bool {
+			return ev.stream == id && (ev.typ == http2.FrameData || ev.typ == http2.FrameRSTStream)
+		})
+		if !ok || ev.typ != http2.FrameData {
+			c.t.Fatalf("the body ended after %d bytes: %+v", len(got), ev)
+		}
+		if each != nil {
+			each(ev)
+		}
+		got = append(got, ev.data...)
+		if ev.flags.Has(http2.FlagDataEndStream) {
+			return got
+		}
+	}
+}
+
 // open opens a websocket to path on stream id, and fails the test
 // unless the gateway answers 200.
 func (c *rawH2) open(id uint32, path string) {
@@ -1041,22 +1064,11 @@ func TestHTTP2PodRefusalIsRelayedWithinTheWindow(t *testing.T) {
 			t.Errorf("the answer has %s: %s", f.Name, f.Value)
 		}
 	}
-	var got []byte
-	for {
-		ev, ok := c.next(5*time.Second, func(ev h2Event) bool {
-			return ev.stream == 1 && (ev.typ == http2.FrameData || ev.typ == http2.FrameRSTStream)
-		})
-		if !ok || ev.typ != http2.FrameData {
-			t.Fatalf("the body ended after %d bytes: %+v", len(got), ev)
-		}
+	got := c.body(1, func(ev h2Event) {
 		if len(ev.data) > 300 {
 			t.Errorf("a DATA frame of %d bytes for a window of 300", len(ev.data))
 		}
-		got = append(got, ev.data...)
-		if ev.flags.Has(http2.FlagDataEndStream) {
-			break
-		}
-	}
+	})
 	if !bytes.Equal(got, body) {
 		t.Errorf("%d bytes of the pod's body relayed, want its 2000", len(got))
 	}

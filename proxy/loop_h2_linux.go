@@ -172,22 +172,7 @@ func (c *h2Conn) read(p []byte) (int, error) {
 	if c.dc.proxied != nil && c.dc.proxied.buffered() {
 		return c.dc.proxied.Read(p)
 	}
-	for {
-		n, e := evloop.Read(c.sock.fd, p)
-		switch e {
-		case 0:
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return 0, errWouldBlock
-		default:
-			return 0, e
-		}
-		if n == 0 {
-			return 0, io.EOF
-		}
-		return n, nil
-	}
+	return readTLSBytes(c.sock.fd, p)
 }
 
 func (c *h2Conn) write(p []byte) (int, error) {

@@ -118,9 +118,13 @@ func (c *detachConn) Close() error {
 // loopIO is the socket I/O of a TLS client's connection on a loop.
 type loopIO struct{ lt *loopTunnel }
 
-func (a *loopIO) read(p []byte) (int, error) {
+func (a *loopIO) read(p []byte) (int, error) { return readTLSBytes(a.lt.p.sock[ws.Client].fd, p) }
+
+// readTLSBytes reads a TLS connection's bytes from fd for crypto/tls: an
+// empty socket is errWouldBlock, its end io.EOF.
+func readTLSBytes(fd int, p []byte) (int, error) {
 	for {
-		n, e := evloop.Read(a.lt.p.sock[ws.Client].fd, p)
+		n, e := evloop.Read(fd, p)
 		switch e {
 		case 0:
 		case unix.EINTR:
