@@ -142,8 +142,8 @@ bench-pod-ready: ## Benchmark pod Ready -> allowlisted in the published table on
 	WSGATE_ENVTEST_ASSETS="$$(hack/envtest.sh)" go test -run '^$$' -bench '^BenchmarkPodReadyToPublished$$' -benchtime 200x ./controllers/
 
 .PHONY: bench-browser
-bench-browser: ## New connections as browsers make them, beside nginx: raw and browser-like clients, Go's default TLS groups and X25519 only, full and resumed TLS handshakes (about 5 minutes; prints the report, writes no file).
-	go run ./test/bench -rows rate,ratetls,ratebrowser,ratetlsbrowser,ratetlsbrowserx25519,ratetlsresume -peers nginx -out -
+bench-browser: ## New connections as browsers make them, beside nginx on Debian's OpenSSL and on OpenSSL 3.5 (nginx-pq, which offers the post-quantum hybrid as wsgate does; hack/openssl.sh builds its libraries, 8 to 10 minutes the first time): raw and browser-like clients, Go's default TLS groups and X25519 only, full and resumed TLS handshakes (about 6 minutes; prints the report, writes no file).
+	go run ./test/bench -rows rate,ratetls,ratebrowser,ratetlsbrowser,ratetlsbrowserx25519,ratetlsresume -peers nginx,nginx-pq -nginx-openssl "$$(hack/openssl.sh)" -out -
 
 .PHONY: bench-identity
 bench-identity: ## Identity at the handshake: new TLS connections with an ES256 token (reused and new), forward auth's added latency, a flood of unknown key IDs (about 3 minutes; prints the report, writes no file).

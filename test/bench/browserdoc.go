@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -12,28 +11,6 @@ import (
 
 	"github.com/wsgate/wsgate/test/bench/internal/benchdoc"
 )
-
-// tlsLibrary names the TLS library that peer's handshakes run on.
-func tlsLibrary(peer string) string {
-	var out []byte
-	switch peer {
-	case "nginx":
-		out, _ = exec.Command(findBinary("nginx"), "-V").CombinedOutput()
-	case "haproxy":
-		out, _ = exec.Command(findBinary("haproxy"), "-vv").CombinedOutput()
-	default:
-		return "Go " + runtime.Version() + " crypto/tls"
-	}
-	for line := range strings.SplitSeq(string(out), "\n") {
-		if _, v, ok := strings.Cut(line, "running with "); ok {
-			return strings.TrimSuffix(strings.TrimSpace(v), ")")
-		}
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Running on OpenSSL version : "); ok {
-			return v
-		}
-	}
-	return "unknown"
-}
 
 // browserRowInfo is what the browser-like part says of each row.
 type browserRowInfo struct {
@@ -161,6 +138,9 @@ func (r *report) browserPart() string {
 	w("- **Raw client** (`rate`, `ratetls`: the main table's rows, run again here): the benchmark's own websocket client, a fixed handshake written by hand, frames with a zero masking key, X25519 only, and the end of each connection a TCP close without a websocket Close frame (over TLS, after a close_notify alert). The peers' TLS listeners issue no session tickets.\n")
 	w("- **Browser-like client** (`ratebrowser`, `ratetlsbrowser`, `ratetlsbrowserx25519`, `ratetlsresume`): `github.com/coder/websocket` over `net/http`, one `http.Transport` per loop that keeps no connection alive (each handshake a new TCP and TLS connection, from the next client address), Go's default TLS key-exchange preferences (`CurvePreferences` nil: %s offers X25519MLKEM768 first, with an X25519 key share beside it, as current Chrome and Firefox do), ALPN `http/1.1`, the headers a page's `new WebSocket(...)` sends (Origin `https://%s`, a browser User-Agent, Cache-Control, Pragma, Accept-Encoding, Accept-Language; permessage-deflate offered and accepted by the pods, the 32-byte echo too small to be compressed), random masking keys; then one 32-byte echo and a close handshake (`Close(StatusNormalClosure, \"\")`: a Close frame, the pod's Close back through the proxy, then the TCP close with a close_notify alert). wsgate's route allows that Origin (`allowedOrigins`); nginx and HAProxy do not look at it.\n", runtime.Version(), benchHost)
 	w("- **Session tickets.** In the browser-like TLS rows every peer's TLS listener has session resumption on, as each has it by default (wsgate: TLS 1.3 tickets under keys crypto/tls makes; nginx: the configuration above without its two `ssl_session_*` lines, that is `ssl_session_tickets on` under a key OpenSSL makes when the master reads the configuration, which both workers inherit, and `ssl_session_cache none`; HAProxy: the configuration above without `tune.ssl.cachesize 0` and `no-tls-tickets`; direct: a second TLS listener of the pods' process with tickets on). So a full handshake there also writes the tickets a browser's first connection gets (one from Go, two from OpenSSL), and the resumed row compares with it on equal servers.\n")
+	if slices.ContainsFunc(peers, func(p *peer) bool { return p.name == nginxPQ }) {
+		w("- **nginx-pq**: the same nginx binary and configuration as nginx, run on newer OpenSSL libraries (`LD_LIBRARY_PATH`; OpenSSL keeps one ABI across 3.x) that `hack/openssl.sh` builds from the source of Debian 13's package: %s. Its default groups put X25519MLKEM768 first, as Go's do, so in `ratetlsbrowser` and `ratetlsresume` it does the key exchange wsgate does, where Debian 12's nginx cannot.\n", libsOf(peers, nginxPQ))
+	}
 	w("- **X25519 only** (`ratetlsbrowserx25519`): the browser-like client with `CurvePreferences: []tls.CurveID{tls.X25519}`, so that every peer negotiates the same group.\n")
 	w("- **Resumed** (`ratetlsresume`): the browser-like TLS client with one `tls.NewLRUClientSessionCache` per loop, so each loop's first connection in a round is a full handshake and every later one resumes the session with the last ticket the peer sent (TLS 1.3 PSK with a new key exchange, `psk_dhe_ke`: the certificate and its signature are skipped, the key exchange is not). The resumed share is `ConnectionState.DidResume` over the row's connections.\n")
 	w("- **CPU per connection**: user + system time of the peer's processes (nginx: master and workers; direct: the pods' process) over the row, divided by its connections.\n\n")
@@ -175,7 +155,7 @@ func (r *report) groupNotes(b *strings.Builder, peers []*peer) {
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 	libs := map[string]string{}
 	for _, p := range peers {
-		libs[p.name] = tlsLibrary(p.name)
+		libs[p.name] = p.tlsLib
 	}
 	for _, key := range []string{"ratetlsbrowser", "ratetlsresume"} {
 		gw, ok := r.groupOf(key, "wsgate")
@@ -187,7 +167,14 @@ func (r *report) groupNotes(b *strings.Builder, peers []*peer) {
 				continue
 			}
 			g, ok := r.groupOf(key, p.name)
-			if !ok || g == gw {
+			if !ok {
+				continue
+			}
+			if g == gw {
+				if p.name == nginxPQ {
+					w("- **Same key exchange in `%s`: wsgate and %s both negotiated %s** (%s on %s): wsgate ÷ %s ×%s conn/s, ×%s CPU per connection.\n",
+						key, p.name, g, p.name, libs[p.name], p.name, r.ratio(key, "wsgate", p.name), r.ratio(key+"cpu", "wsgate", p.name))
+				}
 				continue
 			}
 			w("- **Unequal key exchange in `%s`: wsgate negotiated %s, %s negotiated %s.** %s runs on %s, ", key, gw, p.name, g, p.name, libs[p.name])
@@ -206,6 +193,16 @@ func (r *report) groupNotes(b *strings.Builder, peers []*peer) {
 			}
 		}
 	}
+}
+
+// libsOf is the TLS library of the peer named name among peers.
+func libsOf(peers []*peer, name string) string {
+	for _, p := range peers {
+		if p.name == name {
+			return p.tlsLib
+		}
+	}
+	return "unknown"
 }
 
 // browserNoise lists the CPU that other processes used during each of

@@ -51,9 +51,11 @@ type config struct {
 	timeout time.Duration
 	keep    bool
 	peers   string
-	rows    string
-	pods    int
-	rounds  int
+	// nginxOpenSSL is the folder of the OpenSSL libraries of nginx-pq.
+	nginxOpenSSL string
+	rows         string
+	pods         int
+	rounds       int
 
 	latencyConns    int
 	latencyInterval time.Duration
@@ -106,7 +108,8 @@ func main() {
 	flag.BoolVar(&cfg.install, "install", true, "install nginx and haproxy from Debian when missing (apt-get, as root)")
 	flag.DurationVar(&cfg.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temp folder (configurations, logs, profiles) and print its path")
-	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run)")
+	flag.StringVar(&cfg.peers, "peers", "direct,wsgate,nginx,haproxy", "the peers to measure (direct and wsgate always run); nginx-pq (not by default) is Debian's nginx run on the OpenSSL libraries in -nginx-openssl")
+	flag.StringVar(&cfg.nginxOpenSSL, "nginx-openssl", "", "a folder holding OpenSSL 3.5 or later's libssl.so.3 and libcrypto.so.3 (hack/openssl.sh builds them), on which the peer nginx-pq runs Debian's nginx: its default groups put the post-quantum hybrid X25519MLKEM768 first, as Go's do")
 	flag.StringVar(&cfg.rows, "rows", "latency,bulk,rate,ratetls,idle,idletls", "the rows to run: latency (round trips), bulk (throughput), rate and ratetls (new connections, plain and TLS), idle and idletls (memory of idle tunnels, plain and TLS); the others read \"not run\". New connections as browsers make them, not run by default (their section is kept in the file otherwise): ratebrowser and ratetlsbrowser (a websocket library over net/http, Go's default TLS groups, a close handshake at the end), ratetlsbrowserx25519 (the same offering X25519 only), ratetlsresume (the same resuming TLS sessions). Identity at the handshake, wsgate only, not run by default: ratetlsauth (new connections, TLS, the same ES256 token on each: reconnects), ratetlsauthnew (the same with a token not sent before on each: first connections), fwdauth (handshake latency with forward auth), kidflood (tokens of unknown key IDs against a fetched key set). The public edge, wsgate only, not run by default: ratelimits and ratetlslimits (new connections, plain and TLS, on a route with per-client limits that never limit, paired with the open route on the same gateway), edgeflood (well-behaved clients' handshakes, quiet and while one client floods handshakes and one walks pod addresses, through a gateway with per-client limits). Websockets over HTTP/2 (RFC 8441), wsgate only, not run by default: idleh2 (memory per idle websocket beyond the first of an HTTP/2 connection, 250 streams a connection), rth2 (round trips over HTTP/2 streams paired with HTTP/1.1 TLS tunnels on the same gateway), rateh2 (websockets opened and closed on already-open HTTP/2 connections, paired with new HTTP/1.1 TLS connections on the same gateway)")
 	flag.IntVar(&cfg.pods, "pods", 16, "echo pods, on 127.0.0.11 and up (the echo role: how many to start)")
 	flag.IntVar(&cfg.rounds, "rounds", 4, "split each row (but the memory ones) into rounds, the peers in one order then in reverse; a figure is the median of its rounds")

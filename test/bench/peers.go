@@ -64,13 +64,15 @@ type startOpts struct {
 type peer struct {
 	name    string
 	version string // what `<binary> -v` printed
-	skip    string // why it does not run, if it does not
+	// tlsLib names the TLS library its handshakes run on.
+	tlsLib string
+	skip   string // why it does not run, if it does not
 	// start runs a fresh instance; only wsgate heeds the profiles.
 	start func(ctx context.Context, e *env, opts startOpts) (*instance, error)
 }
 
 func directPeer() *peer {
-	return &peer{name: "direct", start: func(_ context.Context, e *env, opts startOpts) (*instance, error) {
+	return &peer{name: "direct", tlsLib: goTLS(), start: func(_ context.Context, e *env, opts startOpts) (*instance, error) {
 		port := strconv.Itoa(e.echo.port)
 		tlsAddr := e.echo.tlsAddr
 		if opts.tickets {
@@ -90,7 +92,7 @@ func directPeer() *peer {
 }
 
 func wsgatePeer() *peer {
-	return &peer{name: "wsgate", version: runtime.Version(), start: startWsgate}
+	return &peer{name: "wsgate", version: runtime.Version(), tlsLib: goTLS(), start: startWsgate}
 }
 
 // tlsFiles is the run's ECDSA P-256 certificate, in PEM files.
@@ -154,11 +156,38 @@ func isExecutable(p string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// versionOf runs bin with flag and returns the first line it printed.
-func versionOf(bin, flag string) string {
-	out, _ := exec.Command(bin, flag).CombinedOutput()
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+// versionOf runs bin with flag in env (nil: the benchmark's) and returns
+// the first line it printed.
+func versionOf(env []string, bin, flag string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(outputOf(env, bin, flag)), "\n")
 	return strings.TrimSpace(line)
+}
+
+func outputOf(env []string, bin string, args ...string) string {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	out, _ := cmd.CombinedOutput()
+	return string(out)
+}
+
+// goTLS names the TLS library of Go's peers.
+func goTLS() string { return "Go " + runtime.Version() + " crypto/tls" }
+
+// openSSLRunning is the OpenSSL that bin, run with flag in env, says it
+// runs on: nginx's -V ("running with ...") or HAProxy's -vv.
+func openSSLRunning(env []string, bin, flag string) string {
+	for line := range strings.SplitSeq(outputOf(env, bin, flag), "\n") {
+		if _, v, ok := strings.Cut(line, "running with "); ok {
+			return strings.TrimSuffix(strings.TrimSpace(v), ")")
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Running on OpenSSL version : "); ok {
+			return v
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "built with "); ok && !strings.Contains(line, "running with") {
+			return v
+		}
+	}
+	return "unknown"
 }
 
 // workerCount is how many workers (nginx) or threads (haproxy) the
@@ -215,13 +244,29 @@ func nginxResumption(tickets bool) string {
 	return "\n        ssl_session_cache off;     # no session resumption\n        ssl_session_tickets off;"
 }
 
-func nginxPeer(bin string) *peer {
+// nginxPQ is the peer that runs Debian's nginx on the OpenSSL libraries
+// in -nginx-openssl, which offer the post-quantum hybrid as wsgate does.
+const nginxPQ = "nginx-pq"
+
+// nginxPeer is nginx as Debian builds it, on the system's OpenSSL; with
+// libDir, nginxPQ: the same binary and configuration on the libssl and
+// libcrypto in libDir (LD_LIBRARY_PATH: OpenSSL keeps one ABI across 3.x).
+func nginxPeer(bin, libDir string) *peer {
 	p := &peer{name: "nginx"}
+	var procEnv []string
+	if libDir != "" {
+		p.name = nginxPQ
+		procEnv = append(os.Environ(), "LD_LIBRARY_PATH="+libDir)
+	}
 	if bin == "" {
 		p.skip = "nginx is not installed"
 		return p
 	}
-	p.version = versionOf(bin, "-v")
+	p.version = versionOf(procEnv, bin, "-v")
+	p.tlsLib = openSSLRunning(procEnv, bin, "-V")
+	if libDir != "" {
+		p.version += ", on " + p.tlsLib
+	}
 	p.start = func(ctx context.Context, e *env, opts startOpts) (*instance, error) {
 		dir, err := os.MkdirTemp(e.dir, "nginx-")
 		if err != nil {
@@ -242,7 +287,7 @@ func nginxPeer(bin string) *peer {
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
-		x, err := startExternal(filepath.Join(dir, "output.log"), bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", confPath)
+		x, err := startExternal(filepath.Join(dir, "output.log"), procEnv, bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", confPath)
 		if err != nil {
 			return nil, err
 		}
@@ -262,6 +307,20 @@ func nginxPeer(bin string) *peer {
 			return nil, fmt.Errorf("nginx started %d workers, not %d", len(workers), workerCount())
 		}
 		return peerInstance(x, port, tlsPort, append([]int{x.pid()}, workers...)), nil
+	}
+	return p
+}
+
+// nginxPQPeer is nginxPQ, on the OpenSSL libraries in libDir; it is
+// skipped without them or when they are older than 3.5 (no hybrid).
+func nginxPQPeer(libDir string) *peer {
+	if libDir == "" {
+		return &peer{name: nginxPQ, skip: "no OpenSSL libraries given (-nginx-openssl; make bench-browser builds them with hack/openssl.sh)"}
+	}
+	p := nginxPeer(findBinary("nginx"), libDir)
+	var major, minor int
+	if _, err := fmt.Sscanf(p.tlsLib, "OpenSSL %d.%d", &major, &minor); p.skip == "" && (err != nil || major < 3 || major == 3 && minor < 5) {
+		p.skip = fmt.Sprintf("nginx does not run on OpenSSL 3.5 or later with the libraries in %s (it says: %s)", libDir, p.tlsLib)
 	}
 	return p
 }
@@ -308,7 +367,8 @@ func haproxyPeer(bin string) *peer {
 		p.skip = "haproxy is not installed"
 		return p
 	}
-	p.version = versionOf(bin, "-v")
+	p.version = versionOf(nil, bin, "-v")
+	p.tlsLib = openSSLRunning(nil, bin, "-vv")
 	p.start = func(ctx context.Context, e *env, opts startOpts) (*instance, error) {
 		dir, err := os.MkdirTemp(e.dir, "haproxy-")
 		if err != nil {
@@ -337,7 +397,7 @@ func haproxyPeer(bin string) *peer {
 		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
-		x, err := startExternal(filepath.Join(dir, "output.log"), bin, "-db", "-f", confPath)
+		x, err := startExternal(filepath.Join(dir, "output.log"), nil, bin, "-db", "-f", confPath)
 		if err != nil {
 			return nil, err
 		}

@@ -90,13 +90,15 @@ type external struct {
 	log  string
 }
 
-// startExternal runs bin with args, its output going to logPath.
-func startExternal(logPath, bin string, args ...string) (*external, error) {
+// startExternal runs bin with args in env (nil: the benchmark's), its
+// output going to logPath.
+func startExternal(logPath string, env []string, bin string, args ...string) (*external, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = env
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -22,7 +22,7 @@ func machineFacts(peers []*peer) []fact {
 	facts := []fact{{"Cores (nproc)", nproc()}, {"CPU", cpuModel()}, {"Kernel", kernel()}, {"Go", goVersion()}}
 	for _, p := range peers {
 		switch p.name {
-		case "nginx", "haproxy":
+		case "nginx", nginxPQ, "haproxy":
 			v := p.version
 			if p.skip != "" {
 				v = "not run: " + p.skip

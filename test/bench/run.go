@@ -340,7 +340,7 @@ func runBench(ctx context.Context, cfg *config) error {
 	}
 	e := &env{dir: dir, pods: cfg.pods, echo: echo, tls: tlsf, ident: ident}
 
-	all := []*peer{directPeer(), wsgatePeer(), nginxPeer(findBinary("nginx")), haproxyPeer(findBinary("haproxy"))}
+	all := []*peer{directPeer(), wsgatePeer(), nginxPeer(findBinary("nginx"), ""), nginxPQPeer(cfg.nginxOpenSSL), haproxyPeer(findBinary("haproxy"))}
 	wanted := strings.Split(cfg.peers, ",")
 	for _, p := range all {
 		if p.name != "direct" && p.name != "wsgate" && !slices.Contains(wanted, p.name) {
