@@ -141,13 +141,18 @@ func (adm admitted) podRequest(r *http.Request) []byte {
 	return podRequest(&c, adm.uri)
 }
 
+// shuttingDown is the answer to handshakes once the gateway drains.
+func shuttingDown() *answer {
+	a := refuse(http.StatusServiceUnavailable, "the gateway is shutting down")
+	a.header = http.Header{"Retry-After": {"1"}}
+	return a
+}
+
 // check refuses requests before any lookup: the gateway draining or
 // without a routing table yet, or not a websocket handshake.
 func (s *Server) check(r *http.Request) *answer {
 	if s.draining.Load() {
-		a := refuse(http.StatusServiceUnavailable, "the gateway is shutting down")
-		a.header = http.Header{"Retry-After": {"1"}}
-		return a
+		return shuttingDown()
 	}
 	if !s.tables.Ready() {
 		// Before the first table, "not allowlisted" cannot be told apart

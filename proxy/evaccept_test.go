@@ -13,8 +13,11 @@ import (
 	"regexp"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/proxy/internal/evloop"
 )
 
 // The event loops serve plain listeners themselves: these tests hold that
@@ -324,11 +327,11 @@ func TestShutdownStopsTheLoopListener(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Serve did not return after Shutdown")
 	}
-	// The half-sent head is cut without an answer, long before the read
-	// header timeout (10 s).
+	// The client with half a head is answered 503 at once, long before
+	// the read header timeout (10 s), and the connection closes.
 	_ = half.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if n, err := half.Read(make([]byte, 64)); n != 0 || err == nil {
-		t.Errorf("the client with half a head read %d bytes (%v), want the connection closed", n, err)
+	if got, err := io.ReadAll(half); err != nil || !strings.HasPrefix(string(got), "HTTP/1.1 503 ") {
+		t.Errorf("the client with half a head read %q (%v), want a 503 and the connection's end", got, err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("closed %v after Shutdown", d)
@@ -350,6 +353,65 @@ func TestShutdownStopsTheLoopListener(t *testing.T) {
 			t.Fatal("the listener still accepts connections after Shutdown")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestShutdownAnswersQueuedConnections: connections that the kernel has
+// queued on the listening socket when the gateway stops are accepted and
+// answered 503, not reset by the socket's close after their clients sent
+// their requests.
+func TestShutdownAnswersQueuedConnections(t *testing.T) {
+	f := newHostileFixture(t, Options{})
+	// One connection a wake-up: the loops would go on accepting in tasks
+	// posted after the listener's stop.
+	srv := New(f.g.tables, Options{dialHook: func(string) error { return nil }, acceptBatch: 1})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	go func() { _ = srv.Serve(l) }()
+	if tun := exchange(t, addr, wsHead("/rooms/127.0.0.2")); tun.resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %q, want 101", tun.resp.Status)
+	}
+
+	// Hold every loop, so that nothing accepts: connections queue.
+	release := make(chan struct{})
+	var held sync.WaitGroup
+	for _, lp := range evloop.Loops() {
+		held.Add(1)
+		lp.Post(func() { held.Done(); <-release })
+	}
+	held.Wait()
+	var clients []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			close(release)
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, wsHead("/rooms/127.0.0.2")); err != nil {
+			close(release)
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Shutdown(ctx, 0) }()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	for i, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		got, err := io.ReadAll(c)
+		if err != nil || !strings.HasPrefix(string(got), "HTTP/1.1 503 ") {
+			t.Errorf("queued client %d read %q (%v), want a 503 and the connection's end", i, got, err)
+		}
 	}
 }
 

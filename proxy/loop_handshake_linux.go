@@ -406,6 +406,36 @@ func (hs *loopHandshake) expire() {
 	}
 }
 
+// shutDown ends the handshake when the gateway stops accepting, at once:
+// a client whose request has come or may still come gets the 503 of the
+// handshakes after it (a pod's socket already open is closed: a tunnel
+// opened after the drain would hold the shutdown); a trusted proxy's
+// connection that has not passed its PROXY header is closed.
+func (hs *loopHandshake) shutDown() {
+	switch hs.phase {
+	case hsProxy:
+		hs.drop()
+	case hsHead:
+		// A head in part, or none yet: what the client still sends is
+		// read and dropped before the close (linger), not reset.
+		hs.s.opts.Metrics.handshake(nil, http.StatusServiceUnavailable)
+		hs.answerHead(shuttingDown(), true)
+	case hsConnect, hsAnswer:
+		if pod := &hs.p.sock[ws.Pod]; pod.fd >= 0 {
+			hs.p.loop.Forget(&pod.reg)
+			_ = evloop.Close(pod.fd)
+			pod.fd = -1
+		}
+		if hs.adm.slot != nil {
+			hs.adm.slot.release()
+			hs.adm.slot = nil
+		}
+		a := shuttingDown()
+		a.route = hs.adm.route
+		hs.reply(a)
+	}
+}
+
 // podFailed answers for a pod that failed before answering, with text.
 func (hs *loopHandshake) podFailed(err error, text string) {
 	hs.adm.slot.release()

@@ -106,8 +106,8 @@ func (s *Server) acceptBackoff(err error, last time.Duration) time.Duration {
 	return d
 }
 
-// stopLoopListeners stops accepting on the loops, and closes the
-// connections whose request head has not arrived.
+// stopLoopListeners stops accepting on the loops (the connections queued
+// on their sockets are accepted first), and ends the handshakes on them.
 func (s *Server) stopLoopListeners() {
 	ls := &s.loops
 	ls.mu.Lock()
@@ -124,7 +124,7 @@ func (s *Server) stopLoopListeners() {
 	for _, l := range evloop.Loops() {
 		l.Post(func() {
 			for hs := range ls.heads[l.ID()] {
-				hs.drop()
+				hs.shutDown()
 			}
 		})
 	}

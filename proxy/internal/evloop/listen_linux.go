@@ -72,7 +72,10 @@ func Listen(fd int, batch int, accepted func(*Loop, int, netip.AddrPort), backof
 // Failed receives the error that ended accepting, if any.
 func (ln *Listener) Failed() <-chan error { return ln.failed }
 
-// Stop takes the socket out of every loop and closes it.
+// Stop takes the socket out of every loop and closes it. The connections
+// that the kernel queued on it are accepted first, as any other: closing
+// a listening socket resets them, which their clients would see after
+// sending their requests.
 func (ln *Listener) Stop() {
 	for _, l := range Loops() {
 		l.Post(func() {
@@ -82,9 +85,24 @@ func (ln *Listener) Stop() {
 			l.unwatch(ln)
 			ln.slot[l.id] = -2
 			if ln.left.Add(-1) == 0 {
+				ln.acceptQueued(l)
 				_ = unix.Close(ln.fd)
 			}
 		})
+	}
+}
+
+// acceptQueued accepts every connection waiting on the listening socket.
+func (ln *Listener) acceptQueued(l *Loop) {
+	for {
+		fd, peer, err := accept4(ln.fd)
+		switch err {
+		case 0:
+			ln.accepted(l, fd, peer)
+		case unix.EINTR, unix.ECONNABORTED:
+		default:
+			return
+		}
 	}
 }
 
