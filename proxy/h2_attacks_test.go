@@ -696,6 +696,11 @@ func TestHTTP2AttackRapidReset(t *testing.T) {
 func TestHTTP2AttackContinuationFlood(t *testing.T) {
 	h := startLoopsH2(t, Options{})
 	c := dialH2(t, h.tlsAddr, rawOpts{})
+	// The client's SETTINGS ACK goes before the header block: a frame
+	// inside it would end the connection with PROTOCOL_ERROR instead.
+	if !c.ping() {
+		t.Fatal("no PING answer")
+	}
 	frag := bytes.Repeat([]byte{0x40}, 16384)
 	written := make(chan int64, 1)
 	go func() {

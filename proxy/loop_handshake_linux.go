@@ -46,9 +46,9 @@ type loopHandshake struct {
 	peer   netip.AddrPort // the connection's own peer
 	// head holds a head that took more than one read: the client's, then
 	// the pod's answer.
-	head  []byte
-	timer *time.Timer
-	due   int64 // when the current phase times out, unix nanoseconds
+	head []byte
+	// deadline is when the current phase times out (expire).
+	deadline evloop.Deadline
 
 	r   *http.Request
 	adm admitted // its slot is set once admitted
@@ -377,17 +377,12 @@ func (hs *loopHandshake) connect() {
 
 // setDue moves the current phase's timeout.
 func (hs *loopHandshake) setDue(at time.Time) {
-	hs.due = at.UnixNano()
-	hs.timer.Reset(time.Until(at))
+	hs.p.loop.SetDeadline(&hs.deadline, at.UnixNano())
 }
 
-// expire runs when the handshake's timer fires.
+// expire runs when the current phase's deadline comes.
 func (hs *loopHandshake) expire() {
 	if hs.phase == hsOver {
-		return
-	}
-	if now := time.Now().UnixNano(); now < hs.due {
-		hs.timer.Reset(time.Duration(hs.due - now))
 		return
 	}
 	switch hs.phase {
@@ -508,7 +503,7 @@ func (hs *loopHandshake) gotAnswer(answer []byte, end int) {
 	if end < len(answer) {
 		podPending = append([]byte(nil), answer[end:]...)
 	}
-	hs.timer.Stop()
+	hs.p.loop.StopDeadline(&hs.deadline)
 	hs.phase = hsOver
 	t := s.newTunnel(r, hs.adm, hs.clientPending, podPending)
 	lt := &loopTunnel{t: t, p: hs.p}
@@ -535,7 +530,7 @@ func (hs *loopHandshake) answerElsewhere() {
 // descriptors (each move takes one, for a moment), the client is
 // answered 503 from here and the slot released.
 func (hs *loopHandshake) handOff(f func(client, pod net.Conn)) {
-	hs.timer.Stop()
+	hs.p.loop.StopDeadline(&hs.deadline)
 	pod, err := hs.take(ws.Pod)
 	var client net.Conn
 	if err == nil {
@@ -592,7 +587,7 @@ func (hs *loopHandshake) take(side ws.Side) (net.Conn, error) {
 // written, and releases its slot.
 func (hs *loopHandshake) drop() {
 	hs.phase = hsOver
-	hs.timer.Stop()
+	hs.p.loop.StopDeadline(&hs.deadline)
 	delete(hs.s.loops.heads[hs.p.loop.ID()], hs)
 	hs.p.closeAll()
 	if hs.adm.slot != nil {

@@ -142,6 +142,6 @@ func (s *Server) accepted(l *evloop.Loop, fd int, peer netip.AddrPort) {
 		return
 	}
 	s.loops.heads[l.ID()][hs] = struct{}{}
-	hs.due = time.Now().Add(s.opts.ReadHeaderTimeout).UnixNano()
-	hs.timer = time.AfterFunc(s.opts.ReadHeaderTimeout, func() { l.Post(hs.expire) })
+	hs.deadline.Calls(hs.expire)
+	hs.setDue(time.Now().Add(s.opts.ReadHeaderTimeout))
 }

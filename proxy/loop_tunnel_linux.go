@@ -66,9 +66,10 @@ type loopTunnel struct {
 	out [2]loopOut
 	// tls is the client's TLS connection, driven by the loop through a
 	// detachConn; nil on plain TCP.
-	tls   *tls.Conn
-	timer *time.Timer // idle timeout and maximum lifetime
-	grace *time.Timer // bounds a close
+	tls *tls.Conn
+	// timeout is the idle timeout or maximum lifetime, whichever comes
+	// first; grace bounds a close.
+	timeout, grace evloop.Deadline
 	// closing: the close request is applied.
 	closing bool
 	started bool
@@ -156,7 +157,8 @@ func (lt *loopTunnel) begin(head []byte) {
 		}
 	}
 	if st.Timed() {
-		lt.timer = time.AfterFunc(time.Until(st.NextDeadline()), func() { l.Post(lt.checkTimers) })
+		lt.timeout.Calls(lt.checkTimers)
+		l.SetDeadline(&lt.timeout, st.NextDeadline().UnixNano())
 	}
 	if st.Closing() != nil {
 		lt.startClose()
@@ -186,7 +188,7 @@ func (lt *loopTunnel) checkTimers() {
 		lt.t.close(cr)
 		return
 	}
-	lt.timer.Reset(time.Until(lt.t.st.NextDeadline()))
+	lt.p.loop.SetDeadline(&lt.timeout, lt.t.st.NextDeadline().UnixNano())
 }
 
 // ready acts on the events of side's socket.
@@ -376,17 +378,14 @@ func (lt *loopTunnel) startClose() {
 		return
 	}
 	lt.closing = true
-	if lt.timer != nil {
-		lt.timer.Stop()
-	}
 	l := lt.p.loop
-	lt.grace = time.AfterFunc(ws.CloseGrace, func() {
-		l.Post(func() {
-			if !lt.ended {
-				lt.fail()
-			}
-		})
+	l.StopDeadline(&lt.timeout)
+	lt.grace.Calls(func() {
+		if !lt.ended {
+			lt.fail()
+		}
 	})
+	l.SetDeadline(&lt.grace, time.Now().Add(ws.CloseGrace).UnixNano())
 	for _, side := range [2]ws.Side{ws.Client, ws.Pod} {
 		if lt.t.st.Direction(side).Close() && !lt.sendClose(side) {
 			return
@@ -435,12 +434,8 @@ func (lt *loopTunnel) end() {
 		lt.out[side].release()
 		lt.t.st.DirectionDone(side)
 	}
-	if lt.timer != nil {
-		lt.timer.Stop()
-	}
-	if lt.grace != nil {
-		lt.grace.Stop()
-	}
+	lt.p.loop.StopDeadline(&lt.timeout)
+	lt.p.loop.StopDeadline(&lt.grace)
 	lt.t.end()
 	if lt.onDone != nil {
 		if lt.doneOnLoop {

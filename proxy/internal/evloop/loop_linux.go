@@ -83,6 +83,7 @@ type Loop struct {
 	gen  uint32  // generation of the next registration
 	buf  []byte  // read buffer
 	now  int64   // time of the current batch, unix nanoseconds
+	dl   deadlines
 }
 
 // ReadSize is how much a loop reads at once.
