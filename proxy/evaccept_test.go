@@ -279,10 +279,11 @@ func TestLoopAnswersHeadsAsNetHTTP(t *testing.T) {
 }
 
 // newLoopListener returns a server over tables with a listener that it
-// does not serve yet.
-func newLoopListener(t *testing.T, tables Tables) (*Server, net.Listener) {
+// does not serve yet; its loops accept acceptBatch connections a wake-up
+// (0: the default).
+func newLoopListener(t *testing.T, tables Tables, acceptBatch int) (*Server, net.Listener) {
 	t.Helper()
-	srv := New(tables, Options{dialHook: func(string) error { return nil }})
+	srv := New(tables, Options{dialHook: func(string) error { return nil }, acceptBatch: acceptBatch})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +293,7 @@ func newLoopListener(t *testing.T, tables Tables) (*Server, net.Listener) {
 
 func TestShutdownStopsTheLoopListener(t *testing.T) {
 	f := newHostileFixture(t, Options{})
-	srv, l := newLoopListener(t, f.g.tables)
+	srv, l := newLoopListener(t, f.g.tables, 0)
 	addr := l.Addr().String()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
@@ -364,11 +365,7 @@ func TestShutdownAnswersQueuedConnections(t *testing.T) {
 	f := newHostileFixture(t, Options{})
 	// One connection a wake-up: the loops would go on accepting in tasks
 	// posted after the listener's stop.
-	srv := New(f.g.tables, Options{dialHook: func(string) error { return nil }, acceptBatch: 1})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, l := newLoopListener(t, f.g.tables, 1)
 	addr := l.Addr().String()
 	go func() { _ = srv.Serve(l) }()
 	if tun := exchange(t, addr, wsHead("/rooms/127.0.0.2")); tun.resp.StatusCode != http.StatusSwitchingProtocols {
@@ -424,15 +421,12 @@ func TestAcceptBacklogBeyondOneBatch(t *testing.T) {
 	f := newHostileFixture(t, Options{})
 	// One connection a wake-up: every later one needs the loops to go on
 	// accepting by themselves.
-	srv := New(f.g.tables, Options{dialHook: func(string) error { return nil }, acceptBatch: 1})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, l := newLoopListener(t, f.g.tables, 1)
 	addr := l.Addr().String()
 	const queued = 64
 	conns := make([]net.Conn, queued)
 	for i := range conns {
+		var err error
 		if conns[i], err = net.Dial("tcp", addr); err != nil {
 			t.Fatal(err)
 		}
