@@ -377,7 +377,7 @@ func (hs *loopHandshake) connect() {
 
 // setDue moves the current phase's timeout.
 func (hs *loopHandshake) setDue(at time.Time) {
-	hs.p.loop.SetDeadline(&hs.deadline, at.UnixNano())
+	hs.p.loop.SetDeadline(&hs.deadline, at)
 }
 
 // expire runs when the current phase's deadline comes.

@@ -158,7 +158,7 @@ func (lt *loopTunnel) begin(head []byte) {
 	}
 	if st.Timed() {
 		lt.timeout.Calls(lt.checkTimers)
-		l.SetDeadline(&lt.timeout, st.NextDeadline().UnixNano())
+		l.SetDeadline(&lt.timeout, st.NextDeadline())
 	}
 	if st.Closing() != nil {
 		lt.startClose()
@@ -188,7 +188,7 @@ func (lt *loopTunnel) checkTimers() {
 		lt.t.close(cr)
 		return
 	}
-	lt.p.loop.SetDeadline(&lt.timeout, lt.t.st.NextDeadline().UnixNano())
+	lt.p.loop.SetDeadline(&lt.timeout, lt.t.st.NextDeadline())
 }
 
 // ready acts on the events of side's socket.
@@ -385,7 +385,7 @@ func (lt *loopTunnel) startClose() {
 			lt.fail()
 		}
 	})
-	l.SetDeadline(&lt.grace, time.Now().Add(ws.CloseGrace).UnixNano())
+	l.SetDeadline(&lt.grace, time.Now().Add(ws.CloseGrace))
 	for _, side := range [2]ws.Side{ws.Client, ws.Pod} {
 		if lt.t.st.Direction(side).Close() && !lt.sendClose(side) {
 			return

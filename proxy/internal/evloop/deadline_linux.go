@@ -14,26 +14,38 @@ import "time"
 // a runtime timer per socket, made, moved and stopped per connection,
 // wakes a sleeping thread whenever it becomes the process's earliest.
 type Deadline struct {
-	at  int64 // unix nanoseconds
+	at  int64 // since epoch, nanoseconds
 	idx int   // place in the heap, +1; 0: not in it
 	fn  func()
+}
+
+// epoch is what deadlines are counted from: with Go's monotonic clock, so
+// that a step of the wall clock moves none.
+var epoch = time.Now()
+
+// sinceEpoch is t on the deadlines' clock: as far from now as
+// time.Until(t) says (by the monotonic clock when t has its reading, as
+// time.Now and what is added to it have; by the wall clock otherwise).
+func sinceEpoch(t time.Time) int64 {
+	now := time.Now()
+	return int64(now.Sub(epoch) + t.Sub(now))
 }
 
 // deadlines are a loop's: a min-heap by time, and the timer.
 type deadlines struct {
 	heap  []*Deadline
 	timer *time.Timer
-	armed int64 // when the timer fires; 0: stopped or fired
+	armed int64 // when the timer fires, since epoch; 0: stopped or fired
 }
 
 // Calls sets the function that d's loop calls when d comes.
 func (d *Deadline) Calls(fn func()) { d.fn = fn }
 
-// SetDeadline makes the loop call d's function at at (unix nanoseconds),
-// or as soon as it can if at has passed, unless d is stopped or set again
-// first. Call it on the loop's goroutine.
-func (l *Loop) SetDeadline(d *Deadline, at int64) {
-	d.at = at
+// SetDeadline makes the loop call d's function at at, or as soon as it
+// can if at has passed, unless d is stopped or set again first. Call it
+// on the loop's goroutine.
+func (l *Loop) SetDeadline(d *Deadline, at time.Time) {
+	d.at = sinceEpoch(at)
 	h := &l.dl
 	if d.idx == 0 {
 		h.heap = append(h.heap, d)
@@ -78,7 +90,7 @@ func (l *Loop) armDeadlines() {
 		return
 	}
 	h.armed = at
-	wait := time.Duration(max(at-time.Now().UnixNano(), 0))
+	wait := time.Duration(max(at-int64(time.Since(epoch)), 0))
 	if h.timer == nil {
 		h.timer = time.AfterFunc(wait, func() { l.Post(l.fireDeadlines) })
 		return
@@ -91,8 +103,9 @@ func (l *Loop) armDeadlines() {
 func (l *Loop) fireDeadlines() {
 	h := &l.dl
 	h.armed = 0
-	now := time.Now().UnixNano()
-	l.now = now
+	t := time.Now()
+	l.now = t.UnixNano()
+	now := int64(t.Sub(epoch))
 	for len(h.heap) > 0 && h.heap[0].at <= now {
 		d := h.heap[0]
 		l.StopDeadline(d)

@@ -31,23 +31,23 @@ func TestDeadlinesFireInOrderOnTheLoop(t *testing.T) {
 		early []int
 	)
 	ds := make([]Deadline, n)
-	at := make([]int64, n)
+	at := make([]time.Time, n)
 	var wg sync.WaitGroup
 	on(l, func() {
 		for _, i := range rand.Perm(n) {
-			at[i] = start.Add(time.Duration(20+i/2) * time.Millisecond).UnixNano()
+			at[i] = start.Add(time.Duration(20+i/2) * time.Millisecond)
 			ds[i].Calls(func() {
-				now := time.Now().UnixNano()
+				now := time.Now()
 				mu.Lock()
 				fired = append(fired, i)
-				if now < at[i] {
+				if now.Before(at[i]) {
 					early = append(early, i)
 				}
 				mu.Unlock()
 				wg.Done()
 			})
 			wg.Add(1)
-			l.SetDeadline(&ds[i], at[i]-int64(5*time.Millisecond)) // moved later below
+			l.SetDeadline(&ds[i], at[i].Add(-5*time.Millisecond)) // moved later below
 		}
 		for i := range n {
 			l.SetDeadline(&ds[i], at[i])
@@ -75,7 +75,7 @@ func TestDeadlinesFireInOrderOnTheLoop(t *testing.T) {
 		t.Fatalf("fired %d deadlines %v, want %d: %v", len(fired), fired, len(want), want)
 	}
 	for k := 1; k < len(fired); k++ {
-		if at[fired[k]] < at[fired[k-1]] {
+		if at[fired[k]].Before(at[fired[k-1]]) {
 			t.Fatalf("deadline %d fired after %d, whose time is later", fired[k], fired[k-1])
 		}
 	}
@@ -101,13 +101,13 @@ func TestDeadlineSetEarlierMovesTheTimer(t *testing.T) {
 	soon.Calls(func() {
 		fired <- time.Now()
 		if again++; again < 2 {
-			l.SetDeadline(&soon, time.Now().Add(10*time.Millisecond).UnixNano())
+			l.SetDeadline(&soon, time.Now().Add(10*time.Millisecond))
 		}
 	})
 	start := time.Now()
 	on(l, func() {
-		l.SetDeadline(&late, start.Add(time.Hour).UnixNano())
-		l.SetDeadline(&soon, start.Add(20*time.Millisecond).UnixNano())
+		l.SetDeadline(&late, start.Add(time.Hour))
+		l.SetDeadline(&soon, start.Add(20*time.Millisecond))
 	})
 	for k := range 2 {
 		select {
@@ -133,5 +133,31 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
 	case <-done:
 	case <-time.After(d):
 		t.Fatal("deadlines did not fire in time")
+	}
+}
+
+// TestDeadlineOfAWallClockTime: a time without a monotonic reading (as a
+// tunnel's deadlines, kept in unix nanoseconds) fires as far from now as
+// time.Until says, like one with it.
+func TestDeadlineOfAWallClockTime(t *testing.T) {
+	l := Loops()[0]
+	var wall, mono Deadline
+	fired := make(chan string, 2)
+	wall.Calls(func() { fired <- "wall" })
+	mono.Calls(func() { fired <- "mono" })
+	start := time.Now()
+	on(l, func() {
+		l.SetDeadline(&wall, time.Unix(0, start.Add(30*time.Millisecond).UnixNano()))
+		l.SetDeadline(&mono, start.Add(60*time.Millisecond))
+	})
+	for _, want := range []string{"wall", "mono"} {
+		select {
+		case got := <-fired:
+			if d := time.Since(start); got != want || d < 30*time.Millisecond {
+				t.Fatalf("%s fired %v after the start, want %s (30 ms, then 60 ms)", got, d, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s did not fire", want)
+		}
 	}
 }
