@@ -264,13 +264,14 @@ func (t *Table) Allows(key RouteKey, b Backend) bool {
 
 // Match finds the route for a request's host and path. host must be lower
 // case without port. The most specific host wins (exact name, then a
-// wildcard one label up, then the catch-all routes), and within it the
+// wildcard one non-empty label up, then the catch-all routes), and within it the
 // longest path prefix; a host that has routes does not fall back to less
 // specific ones. rest is the path after the prefix: "" or "/...".
 func (t *Table) Match(host, path string) (r *Route, rest string, ok bool) {
 	rs, found := t.exact[host]
 	if !found {
-		if _, parent, dot := strings.Cut(host, "."); dot {
+		// A wildcard covers one label: not an empty one (".suffix").
+		if label, parent, dot := strings.Cut(host, "."); dot && label != "" {
 			rs, found = t.wildcard[parent]
 		}
 	}
@@ -293,7 +294,7 @@ func (t *Table) Certificate(serverName string) *tls.Certificate {
 	name := strings.TrimSuffix(strings.ToLower(serverName), ".")
 	c, ok := t.certs.ByHost[name]
 	if !ok {
-		if _, parent, dot := strings.Cut(name, "."); dot {
+		if label, parent, dot := strings.Cut(name, "."); dot && label != "" {
 			c, ok = t.certs.ByHost["*."+parent]
 		}
 	}

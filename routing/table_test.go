@@ -36,6 +36,7 @@ func TestMatchPicksTheMostSpecificHostAndLongestPrefix(t *testing.T) {
 		{"a wildcard matches one label", "eu.games.example.com", "/::1", "b/wild", "/::1"},
 		{"a wildcard does not match two labels, and the catch-all takes it", "a.eu.games.example.com", "/any/1", "c/any", "/1"},
 		{"a wildcard does not match its own suffix", "games.example.com", "/x", "", ""},
+		{"a wildcard does not match an empty label", ".games.example.com", "/any/1", "c/any", "/1"},
 		{"an unknown host falls to the catch-all", "other.example.org", "/any/127.0.0.5", "c/any", "/127.0.0.5"},
 		{"a known host does not fall back to the catch-all", "ws.example.com", "/any/127.0.0.5", "a/root", "/any/127.0.0.5"},
 		{"a path without a leading slash matches nothing", "ws.example.com", "127.0.0.1", "", ""},
@@ -160,6 +161,7 @@ func TestCertificateBySNI(t *testing.T) {
 		{"other.example.com", wild},
 		{"a.b.example.com", def},
 		{"example.com", def},
+		{".example.com", def},
 		{"", def},
 	}
 	for _, tc := range cases {
