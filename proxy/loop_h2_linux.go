@@ -142,9 +142,10 @@ type h2Conn struct {
 	// preface) incomplete on the connection without streams: the
 	// read-header timeout runs from then, however slowly its bytes come.
 	pendingSince time.Time
-	timer        *time.Timer
-	ended        bool
-	done         chan struct{}
+	// idle is the idle or read-header timeout (armIdle).
+	idle  evloop.Deadline
+	ended bool
+	done  chan struct{}
 }
 
 // begin starts serving the connection: the server's SETTINGS go out,
@@ -325,17 +326,14 @@ func (c *h2Conn) armIdle() {
 			since = c.pendingSince
 		}
 	}
-	wait := time.Until(since.Add(limit))
-	if wait <= 0 {
+	at := since.Add(limit)
+	if time.Until(at) <= 0 {
 		c.goAway()
 		c.end()
 		return
 	}
-	if c.timer == nil {
-		c.timer = time.AfterFunc(wait, func() { c.loop.Post(c.armIdle) })
-	} else {
-		c.timer.Reset(wait)
-	}
+	c.idle.Calls(c.armIdle)
+	c.loop.SetDeadline(&c.idle, at)
 }
 
 // notePending starts the read-header timeout when the client leaves a
@@ -367,9 +365,7 @@ func (c *h2Conn) end() {
 	_ = evloop.Close(c.sock.fd)
 	c.sock.fd = -1
 	c.out.release()
-	if c.timer != nil {
-		c.timer.Stop()
-	}
+	c.loop.StopDeadline(&c.idle)
 	close(c.done)
 }
 
@@ -536,8 +532,11 @@ type h2Stream struct {
 	// podOut is what the pod could not take yet; toClient what the
 	// stream's windows did not let through yet.
 	podOut, toClient loopOut
-	timer, grace     *time.Timer
-	onDone           func()
+	// timeout is the idle timeout or maximum lifetime, whichever comes
+	// first; grace bounds the stream's end once armed (endWithin).
+	timeout, grace evloop.Deadline
+	graceArmed     bool
+	onDone         func()
 	// podOwed is how much of podOut is the client's, to give back to
 	// the stream's window as it goes.
 	podOwed int32
@@ -790,8 +789,8 @@ func (hs *h2Stream) begin() {
 		return
 	}
 	if st.Timed() {
-		l := hs.c.loop
-		hs.timer = time.AfterFunc(time.Until(st.NextDeadline()), func() { l.Post(hs.checkTimers) })
+		hs.timeout.Calls(hs.checkTimers)
+		hs.c.loop.SetDeadline(&hs.timeout, st.NextDeadline())
 	}
 	if st.Closing() != nil {
 		hs.startClose()
@@ -815,7 +814,7 @@ func (hs *h2Stream) checkTimers() {
 		hs.t.close(cr)
 		return
 	}
-	hs.timer.Reset(time.Until(hs.t.st.NextDeadline()))
+	hs.c.loop.SetDeadline(&hs.timeout, hs.t.st.NextDeadline())
 }
 
 // ready acts on the pod socket's events.
@@ -1031,18 +1030,17 @@ func (hs *h2Stream) sourceEnded(from ws.Side) {
 
 // endWithin ends the tunnel after d unless it ended by then.
 func (hs *h2Stream) endWithin(d time.Duration) {
-	if hs.grace != nil {
+	if hs.graceArmed {
 		return
 	}
-	l := hs.c.loop
-	hs.grace = time.AfterFunc(d, func() {
-		l.Post(func() {
-			if !hs.ended {
-				hs.fail()
-				hs.c.flush()
-			}
-		})
+	hs.graceArmed = true
+	hs.grace.Calls(func() {
+		if !hs.ended {
+			hs.fail()
+			hs.c.flush()
+		}
 	})
+	hs.c.loop.SetDeadline(&hs.grace, time.Now().Add(d))
 }
 
 // startClose applies the close request to each direction: the Close
@@ -1052,9 +1050,7 @@ func (hs *h2Stream) startClose() {
 		return
 	}
 	hs.closing = true
-	if hs.timer != nil {
-		hs.timer.Stop()
-	}
+	hs.c.loop.StopDeadline(&hs.timeout)
 	hs.endWithin(ws.CloseGrace)
 	for _, side := range [2]ws.Side{ws.Client, ws.Pod} {
 		if hs.t.st.Direction(side).Close() && !hs.sendClose(side) {
@@ -1113,12 +1109,8 @@ func (hs *h2Stream) end() {
 	for _, side := range [2]ws.Side{ws.Client, ws.Pod} {
 		hs.t.st.DirectionDone(side)
 	}
-	if hs.timer != nil {
-		hs.timer.Stop()
-	}
-	if hs.grace != nil {
-		hs.grace.Stop()
-	}
+	hs.c.loop.StopDeadline(&hs.timeout)
+	hs.c.loop.StopDeadline(&hs.grace)
 	hs.t.end()
 	hs.c.tunnelCount(-1)
 	hs.c.release(hs)
