@@ -39,13 +39,10 @@ import (
 // started with http2xconnect=1 in GODEBUG.
 func ExtendedConnect() bool { return ownHTTP2() || xconnect.On() }
 
-// serveHTTP2 handles one request of an HTTP/2 connection.
-func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
-	c := &h2Client{w: w, r: r, done: make(chan struct{}), m: s.opts.Metrics, conns: &s.h2conns}
-	if (r.Method != http.MethodConnect || r.Header.Get(":protocol") != "") && !h2PathOK(r.RequestURI) {
-		c.answer(refuse(http.StatusBadRequest, errMalformedPath.Error()))
-		return
-	}
+// serveHTTP2Request decides an HTTP/2 request as its HTTP/1.1 form, on
+// either engine (c is its stream): the same admit and answers as over
+// HTTP/1.1, the pod reached with an HTTP/1.1 upgrade.
+func (s *Server) serveHTTP2Request(c client, r *http.Request) {
 	h1 := http1Form(r)
 	adm, a := s.admit(h1)
 	if a != nil {
@@ -53,6 +50,16 @@ func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.dialPod(c, h1, adm)
+}
+
+// serveHTTP2 handles one request of an HTTP/2 connection.
+func (s *Server) serveHTTP2(w http.ResponseWriter, r *http.Request) {
+	c := &h2Client{w: w, r: r, done: make(chan struct{}), m: s.opts.Metrics, conns: &s.h2conns}
+	if (r.Method != http.MethodConnect || r.Header.Get(":protocol") != "") && !h2PathOK(r.RequestURI) {
+		c.answer(refuse(http.StatusBadRequest, errMalformedPath.Error()))
+		return
+	}
+	s.serveHTTP2Request(c, r)
 	// The stream lives as long as its handler: once the tunnel opened
 	// (dialPod returns once it is carried), until the tunnel closes it.
 	if c.upgraded {

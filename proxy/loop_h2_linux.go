@@ -271,13 +271,9 @@ func (c *h2Conn) drain() {
 	if len(o.out) == 0 {
 		return
 	}
-	n, err := evloop.WriteAll(c.sock.fd, o.out)
-	if err != nil {
+	if _, _, err := o.writeTo(c.sock.fd); err != nil {
 		c.end()
 		return
-	}
-	if o.out = o.out[n:]; len(o.out) == 0 {
-		o.release()
 	}
 	if c.congested() {
 		return
@@ -430,7 +426,7 @@ func (c *h2Conn) Request(st *h2.Stream, r *h2.Request) {
 		})
 		return
 	}
-	go c.s.serveH2Stream(hs, req)
+	go c.s.serveHTTP2Request(hs, req)
 }
 
 // request is the net/http form of an HTTP/2 request.
@@ -500,19 +496,6 @@ func (c *h2Conn) release(hs *h2Stream) {
 	c.p.Release(&hs.st)
 	c.flush()
 	c.streamReleased()
-}
-
-// serveH2Stream decides a stream's request as its HTTP/1.1 form, on a
-// goroutine of its own: the same admit and answers, the pod reached
-// with an HTTP/1.1 upgrade.
-func (s *Server) serveH2Stream(hs *h2Stream, r *http.Request) {
-	h1 := http1Form(r)
-	adm, a := s.admit(h1)
-	if a != nil {
-		s.reply(hs, h1, a)
-		return
-	}
-	s.dialPod(hs, h1, adm)
 }
 
 // h2Stream is one stream of an HTTP/2 connection on a loop: the client
@@ -707,7 +690,7 @@ func (hs *h2Stream) clientEnded() {
 		if r := k.waiting; r != nil {
 			k.waiting = nil
 			k.bodyTimer.Stop()
-			go hs.c.s.serveH2Stream(hs, r)
+			go hs.c.s.serveHTTP2Request(hs, r)
 		}
 	}
 }
@@ -972,21 +955,15 @@ func (hs *h2Stream) flushToPod() {
 	if len(o.out) == 0 {
 		return
 	}
-	n, err := evloop.WriteAll(hs.pod.fd, o.out)
+	n, done, err := o.writeTo(hs.pod.fd)
 	if err != nil {
 		hs.fail()
 		return
 	}
 	hs.giveBack(n)
-	if o.out = o.out[n:]; len(o.out) > 0 {
-		return
+	if done {
+		hs.maybeEnd()
 	}
-	o.release()
-	if o.shutAfter {
-		o.shutAfter = false
-		_ = evloop.ShutdownWrite(hs.pod.fd)
-	}
-	hs.maybeEnd()
 }
 
 // endStream ends the stream toward the other side of from once what it

@@ -55,6 +55,25 @@ func (o *loopOut) release() {
 	o.out, o.outBuf = nil, nil
 }
 
+// writeTo writes the held bytes to fd, as much as it takes; done reports
+// that none are left: the buffer is given back, and fd's stream ended if
+// that was asked for.
+func (o *loopOut) writeTo(fd int) (n int, done bool, err error) {
+	n, err = evloop.WriteAll(fd, o.out)
+	if err != nil {
+		return n, false, err
+	}
+	if o.out = o.out[n:]; len(o.out) > 0 {
+		return n, false, nil
+	}
+	o.release()
+	if o.shutAfter {
+		o.shutAfter = false
+		_ = evloop.ShutdownWrite(fd)
+	}
+	return n, true, nil
+}
+
 // outPool holds the buffers of bytes a peer could not take yet.
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, evloop.ReadSize+256); return &b }}
 
@@ -315,21 +334,12 @@ func (lt *loopTunnel) flush(from ws.Side) {
 	if len(o.out) == 0 {
 		return
 	}
-	dst := lt.p.sock[from.Other()].fd
-	n, err := evloop.WriteAll(dst, o.out)
+	_, done, err := o.writeTo(lt.p.sock[from.Other()].fd)
 	if err != nil {
 		lt.fail()
 		return
 	}
-	if o.out = o.out[n:]; len(o.out) > 0 {
-		return
-	}
-	o.release()
-	if o.shutAfter {
-		o.shutAfter = false
-		_ = evloop.ShutdownWrite(dst)
-	}
-	if lt.maybeEnd() {
+	if !done || lt.maybeEnd() {
 		return
 	}
 	lt.pump(from)
