@@ -416,11 +416,7 @@ func (hs *loopHandshake) shutDown() {
 		hs.s.opts.Metrics.handshake(nil, http.StatusServiceUnavailable)
 		hs.answerHead(shuttingDown(), true)
 	case hsConnect, hsAnswer:
-		if pod := &hs.p.sock[ws.Pod]; pod.fd >= 0 {
-			hs.p.loop.Forget(&pod.reg)
-			_ = evloop.Close(pod.fd)
-			pod.fd = -1
-		}
+		// reply closes the pod's socket with the client's (drop).
 		if hs.adm.slot != nil {
 			hs.adm.slot.release()
 			hs.adm.slot = nil
