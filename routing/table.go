@@ -270,8 +270,7 @@ func (t *Table) Allows(key RouteKey, b Backend) bool {
 func (t *Table) Match(host, path string) (r *Route, rest string, ok bool) {
 	rs, found := t.exact[host]
 	if !found {
-		// A wildcard covers one label: not an empty one (".suffix").
-		if label, parent, dot := strings.Cut(host, "."); dot && label != "" {
+		if parent, ok := wildcardSuffix(host); ok {
 			rs, found = t.wildcard[parent]
 		}
 	}
@@ -286,6 +285,14 @@ func (t *Table) Match(host, path string) (r *Route, rest string, ok bool) {
 	return nil, "", false
 }
 
+// wildcardSuffix is the suffix whose "*." name covers host: host without
+// its first label, which must not be empty ("*.suffix" does not cover
+// ".suffix").
+func wildcardSuffix(host string) (suffix string, ok bool) {
+	label, suffix, dot := strings.Cut(host, ".")
+	return suffix, dot && label != ""
+}
+
 // Certificate returns the certificate for a TLS server name: the exact
 // name's, then the wildcard's one label up, then the default (nil when
 // there is none). The first of those names that has an entry decides: a
@@ -294,7 +301,7 @@ func (t *Table) Certificate(serverName string) *tls.Certificate {
 	name := strings.TrimSuffix(strings.ToLower(serverName), ".")
 	c, ok := t.certs.ByHost[name]
 	if !ok {
-		if label, parent, dot := strings.Cut(name, "."); dot && label != "" {
+		if parent, wild := wildcardSuffix(name); wild {
 			c, ok = t.certs.ByHost["*."+parent]
 		}
 	}
