@@ -180,19 +180,8 @@ func (c *h2Conn) write(p []byte) (int, error) {
 	if c.ended {
 		return 0, net.ErrClosed
 	}
-	o := &c.out
-	if len(o.out) > 0 {
-		o.out = append(o.out, p...)
-		return len(p), nil
-	}
-	n, err := evloop.WriteAll(c.sock.fd, p)
-	if err != nil {
+	if _, err := c.out.send(c.loop, &c.sock, p); err != nil {
 		return 0, err
-	}
-	if n < len(p) {
-		o.outBuf = outPool.Get().(*[]byte)
-		*o.outBuf = append((*o.outBuf)[:0], p[n:]...)
-		o.out = *o.outBuf
 	}
 	return len(p), nil
 }
@@ -271,7 +260,7 @@ func (c *h2Conn) drain() {
 	if len(o.out) == 0 {
 		return
 	}
-	if _, _, err := o.writeTo(c.sock.fd); err != nil {
+	if _, _, err := o.writeTo(c.loop, &c.sock); err != nil {
 		c.end()
 		return
 	}
@@ -894,30 +883,17 @@ func (hs *h2Stream) send(from ws.Side, p []byte) bool {
 			o.out = append(o.out, p...)
 			return true
 		}
-		n := hs.c.p.WriteData(&hs.st, p, false)
-		if n < len(p) {
-			o.outBuf = outPool.Get().(*[]byte)
-			*o.outBuf = append((*o.outBuf)[:0], p[n:]...)
-			o.out = *o.outBuf
+		if n := hs.c.p.WriteData(&hs.st, p, false); n < len(p) {
+			o.hold(p[n:])
 		}
 		return true
 	}
-	o := &hs.podOut
-	if len(o.out) > 0 {
-		o.out = append(o.out, p...)
-		return true
-	}
-	n, err := evloop.WriteAll(hs.pod.fd, p)
+	n, err := hs.podOut.send(hs.c.loop, &hs.pod, p)
 	if err != nil {
 		hs.fail()
 		return false
 	}
 	hs.giveBack(n)
-	if n < len(p) {
-		o.outBuf = outPool.Get().(*[]byte)
-		*o.outBuf = append((*o.outBuf)[:0], p[n:]...)
-		o.out = *o.outBuf
-	}
 	return true
 }
 
@@ -955,7 +931,7 @@ func (hs *h2Stream) flushToPod() {
 	if len(o.out) == 0 {
 		return
 	}
-	n, done, err := o.writeTo(hs.pod.fd)
+	n, done, err := o.writeTo(hs.c.loop, &hs.pod)
 	if err != nil {
 		hs.fail()
 		return

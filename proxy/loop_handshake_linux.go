@@ -364,15 +364,31 @@ func (hs *loopHandshake) connect() {
 		hs.podFailed(os.NewSyscallError("connect", e), podDialFailed)
 		return
 	}
-	hs.p.sock[ws.Pod].fd = fd
+	// The request goes at once: a connect to a pod on the same node has
+	// often completed by the time connect returns, and the socket is
+	// then watched for its answer only. A socket still connecting takes
+	// nothing (EAGAIN) and is watched for the connect's end; one whose
+	// connect failed says why.
+	pod := &hs.p.sock[ws.Pod]
+	pod.fd = fd
+	hs.out = hs.adm.podRequest(hs.r)
+	n, err := pod.write(hs.p.loop, hs.out)
+	if err != nil {
+		hs.podFailed(os.NewSyscallError("connect", err), podDialFailed)
+		return
+	}
+	hs.out = hs.out[n:]
 	if err := hs.p.register(ws.Pod, hs); err != nil {
-		_ = evloop.Close(fd)
-		hs.p.sock[ws.Pod].fd = -1
 		hs.podFailed(os.NewSyscallError("epoll_ctl", err), podDialFailed)
 		return
 	}
-	hs.phase = hsConnect
-	hs.setDue(hs.dialDue)
+	if n == 0 {
+		hs.phase = hsConnect
+		hs.setDue(hs.dialDue)
+		return
+	}
+	hs.phase = hsAnswer
+	hs.setDue(hs.answerDue)
 }
 
 // setDue moves the current phase's timeout.
@@ -446,13 +462,12 @@ func (hs *loopHandshake) connected() {
 	}
 	hs.phase = hsAnswer
 	hs.setDue(hs.answerDue)
-	hs.out = hs.adm.podRequest(hs.r)
 	hs.writeRequest()
 }
 
 // writeRequest sends the pod what it can take of the request.
 func (hs *loopHandshake) writeRequest() {
-	n, err := evloop.WriteAll(hs.p.sock[ws.Pod].fd, hs.out)
+	n, err := hs.p.sock[ws.Pod].write(hs.p.loop, hs.out)
 	if err != nil {
 		hs.podFailed(os.NewSyscallError("write", err), podWriteFailed)
 		return

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/proxy/internal/evloop"
+	ws "github.com/wsgate/wsgate/proxy/internal/wstunnel"
 )
 
 // The event-loop transport: Serve hands a TCP listener to the loops,
@@ -40,6 +41,32 @@ const (
 	keepAliveInterval = 15
 	keepAliveCount    = 9
 )
+
+// deferAcceptSeconds is how long the kernel holds a new connection that
+// has sent nothing before handing it over anyway (TCP_DEFER_ACCEPT): a
+// client's request or TLS ClientHello usually comes right after its
+// handshake's last packet, and accepting the connection with its first
+// bytes takes one wake-up of the gateway, not two. A client that sends
+// nothing is accepted after about this long (the kernel counts it in
+// retransmissions of its SYN-ACK), and its read-header timeout runs from
+// then.
+const deferAcceptSeconds = 1
+
+// deferAccept has l's socket accept connections once their first bytes
+// are in, when l is TCP.
+func deferAccept(l net.Listener) {
+	tl, ok := l.(*net.TCPListener)
+	if !ok {
+		return
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
+	})
+}
 
 // serveOnLoops serves l on the event loops until Shutdown; ok is false,
 // with nothing changed, when l cannot be served there (not TCP, no loops,
@@ -137,11 +164,24 @@ func (s *Server) accepted(l *evloop.Loop, fd int, peer netip.AddrPort) {
 	if s.opts.ProxyProtocol && s.trustedProxy(peer.Addr()) {
 		hs.phase = hsProxy
 	}
-	if err := hs.p.register(0, hs); err != nil {
-		_ = evloop.Close(fd)
-		return
-	}
 	s.loops.heads[l.ID()][hs] = struct{}{}
 	hs.deadline.Calls(hs.expire)
 	hs.setDue(time.Now().Add(s.opts.ReadHeaderTimeout))
+	// The listening socket defers accepting until the first bytes are in
+	// (TCP_DEFER_ACCEPT): they are read before the socket joins the
+	// loop's set, which would otherwise report them on a wake-up of its
+	// own. An edge for what comes later is not lost: registering reports
+	// a socket that has bytes already.
+	hs.p.sock[ws.Client].readable = true
+	if hs.phase == hsProxy {
+		hs.readProxy()
+	} else {
+		hs.readHead()
+	}
+	if hs.phase == hsOver {
+		return
+	}
+	if err := hs.p.register(ws.Client, hs); err != nil {
+		hs.drop()
+	}
 }

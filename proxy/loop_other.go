@@ -20,6 +20,9 @@ func wrapForLoop(l net.Listener) net.Listener { return l }
 // carryOnLoop returns false.
 func carryOnLoop(*tunnel, net.Conn, net.Conn, func(), bool) bool { return false }
 
+// deferAccept does nothing.
+func deferAccept(net.Listener) {}
+
 // serveOnLoops returns false.
 func (*Server) serveOnLoops(net.Listener) (bool, error) { return false, nil }
 

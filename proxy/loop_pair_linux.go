@@ -34,6 +34,17 @@ func (s *loopSocket) Ready(ev evloop.Events) {
 	s.on.ready(s.side, ev)
 }
 
+// write writes what s takes of p now; when it does not take all of it,
+// s's output is watched from then on, so that a Writable event tells
+// when it takes more.
+func (s *loopSocket) write(l *evloop.Loop, p []byte) (int, error) {
+	n, err := evloop.WriteAll(s.fd, p)
+	if err == nil && n < len(p) {
+		err = l.WantWritable(s.fd, &s.reg)
+	}
+	return n, err
+}
+
 // loopPair is the client's socket and the pod's on one loop.
 type loopPair struct {
 	loop *evloop.Loop

@@ -32,7 +32,8 @@ import (
 // A TLS client's connection stays a crypto/tls connection, driven by the
 // loop over its socket (loopIO).
 //
-// Sockets are registered edge-triggered for input and output once. A read
+// Sockets are registered edge-triggered for input, and for output once a
+// write could not take everything (evloop.Loop.WantWritable). A read
 // shorter than the buffer means the socket is drained (a later arrival
 // raises a new edge), unless the peer's end of stream or an error was
 // reported, in which case reading goes on until it is seen.
@@ -55,11 +56,32 @@ func (o *loopOut) release() {
 	o.out, o.outBuf = nil, nil
 }
 
-// writeTo writes the held bytes to fd, as much as it takes; done reports
-// that none are left: the buffer is given back, and fd's stream ended if
+// hold keeps p, which its destination cannot take yet, in a borrowed
+// buffer.
+func (o *loopOut) hold(p []byte) {
+	o.outBuf = outPool.Get().(*[]byte)
+	*o.outBuf = append((*o.outBuf)[:0], p...)
+	o.out = *o.outBuf
+}
+
+// send writes p to s after the bytes held for it, and holds what s cannot
+// take yet; n is how much of p went now.
+func (o *loopOut) send(l *evloop.Loop, s *loopSocket, p []byte) (n int, err error) {
+	if len(o.out) > 0 {
+		o.out = append(o.out, p...)
+		return 0, nil
+	}
+	if n, err = s.write(l, p); err == nil && n < len(p) {
+		o.hold(p[n:])
+	}
+	return n, err
+}
+
+// writeTo writes the held bytes to s, as much as it takes; done reports
+// that none are left: the buffer is given back, and s's stream ended if
 // that was asked for.
-func (o *loopOut) writeTo(fd int) (n int, done bool, err error) {
-	n, err = evloop.WriteAll(fd, o.out)
+func (o *loopOut) writeTo(l *evloop.Loop, s *loopSocket) (n int, done bool, err error) {
+	n, err = s.write(l, o.out)
 	if err != nil {
 		return n, false, err
 	}
@@ -69,7 +91,7 @@ func (o *loopOut) writeTo(fd int) (n int, done bool, err error) {
 	o.release()
 	if o.shutAfter {
 		o.shutAfter = false
-		_ = evloop.ShutdownWrite(fd)
+		_ = evloop.ShutdownWrite(s.fd)
 	}
 	return n, true, nil
 }
@@ -309,20 +331,9 @@ func (lt *loopTunnel) sendRaw(from ws.Side, p []byte) bool {
 	if lt.ended {
 		return false
 	}
-	o := &lt.out[from]
-	if len(o.out) > 0 {
-		o.out = append(o.out, p...)
-		return true
-	}
-	n, err := evloop.WriteAll(lt.p.sock[from.Other()].fd, p)
-	if err != nil {
+	if _, err := lt.out[from].send(lt.p.loop, &lt.p.sock[from.Other()], p); err != nil {
 		lt.fail()
 		return false
-	}
-	if n < len(p) {
-		o.outBuf = outPool.Get().(*[]byte)
-		*o.outBuf = append((*o.outBuf)[:0], p[n:]...)
-		o.out = *o.outBuf
 	}
 	return true
 }
@@ -334,7 +345,7 @@ func (lt *loopTunnel) flush(from ws.Side) {
 	if len(o.out) == 0 {
 		return
 	}
-	_, done, err := o.writeTo(lt.p.sock[from.Other()].fd)
+	_, done, err := o.writeTo(lt.p.loop, &lt.p.sock[from.Other()])
 	if err != nil {
 		lt.fail()
 		return

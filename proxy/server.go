@@ -126,8 +126,11 @@ const clientSweepInterval = 10 * time.Second
 // Serve accepts plain HTTP/1.1 connections on l until Shutdown. A TCP
 // listener is served by the event loops (on Linux), which set TCP_NODELAY
 // and keepalive (15 s, as net.Listen does) on the listening socket for
-// the connections to inherit, and close l's own descriptor.
+// the connections to inherit, and close l's own descriptor. On Linux, a
+// TCP listener (here and in ServeTLS) accepts a connection once its first
+// bytes are in (TCP_DEFER_ACCEPT, deferAcceptSeconds).
 func (s *Server) Serve(l net.Listener) error {
+	deferAccept(l)
 	if ok, err := s.serveOnLoops(l); ok {
 		return err
 	}
@@ -162,6 +165,7 @@ func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
 		cfg = cfg.Clone()
 		cfg.NextProtos = protos
 	}
+	deferAccept(l)
 	return s.serveHTTP(tls.NewListener(wrapForLoop(s.proxied(l)), cfg))
 }
 

@@ -53,10 +53,15 @@ func Start(addr string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Serve(l), nil
+}
+
+// Serve serves on l until Close.
+func Serve(l net.Listener) *Server {
 	s := &Server{Addr: l.Addr().String(), open: make(map[*websocket.Conn]struct{})}
 	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.srv.Serve(l) }()
-	return s, nil
+	return s
 }
 
 // Accepted counts the websocket handshakes accepted so far.

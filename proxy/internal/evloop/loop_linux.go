@@ -22,6 +22,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,6 +53,8 @@ func (e Events) Writable() bool { return e&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPO
 type Registration struct {
 	slot int32
 	gen  uint32
+	// out: the socket is watched for output too (WantWritable).
+	out bool
 }
 
 // NewRegistration is the registration of a socket not in any loop yet.
@@ -242,7 +245,7 @@ func (l *Loop) collect(msec int) int {
 		switch tok := ev.Fd; {
 		case tok == wakeToken:
 			var b [8]byte
-			_, _ = Read(l.wakefd, b[:])
+			_, _, _ = unix.RawSyscall(unix.SYS_READ, uintptr(l.wakefd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		case isListenerToken(tok):
 			if ln := l.lns[listenerIndex(tok)]; ln != nil {
 				ln.accept(l)
@@ -260,8 +263,13 @@ func (l *Loop) collect(msec int) int {
 }
 
 // Register adds a non-blocking socket to the loop, edge-triggered for
-// input and output, and records its place in r; h is told of its events.
-// Call it on the loop's goroutine.
+// input, and for output once WantWritable was called for r (before or
+// after), and records its place in r; h is told of its events. Call it
+// on the loop's goroutine.
+//
+// Output is not watched from the start: a socket that takes bytes, as
+// nearly all do nearly always, would raise an event at once for nothing,
+// and a loop woken by it pays a goroutine switch and often a thread's.
 func (l *Loop) Register(fd int, h Handler, r *Registration) error {
 	var slot int32
 	if k := len(l.free); k > 0 {
@@ -273,11 +281,7 @@ func (l *Loop) Register(fd int, h Handler, r *Registration) error {
 		l.gens = append(l.gens, 0)
 	}
 	l.gen++
-	ev := unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET,
-		Fd:     slot,
-		Pad:    int32(l.gen),
-	}
+	ev := unix.EpollEvent{Events: watched(r.out), Fd: slot, Pad: int32(l.gen)}
 	if err := epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		l.free = append(l.free, slot)
 		return err
@@ -287,6 +291,33 @@ func (l *Loop) Register(fd int, h Handler, r *Registration) error {
 	return nil
 }
 
+// watched is the epoll events of a registration, with output or not.
+func watched(out bool) uint32 {
+	ev := uint32(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET)
+	if out {
+		ev |= unix.EPOLLOUT
+	}
+	return ev
+}
+
+// WantWritable asks that r's socket fd be reported writable (Events.Writable)
+// when it takes bytes again: call it when a write could not take them all, or
+// for a connect in progress. From then on its output is watched as long as it
+// is registered; before Register, the registration starts so.
+func (l *Loop) WantWritable(fd int, r *Registration) error {
+	if r.out {
+		return nil
+	}
+	r.out = true
+	if r.slot < 0 {
+		return nil
+	}
+	// Edge-triggered: the change reports the socket at once if it takes
+	// bytes by now, so no edge is lost between the write and here.
+	ev := unix.EpollEvent{Events: watched(true), Fd: r.slot, Pad: int32(r.gen)}
+	return epollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+}
+
 // Forget drops a registration; closing the socket then takes it out of
 // the epoll set.
 func (l *Loop) Forget(r *Registration) {
@@ -294,7 +325,7 @@ func (l *Loop) Forget(r *Registration) {
 		l.handlers[r.slot] = nil
 		l.free = append(l.free, r.slot)
 	}
-	r.slot = -1
+	r.slot, r.out = -1, false
 }
 
 // Detach takes a registered socket out of the epoll set and drops its

@@ -31,19 +31,25 @@ func errno(e syscall.Errno) error {
 	return e
 }
 
-// Read reads from fd.
-func Read(fd int, p []byte) (int, syscall.Errno) { return rawIO(unix.SYS_READ, fd, p) }
+// Read reads from the socket fd. recvfrom and sendto go to the socket
+// directly, where read and write pass through the file layer first (its
+// position lock, its checks and notifications) for nothing.
+func Read(fd int, p []byte) (int, syscall.Errno) { return rawIO(unix.SYS_RECVFROM, fd, p, 0) }
 
-// Write writes to fd.
-func Write(fd int, p []byte) (int, syscall.Errno) { return rawIO(unix.SYS_WRITE, fd, p) }
+// Write writes to the socket fd; a peer that reset the connection is
+// EPIPE, without a signal.
+func Write(fd int, p []byte) (int, syscall.Errno) {
+	return rawIO(unix.SYS_SENDTO, fd, p, unix.MSG_NOSIGNAL)
+}
 
-// rawIO makes a read or write call (trap) on fd with p.
-func rawIO(trap uintptr, fd int, p []byte) (int, syscall.Errno) {
+// rawIO makes a recvfrom or sendto call (trap) on fd with p and flags,
+// and no address.
+func rawIO(trap uintptr, fd int, p []byte, flags int) (int, syscall.Errno) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
-	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(ptr), uintptr(len(p)), uintptr(flags), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
