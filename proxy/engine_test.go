@@ -419,3 +419,45 @@ func TestPodResetEndsTheTunnel(t *testing.T) {
 		waitNoTunnels(t, f.g)
 	})
 }
+
+// TestEndOfStreamAfterTheClosingHandshakeEndsTheTunnel: once a Close
+// frame has gone each way, nothing may follow either way, so the pod's
+// end of stream ends the tunnel at once, as a websocket server closes its
+// connection after the handshake: the client gets the pod's Close and
+// then its end of stream, and the gateway holds nothing for it while the
+// client has not closed its side.
+func TestEndOfStreamAfterTheClosingHandshakeEndsTheTunnel(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine) {
+		if e.opts.goroutineTunnels {
+			t.Skip("on goroutines each direction ends on its own: the half-close lasts until the client's end of stream")
+		}
+		f := newHostileFixture(t, e.opts)
+		clientClose := maskedFrame(8, "\x03\xe8")
+		const podClose = "\x88\x02\x03\xe8" // Close 1000, unmasked
+		f.podA.setScript(func(pc *podConn) {
+			if !upgrade101(pc) {
+				return
+			}
+			// The client's Close, the pod's answer, then the pod closes.
+			got := make([]byte, len(clientClose))
+			if _, err := io.ReadFull(pc.br, got); err != nil || !bytes.Equal(got, clientClose) {
+				return
+			}
+			_, _ = pc.c.Write([]byte(podClose))
+		})
+		a := openRaw(t, f, e)
+		if _, err := a.conn.Write(clientClose); err != nil {
+			t.Fatal(err)
+		}
+		_ = a.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(a.br)
+		if err != nil {
+			t.Errorf("reading up to the end of stream: %v", err)
+		}
+		if string(got) != podClose {
+			t.Errorf("the client got %q, want the pod's Close %q and the end of stream", got, podClose)
+		}
+		// The client still holds its side open.
+		waitNoTunnels(t, f.g)
+	})
+}

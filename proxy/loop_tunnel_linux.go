@@ -385,11 +385,42 @@ func (lt *loopTunnel) sourceEnded(from ws.Side) {
 		// on. When it has ended already, closing both sockets below
 		// sends the end of stream.
 		lt.t.st.SourceEnded(from)
+		if lt.t.st.ClosingHandshakeDone() && lt.finish(from) {
+			return
+		}
 		if lt.t.st.Direction(from.Other()).Phase() != ws.Ended || len(lt.out[from].out) > 0 {
 			lt.endStream(from)
 		}
 	}
 	lt.maybeEnd()
+}
+
+// finish ends the tunnel when side from ends its stream after the
+// closing handshake: nothing may follow either way, so the other side's
+// socket is closed now (after close_notify to a TLS client), as a
+// websocket server closes its connection once the handshake is over,
+// rather than half-closed until that side's own end of stream comes. It
+// reports false, changing nothing, while bytes for the other side are
+// held.
+func (lt *loopTunnel) finish(from ws.Side) bool {
+	o := &lt.out[from]
+	if len(o.out) > 0 {
+		return false
+	}
+	if from == ws.Pod && lt.tls != nil {
+		_ = lt.tls.CloseWrite()
+		if lt.ended {
+			return true
+		}
+		if len(o.out) > 0 {
+			// The client takes close_notify later: the end of stream
+			// follows it, and the tunnel ends at the client's (endStream).
+			o.shutAfter = true
+			return true
+		}
+	}
+	lt.end()
+	return true
 }
 
 // startClose applies the close request to each direction: the Close frame

@@ -57,6 +57,11 @@ type Direction struct {
 // Phase reports where the direction is.
 func (d *Direction) Phase() Phase { return d.phase }
 
+// ClosePassed reports whether a whole Close frame went on in this
+// direction: its source may send nothing after it (RFC 6455, section
+// 5.5.1).
+func (d *Direction) ClosePassed() bool { return d.frames.closeSeen && d.frames.AtBoundary() }
+
 // Forward takes bytes read from the source and returns how many of them,
 // from the start, go to the destination; the rest are dropped. With
 // sendClose, the transport writes the Close frame (State.CloseFrame)

@@ -252,3 +252,46 @@ func FuzzCloseAtABoundary(f *testing.F) {
 		}
 	})
 }
+
+// TestClosingHandshakeIsDoneOnceAWholeCloseWentEachWay: a Close frame
+// counts once its last byte went on, in whatever pieces it came; data
+// frames do not count; both directions need theirs.
+func TestClosingHandshakeIsDoneOnceAWholeCloseWentEachWay(t *testing.T) {
+	data := AppendFrame(nil, 0x2, []byte("payload"), nil)
+	fromPod := append(append([]byte(nil), data...), CloseFrame(1000, "bye", false)...)
+	fromClient := append(AppendFrame(nil, 0x1, []byte("hi"), &[4]byte{1, 2, 3, 4}), CloseFrame(1000, "", true)...)
+	s := New(time.Now(), 0, 0, nil, nil)
+	feed := func(from Side, p []byte) {
+		n, _ := s.Direction(from).Forward(p)
+		s.Forwarded(from, n)
+	}
+	// The pod's data frame and all but the last byte of its Close.
+	feed(Pod, fromPod[:len(fromPod)-1])
+	if s.Direction(Pod).ClosePassed() {
+		t.Fatal("a Close frame short of its last byte counted as passed")
+	}
+	feed(Pod, fromPod[len(fromPod)-1:])
+	if !s.Direction(Pod).ClosePassed() {
+		t.Fatal("the pod's whole Close frame did not count")
+	}
+	if s.ClosingHandshakeDone() {
+		t.Fatal("done with a Close one way only")
+	}
+	// The client's frames one byte at a time.
+	for i := range fromClient {
+		if s.ClosingHandshakeDone() {
+			t.Fatalf("done after %d of the client's %d bytes", i, len(fromClient))
+		}
+		feed(Client, fromClient[i:i+1])
+	}
+	if !s.ClosingHandshakeDone() {
+		t.Fatal("not done after a whole Close frame each way")
+	}
+	// Data frames alone never count.
+	d := New(time.Now(), 0, 0, nil, nil)
+	n, _ := d.Direction(Client).Forward(data)
+	d.Forwarded(Client, n)
+	if d.Direction(Client).ClosePassed() {
+		t.Fatal("a data frame counted as a Close")
+	}
+}

@@ -175,6 +175,14 @@ func (s *State) SetEnded(why Reason) {
 	s.mu.Unlock()
 }
 
+// ClosingHandshakeDone reports whether a whole Close frame went each way:
+// the websocket's closing handshake is over, and neither side may send
+// anything more. It reads both directions: call it where one goroutine
+// carries both.
+func (s *State) ClosingHandshakeDone() bool {
+	return s.dir[Client].ClosePassed() && s.dir[Pod].ClosePassed()
+}
+
 // SourceEnded records that side ended its stream.
 func (s *State) SourceEnded(from Side) { s.SetEnded(endedBy[from]) }
 
