@@ -286,11 +286,11 @@ func readPodResponse(conn io.Reader, r *http.Request, maxBytes int) (*http.Respo
 // plainName reports whether a header name has only ASCII letters, digits
 // and "-": the names nginx passes on by default, and the only ones that
 // CGI-style frameworks cannot confuse with another.
-func plainName(name string) bool {
+func plainName[T string | []byte](name T) bool {
 	for i := 0; i < len(name); i++ {
 		if c := name[i]; (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' {
 			return false
 		}
 	}
-	return name != ""
+	return len(name) > 0
 }

@@ -492,23 +492,27 @@ func (hs *loopHandshake) readAnswer() {
 // hands any other answer over.
 func (hs *loopHandshake) gotAnswer(answer []byte, end int) {
 	s, r := hs.s, hs.r
-	//nolint:bodyclose // the body is closed in the parse function, before its reader goes back to the pool.
-	resp, err := parseHead(answer[:end], func(br *bufio.Reader) (*http.Response, error) {
-		resp, err := http.ReadResponse(br, r)
-		if err == nil {
-			// A 1xx answer has no body; any other is read again
-			// elsewhere. The body reads from br: it is closed before br
-			// goes back to its pool.
-			_ = resp.Body.Close()
+	upgraded, ok := plainUpgrade(answer[:end], r)
+	if !ok {
+		//nolint:bodyclose // the body is closed in the parse function, before its reader goes back to the pool.
+		resp, err := parseHead(answer[:end], func(br *bufio.Reader) (*http.Response, error) {
+			resp, err := http.ReadResponse(br, r)
+			if err == nil {
+				// A 1xx answer has no body; any other is read again
+				// elsewhere. The body reads from br: it is closed before
+				// br goes back to its pool.
+				_ = resp.Body.Close()
+			}
+			return resp, err
+		})
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || checkUpgradeResponse(resp, r) != nil {
+			if len(hs.head) == 0 {
+				hs.head = append([]byte(nil), answer...)
+			}
+			hs.answerElsewhere()
+			return
 		}
-		return resp, err
-	})
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || checkUpgradeResponse(resp, r) != nil {
-		if len(hs.head) == 0 {
-			hs.head = append([]byte(nil), answer...)
-		}
-		hs.answerElsewhere()
-		return
+		upgraded = upgradeHeader(resp)
 	}
 	var podPending []byte
 	if end < len(answer) {
@@ -522,7 +526,7 @@ func (hs *loopHandshake) gotAnswer(answer []byte, end int) {
 	if s.openTunnel(t) {
 		lt.onDone, lt.doneOnLoop = func() { s.tunnelDone(t) }, s.quietTunnels()
 	}
-	lt.begin(upgradeHeader(resp))
+	lt.begin(upgraded)
 }
 
 // answerElsewhere hands the pod's answer (what was read of it, then the
