@@ -99,7 +99,7 @@ func run() error {
 	flag.DurationVar(&proxyOpts.HandshakeTimeout, "handshake-timeout", proxy.Defaults.HandshakeTimeout, "Default bound on dialling a pod and its 101 answer (a route's timeouts.handshake overrides it).")
 	flag.DurationVar(&proxyOpts.DialTimeout, "dial-timeout", proxy.Defaults.DialTimeout, "Bound on the TCP connect to a pod.")
 	flag.DurationVar(&proxyOpts.IdleTimeout, "idle-timeout", proxy.Defaults.IdleTimeout, "Default idle timeout of tunnels (a route's timeouts.idle overrides it); negative turns it off.")
-	flag.DurationVar(&proxyOpts.ReadHeaderTimeout, "read-header-timeout", proxy.Defaults.ReadHeaderTimeout, "Bound on the time a client takes to send its request head.")
+	flag.DurationVar(&proxyOpts.ReadHeaderTimeout, "read-header-timeout", proxy.Defaults.ReadHeaderTimeout, "Bound on the time a client takes to send its request head. On Linux, a connection that sends nothing is accepted about 1s after it is made (TCP_DEFER_ACCEPT), and timed from then.")
 	flag.IntVar(&proxyOpts.MaxHeaderBytes, "max-header-bytes", proxy.Defaults.MaxHeaderBytes, "Largest request head accepted from a client (431 beyond), and largest answer head accepted from a pod.")
 	flag.IntVar(&proxyOpts.MaxTunnels, "max-tunnels", proxy.Defaults.MaxTunnels, "Most open tunnels per gateway process; 503 with Retry-After beyond it. Each tunnel holds two file descriptors.")
 	flag.IntVar(&namespaceShare, "namespace-tunnel-share", 50, "Percent (1-100) of --max-tunnels that the routes of one namespace may hold, tunnels and handshakes in progress together, rounded up; 503 with Retry-After beyond it. 100: no share of their own.")

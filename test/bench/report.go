@@ -95,30 +95,32 @@ type share struct {
 var stages = []struct {
 	what  string
 	names []string
+	// sum: the stage is every name's time added (names in call trees
+	// apart), not the first name found.
+	sum bool
 }{
-	{"accepting connections", []string{"github.com/wsgate/wsgate/proxy.(*evLoop).accept", "net.(*TCPListener).Accept"}},
-	{"TLS handshake with the client", []string{"crypto/tls.(*Conn).serverHandshake", "crypto/tls.(*Conn).handshakeContext"}},
-	{"parsing the client's request head", []string{"github.com/wsgate/wsgate/proxy.parseRequestHead", "net/http.(*conn).readRequest"}},
-	{"verifying tokens", []string{"github.com/wsgate/wsgate/auth.(*Verifier).Verify"}},
-	{"asking the forward-auth service", []string{"github.com/wsgate/wsgate/proxy.(*Server).askForwardAuth"}},
-	{"checking the client's refusal block", []string{"github.com/wsgate/wsgate/proxy.(*Server).checkBlocked"}},
-	{"applying per-client limits", []string{"github.com/wsgate/wsgate/proxy.(*Server).limitClient"}},
-	{"releasing per-client tunnel counts", []string{"github.com/wsgate/wsgate/proxy.(*clientHold).release"}},
-	{"dialling the pod", []string{"github.com/wsgate/wsgate/proxy.(*evHandshake).connect", "net.(*Dialer).DialContext"}},
-	{"sending the request to the pod", []string{"github.com/wsgate/wsgate/proxy.(*evHandshake).connected"}},
-	{"reading the pod's 101", []string{"github.com/wsgate/wsgate/proxy.(*evHandshake).readAnswer", "github.com/wsgate/wsgate/proxy.readPodResponse"}},
-	{"moving the tunnel to an event loop", []string{"github.com/wsgate/wsgate/proxy.startEvented"}},
-	{"carrying tunnels (event loops)", []string{"github.com/wsgate/wsgate/proxy.(*evLoop).collect"}},
-	{"  of which handshakes", []string{"github.com/wsgate/wsgate/proxy.(*evHandshake).handle"}},
-	{"  of which reading", []string{"github.com/wsgate/wsgate/proxy.(*evTunnel).pump"}},
-	{"  of which collecting events (epoll_wait)", []string{"github.com/wsgate/wsgate/proxy.sysEpollPoll", "golang.org/x/sys/unix.EpollWait"}},
-	{"  of which registering sockets (epoll_ctl)", []string{"github.com/wsgate/wsgate/proxy.sysEpollCtl", "golang.org/x/sys/unix.EpollCtl"}},
-	{"  of which ending tunnels (close, metrics)", []string{"github.com/wsgate/wsgate/proxy.(*evTunnel).close"}},
-	{"carrying tunnels (goroutines: TLS)", []string{"github.com/wsgate/wsgate/proxy.(*tunnel).pump"}},
-	{"closing sockets", []string{"net.(*conn).Close"}},
-	{"goroutine scheduling", []string{"runtime.schedule"}},
-	{"allocation", []string{"runtime.mallocgc"}},
-	{"garbage collection", []string{"runtime.gcBgMarkWorker"}},
+	{"accepting connections", []string{"github.com/wsgate/wsgate/proxy/internal/evloop.accept4", "net.(*TCPListener).Accept"}, false},
+	{"TLS handshake with the client", []string{"crypto/tls.(*Conn).serverHandshake", "crypto/tls.(*Conn).handshakeContext"}, false},
+	{"parsing the client's request head", []string{"github.com/wsgate/wsgate/proxy.parseRequestHead", "net/http.(*conn).readRequest"}, false},
+	{"verifying tokens", []string{"github.com/wsgate/wsgate/auth.(*Verifier).Verify"}, false},
+	{"asking the forward-auth service", []string{"github.com/wsgate/wsgate/proxy.(*Server).askForwardAuth"}, false},
+	{"checking the client's refusal block", []string{"github.com/wsgate/wsgate/proxy.(*Server).checkBlocked"}, false},
+	{"applying per-client limits", []string{"github.com/wsgate/wsgate/proxy.(*Server).limitClient"}, false},
+	{"releasing per-client tunnel counts", []string{"github.com/wsgate/wsgate/proxy.(*clientHold).release"}, false},
+	{"dialling the pod", []string{"github.com/wsgate/wsgate/proxy.(*loopHandshake).connect", "net.(*Dialer).DialContext"}, false},
+	{"reading the pod's 101", []string{"github.com/wsgate/wsgate/proxy.(*loopHandshake).readAnswer", "github.com/wsgate/wsgate/proxy.readPodResponse"}, false},
+	{"moving the tunnel to an event loop", []string{"github.com/wsgate/wsgate/proxy.carryOnLoop"}, false},
+	{"carrying tunnels (event loops)", []string{"github.com/wsgate/wsgate/proxy/internal/evloop.(*Loop).collect"}, false},
+	{"  of which handshakes", []string{"github.com/wsgate/wsgate/proxy.(*Server).accepted", "github.com/wsgate/wsgate/proxy.(*loopHandshake).ready"}, true},
+	{"  of which reading", []string{"github.com/wsgate/wsgate/proxy.(*loopTunnel).pump"}, false},
+	{"  of which collecting events (epoll_wait)", []string{"github.com/wsgate/wsgate/proxy/internal/evloop.epollPoll", "golang.org/x/sys/unix.EpollWait"}, false},
+	{"  of which registering sockets (epoll_ctl)", []string{"github.com/wsgate/wsgate/proxy/internal/evloop.epollCtl"}, false},
+	{"  of which ending tunnels (close, metrics)", []string{"github.com/wsgate/wsgate/proxy.(*loopTunnel).end"}, false},
+	{"carrying tunnels (goroutines)", []string{"github.com/wsgate/wsgate/proxy.(*connTunnel).pump"}, false},
+	{"closing sockets", []string{"net.(*conn).Close"}, false},
+	{"goroutine scheduling", []string{"runtime.schedule"}, false},
+	{"allocation", []string{"runtime.mallocgc"}, false},
+	{"garbage collection", []string{"runtime.gcBgMarkWorker"}, false},
 }
 
 // summarizeProfile runs go tool pprof -top on the profile, keeps its
@@ -169,11 +171,17 @@ func summarizeProfile(ctx context.Context, row string, paths []string) (profileS
 		ps.shares = append(ps.shares, share{k, kinds[k]})
 	}
 	for _, st := range stages {
+		found, total := false, 0.0
 		for _, n := range st.names {
 			if v, ok := cum[n]; ok {
-				ps.stages = append(ps.stages, share{st.what, v})
-				break
+				found, total = true, total+v
+				if !st.sum {
+					break
+				}
 			}
+		}
+		if found {
+			ps.stages = append(ps.stages, share{st.what, total})
 		}
 	}
 	return ps, nil
