@@ -54,7 +54,7 @@ func checkHandshake(r *http.Request) *answer {
 	if len(keys) != 1 {
 		return refuse(http.StatusBadRequest, "exactly one Sec-WebSocket-Key is required")
 	}
-	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+	if !validKey(strings.TrimSpace(keys[0])) {
 		return refuse(http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64")
 	}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
@@ -107,4 +107,19 @@ func removeHopByHop(h http.Header) {
 	for _, name := range hopByHop {
 		h.Del(name)
 	}
+}
+
+// validKey reports whether key is the base64 of 16 bytes, as
+// Sec-WebSocket-Key must be: what base64.StdEncoding.DecodeString
+// decodes to 16 bytes, without allocating them.
+func validKey(key string) bool {
+	var k [18]byte
+	if base64.StdEncoding.DecodedLen(len(key)) > len(k) {
+		// Longer, and valid only with line breaks in it, which the
+		// decoder skips.
+		d, err := base64.StdEncoding.DecodeString(key)
+		return err == nil && len(d) == 16
+	}
+	n, err := base64.StdEncoding.Decode(k[:], []byte(key))
+	return err == nil && n == 16
 }
