@@ -42,18 +42,13 @@ const (
 	keepAliveCount    = 9
 )
 
-// deferAcceptSeconds is how long the kernel holds a new connection that
-// has sent nothing before handing it over anyway (TCP_DEFER_ACCEPT): a
-// client's request or TLS ClientHello usually comes right after its
-// handshake's last packet, and accepting the connection with its first
-// bytes takes one wake-up of the gateway, not two. A client that sends
-// nothing is accepted after about this long (the kernel counts it in
-// retransmissions of its SYN-ACK), and its read-header timeout runs from
-// then.
-const deferAcceptSeconds = 1
-
 // deferAccept has l's socket accept connections once their first bytes
-// are in, when l is TCP.
+// are in, when l is TCP (TCP_DEFER_ACCEPT): a client's request or TLS
+// ClientHello usually comes right after its handshake's last packet, and
+// accepting the connection with its first bytes takes one wake-up of the
+// gateway, not two. A client that sends nothing is accepted after about
+// AcceptDeferral (the kernel counts it in retransmissions of its
+// SYN-ACK), and its read-header timeout runs from then.
 func deferAccept(l net.Listener) {
 	tl, ok := l.(*net.TCPListener)
 	if !ok {
@@ -64,7 +59,7 @@ func deferAccept(l net.Listener) {
 		return
 	}
 	_ = rc.Control(func(fd uintptr) {
-		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, int(AcceptDeferral/time.Second))
 	})
 }
 

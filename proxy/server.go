@@ -123,12 +123,19 @@ func New(tables Tables, opts Options) *Server {
 // nothing any more are forgotten.
 const clientSweepInterval = 10 * time.Second
 
+// AcceptDeferral is about how long, on Linux, a TCP listener of Serve or
+// ServeTLS leaves a new connection that has sent nothing with the kernel
+// before accepting it (TCP_DEFER_ACCEPT); its read-header timeout runs
+// from then. A connection waiting there holds no descriptor of the
+// gateway's.
+const AcceptDeferral = time.Second
+
 // Serve accepts plain HTTP/1.1 connections on l until Shutdown. A TCP
 // listener is served by the event loops (on Linux), which set TCP_NODELAY
 // and keepalive (15 s, as net.Listen does) on the listening socket for
 // the connections to inherit, and close l's own descriptor. On Linux, a
 // TCP listener (here and in ServeTLS) accepts a connection once its first
-// bytes are in (TCP_DEFER_ACCEPT, deferAcceptSeconds).
+// bytes are in (TCP_DEFER_ACCEPT), or after about AcceptDeferral.
 func (s *Server) Serve(l net.Listener) error {
 	deferAccept(l)
 	if ok, err := s.serveOnLoops(l); ok {
