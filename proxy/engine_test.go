@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -460,4 +462,68 @@ func TestEndOfStreamAfterTheClosingHandshakeEndsTheTunnel(t *testing.T) {
 		// The client still holds its side open.
 		waitNoTunnels(t, f.g)
 	})
+}
+
+// TestEndAfterTheClosingHandshakeDeliversWhatIsHeld: a client that
+// half-closes after the closing handshake may still be reading; what the
+// gateway holds for it (a slow reader's share of the pod's last frames
+// and the pod's Close) still reaches it before the tunnel ends.
+func TestEndAfterTheClosingHandshakeDeliversWhatIsHeld(t *testing.T) {
+	clientClose := maskedFrame(8, "\x03\xe8")
+	const size = 60000
+	fromPod := append([]byte{0x82, 126, byte(size >> 8), byte(size & 0xff)}, bytes.Repeat([]byte{'x'}, size)...)
+	fromPod = append(fromPod, "\x88\x02\x03\xe8"...) // then the pod's Close 1000
+	pod := startFakePod(t, "127.0.0.2", func(pc *podConn) {
+		if !upgrade101(pc) {
+			return
+		}
+		got := make([]byte, len(clientClose))
+		if _, err := io.ReadFull(pc.br, got); err != nil {
+			return
+		}
+		_, _ = pc.c.Write(fromPod)
+		pc.drain() // the pod keeps its side open
+	})
+	g := startGateway(t, Options{}, testRoute("rooms", "/rooms", pod.backend("a")))
+	// Small socket buffers (the listener's are inherited by the sockets it
+	// accepts), so that the gateway holds most of the pod's bytes.
+	small := func(opt int) func(string, string, syscall.RawConn) error {
+		return func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, 4096) })
+		}
+	}
+	lc := net.ListenConfig{Control: small(syscall.SO_SNDBUF)}
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.srv.Serve(l) }()
+	d := net.Dialer{Control: small(syscall.SO_RCVBUF)}
+	c, err := d.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a := roundTrip(t, c, wsHead("/rooms/127.0.0.2"))
+	if a.resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %q, want 101", a.resp.Status)
+	}
+	_ = c.SetDeadline(time.Time{})
+	if _, err := c.Write(clientClose); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway reads the pod's frames and its Close, and holds what the
+	// client's full buffers do not take; then the client ends its stream.
+	time.Sleep(300 * time.Millisecond)
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(a.br)
+	if err != nil {
+		t.Errorf("reading up to the end of stream: %v", err)
+	}
+	if !bytes.Equal(got, fromPod) {
+		t.Errorf("the client got %d of the %d bytes the pod sent", len(got), len(fromPod))
+	}
 }

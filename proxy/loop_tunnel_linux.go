@@ -400,11 +400,11 @@ func (lt *loopTunnel) sourceEnded(from ws.Side) {
 // socket is closed now (after close_notify to a TLS client), as a
 // websocket server closes its connection once the handshake is over,
 // rather than half-closed until that side's own end of stream comes. It
-// reports false, changing nothing, while bytes for the other side are
-// held.
+// reports false, changing nothing, while bytes for either side are held:
+// a side that ended its stream may still be reading what it is owed.
 func (lt *loopTunnel) finish(from ws.Side) bool {
 	o := &lt.out[from]
-	if len(o.out) > 0 {
+	if len(o.out) > 0 || len(lt.out[from.Other()].out) > 0 {
 		return false
 	}
 	if from == ws.Pod && lt.tls != nil {
