@@ -68,6 +68,17 @@ func upgrade101(pc *podConn) bool {
 	return err == nil
 }
 
+// upgradeThenRead answers the pod's handshake 101, then reads want from
+// the client; false if either fails or other bytes come.
+func upgradeThenRead(pc *podConn, want []byte) bool {
+	if !upgrade101(pc) {
+		return false
+	}
+	got := make([]byte, len(want))
+	_, err := io.ReadFull(pc.br, got)
+	return err == nil && bytes.Equal(got, want)
+}
+
 // openRaw opens a tunnel to fake pod A of the fixture with a raw client,
 // over TLS for a TLS engine.
 func openRaw(t *testing.T, f *hostileFixture, e engine) *rawAnswer {
@@ -83,12 +94,20 @@ func openRaw(t *testing.T, f *hostileFixture, e engine) *rawAnswer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	a := roundTrip(t, c, wsHead("/rooms/127.0.0.2"))
+	a := upgradeRaw(t, c, "/rooms/127.0.0.2")
+	checkEngine(t, f.g, e)
+	return a
+}
+
+// upgradeRaw sends a websocket handshake for path on c and fails t
+// unless the answer is 101; c's deadline is cleared then.
+func upgradeRaw(t *testing.T, c net.Conn, path string) *rawAnswer {
+	t.Helper()
+	a := roundTrip(t, c, wsHead(path))
 	if a.resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("status %q, want 101", a.resp.Status)
 	}
 	_ = c.SetDeadline(time.Time{})
-	checkEngine(t, f.g, e)
 	return a
 }
 
@@ -437,15 +456,10 @@ func TestEndOfStreamAfterTheClosingHandshakeEndsTheTunnel(t *testing.T) {
 		clientClose := maskedFrame(8, "\x03\xe8")
 		const podClose = "\x88\x02\x03\xe8" // Close 1000, unmasked
 		f.podA.setScript(func(pc *podConn) {
-			if !upgrade101(pc) {
-				return
-			}
 			// The client's Close, the pod's answer, then the pod closes.
-			got := make([]byte, len(clientClose))
-			if _, err := io.ReadFull(pc.br, got); err != nil || !bytes.Equal(got, clientClose) {
-				return
+			if upgradeThenRead(pc, clientClose) {
+				_, _ = pc.c.Write([]byte(podClose))
 			}
-			_, _ = pc.c.Write([]byte(podClose))
 		})
 		a := openRaw(t, f, e)
 		if _, err := a.conn.Write(clientClose); err != nil {
@@ -474,15 +488,10 @@ func TestEndAfterTheClosingHandshakeDeliversWhatIsHeld(t *testing.T) {
 	fromPod := append([]byte{0x82, 126, byte(size >> 8), byte(size & 0xff)}, bytes.Repeat([]byte{'x'}, size)...)
 	fromPod = append(fromPod, "\x88\x02\x03\xe8"...) // then the pod's Close 1000
 	pod := startFakePod(t, "127.0.0.2", func(pc *podConn) {
-		if !upgrade101(pc) {
-			return
+		if upgradeThenRead(pc, clientClose) {
+			_, _ = pc.c.Write(fromPod)
+			pc.drain() // the pod keeps its side open
 		}
-		got := make([]byte, len(clientClose))
-		if _, err := io.ReadFull(pc.br, got); err != nil {
-			return
-		}
-		_, _ = pc.c.Write(fromPod)
-		pc.drain() // the pod keeps its side open
 	})
 	g := startGateway(t, Options{}, testRoute("rooms", "/rooms", pod.backend("a")))
 	// Small socket buffers (the listener's are inherited by the sockets it
@@ -504,11 +513,7 @@ func TestEndAfterTheClosingHandshakeDeliversWhatIsHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	a := roundTrip(t, c, wsHead("/rooms/127.0.0.2"))
-	if a.resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status %q, want 101", a.resp.Status)
-	}
-	_ = c.SetDeadline(time.Time{})
+	a := upgradeRaw(t, c, "/rooms/127.0.0.2")
 	if _, err := c.Write(clientClose); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -245,7 +244,7 @@ func (l *Loop) collect(msec int) int {
 		switch tok := ev.Fd; {
 		case tok == wakeToken:
 			var b [8]byte
-			_, _, _ = unix.RawSyscall(unix.SYS_READ, uintptr(l.wakefd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			_, _ = rawIO(unix.SYS_READ, l.wakefd, b[:], 0)
 		case isListenerToken(tok):
 			if ln := l.lns[listenerIndex(tok)]; ln != nil {
 				ln.accept(l)

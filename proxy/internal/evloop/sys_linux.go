@@ -43,7 +43,7 @@ func Write(fd int, p []byte) (int, syscall.Errno) {
 }
 
 // rawIO makes a recvfrom or sendto call (trap) on fd with p and flags,
-// and no address.
+// and no address; or a read or write, which take no flags.
 func rawIO(trap uintptr, fd int, p []byte, flags int) (int, syscall.Errno) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
