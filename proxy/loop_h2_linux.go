@@ -64,20 +64,33 @@ func (s *Server) serveH2(_ *http.Server, tc *tls.Conn, _ http.Handler) {
 	if !ok {
 		return
 	}
+	// The socket lives on through the duplicate.
+	_ = dc.TCPConn.Close()
+	remote := dc.RemoteAddr().String()
+	c := s.newH2Conn(l, tc, dc, fd, remote)
+	l.Post(c.begin)
+	<-c.done
+}
+
+// startH2 serves, from loop l's goroutine, a TLS connection on l whose
+// client chose h2; fd is its socket, outside the loop's set.
+func (s *Server) startH2(l *evloop.Loop, tc *tls.Conn, dc *detachConn, fd int, remote string) {
+	s.newH2Conn(l, tc, dc, fd, remote).begin()
+}
+
+// newH2Conn makes the HTTP/2 connection over tc, whose socket fd loop l
+// is to serve; it counts among the live ones until it ends.
+func (s *Server) newH2Conn(l *evloop.Loop, tc *tls.Conn, dc *detachConn, fd int, remote string) *h2Conn {
 	state := tc.ConnectionState()
 	c := &h2Conn{
 		s: s, loop: l, tls: tc, dc: dc, done: make(chan struct{}),
-		remote: dc.RemoteAddr().String(), state: &state,
+		remote: remote, state: &state,
 	}
 	c.sock = loopSocket{fd: fd, reg: evloop.NewRegistration(), side: ws.Client, on: c}
 	c.p = h2.NewConn(h2.Config{MaxHeaderListSize: uint32(s.opts.MaxHeaderBytes)}, c)
-	// The socket lives on through the duplicate.
-	_ = dc.TCPConn.Close()
 	dc.loop = c
 	s.h2live.add(c)
-	l.Post(c.begin)
-	<-c.done
-	s.h2live.remove(c)
+	return c
 }
 
 // h2Live is the HTTP/2 connections on loops, for Shutdown's GOAWAY.
@@ -351,6 +364,7 @@ func (c *h2Conn) end() {
 	c.sock.fd = -1
 	c.out.release()
 	c.loop.StopDeadline(&c.idle)
+	c.s.h2live.remove(c)
 	close(c.done)
 }
 

@@ -29,6 +29,7 @@ const (
 	hsLinger         // answered; reading the client's rest before closing
 	hsOver           // the tunnel opened, or a goroutine took over, or closed
 	hsProxy          // reading a trusted proxy's PROXY header
+	hsTLS            // the TLS handshake, on a goroutine of its own
 )
 
 // lingerTime is how long a connection answered 431 waits for the
@@ -44,6 +45,7 @@ type loopHandshake struct {
 	phase  int
 	remote string
 	peer   netip.AddrPort // the connection's own peer
+	client netip.AddrPort // the client: peer, or as a PROXY header says
 	// head holds a head that took more than one read: the client's, then
 	// the pod's answer.
 	head []byte
@@ -60,6 +62,9 @@ type loopHandshake struct {
 	// what of the request the pod has not taken yet.
 	clientPending []byte
 	out           []byte
+
+	// tls is the client's TLS connection, on a TLS listener.
+	tls *loopTLS
 }
 
 // ready acts on the events of one of the handshake's sockets.
@@ -72,6 +77,8 @@ func (hs *loopHandshake) ready(side ws.Side, ev evloop.Events) {
 			hs.readProxy()
 		case hs.phase == hsLinger && ev.Readable():
 			hs.linger()
+		case hs.phase == hsTLS:
+			hs.tls.signal()
 		}
 		// Otherwise, what the client sends waits for the tunnel.
 		return
@@ -139,10 +146,15 @@ func (hs *loopHandshake) readProxy() {
 			hs.drop()
 			return
 		}
+		hs.client = client
 		hs.remote = client.String()
 		hs.phase = hsHead
 		rest := hs.head[hn:]
 		hs.head = nil
+		if hs.tls != nil {
+			hs.beginTLS(rest)
+			return
+		}
 		if len(rest) == 0 {
 			continue
 		}
@@ -183,18 +195,36 @@ func (hs *loopHandshake) readHeadFrom(side ws.Side, limit int) (data []byte, end
 			return nil, 0, headTooLarge
 		}
 		want := min(room, len(buf))
-		n, e := evloop.Read(s.fd, buf[:want])
-		switch {
-		case e == unix.EINTR:
-			continue
-		case e == unix.EAGAIN:
-			s.readable = false
-			return nil, 0, headWaiting
-		case e != 0 || n == 0:
-			return nil, 0, headFailed
-		}
-		if n < want && !s.drain {
-			s.readable = false
+		var n int
+		if side == ws.Client && hs.tls != nil {
+			// A TLS read returns a record at most: a short one says
+			// nothing of what is left.
+			var err error
+			n, err = hs.tls.conn.Read(buf[:want])
+			switch {
+			case errors.Is(err, errWouldBlock):
+				s.readable = false
+				return nil, 0, headWaiting
+			case err != nil:
+				return nil, 0, headFailed
+			case n == 0:
+				continue
+			}
+		} else {
+			var e syscall.Errno
+			n, e = evloop.Read(s.fd, buf[:want])
+			switch {
+			case e == unix.EINTR:
+				continue
+			case e == unix.EAGAIN:
+				s.readable = false
+				return nil, 0, headWaiting
+			case e != 0 || n == 0:
+				return nil, 0, headFailed
+			}
+			if n < want && !s.drain {
+				s.readable = false
+			}
 		}
 		from := max(len(hs.head)-2, 0)
 		data = buf[:n]
@@ -231,6 +261,9 @@ func (hs *loopHandshake) gotHead(head, pending []byte) {
 		return
 	}
 	r.RemoteAddr = hs.remote
+	if hs.tls != nil {
+		r.TLS = hs.tls.state
+	}
 	hs.r = r
 	hs.head = nil
 	m, a := s.match(r)
@@ -299,7 +332,12 @@ func (hs *loopHandshake) reply(a *answer) {
 // whole; a client that does not read gets what fits.
 func (hs *loopHandshake) answerHead(a *answer, linger bool) {
 	c := &hs.p.sock[ws.Client]
-	_, _ = evloop.WriteAll(c.fd, a.head())
+	if hs.tls != nil {
+		_, _ = hs.tls.conn.Write(a.head())
+		_ = hs.tls.conn.CloseWrite()
+	} else {
+		_, _ = evloop.WriteAll(c.fd, a.head())
+	}
 	if !linger {
 		hs.drop()
 		return
@@ -405,6 +443,9 @@ func (hs *loopHandshake) expire() {
 	case hsHead, hsLinger, hsProxy:
 		// As net/http: a client too slow with its head gets no answer.
 		hs.drop()
+	case hsTLS:
+		// The handshake's goroutine reports back, then it is dropped.
+		hs.tls.expire()
 	case hsConnect:
 		if hs.p.sock[ws.Pod].fd < 0 {
 			// Waiting for a descriptor for the pod's socket.
@@ -426,6 +467,8 @@ func (hs *loopHandshake) shutDown() {
 	switch hs.phase {
 	case hsProxy:
 		hs.drop()
+	case hsTLS:
+		hs.tls.expire()
 	case hsHead:
 		// A head in part, or none yet: what the client still sends is
 		// read and dropped before the close (linger), not reset.
@@ -522,6 +565,10 @@ func (hs *loopHandshake) gotAnswer(answer []byte, end int) {
 	hs.phase = hsOver
 	t := s.newTunnel(r, hs.adm, hs.clientPending, podPending)
 	lt := &loopTunnel{t: t, p: hs.p}
+	if hs.tls != nil {
+		lt.tls = hs.tls.conn
+		hs.tls.dc.loop = &loopIO{lt: lt}
+	}
 	t.carry(lt)
 	if s.openTunnel(t) {
 		lt.onDone, lt.doneOnLoop = func() { s.tunnelDone(t) }, s.quietTunnels()
@@ -550,6 +597,21 @@ func (hs *loopHandshake) handOff(f func(client, pod net.Conn)) {
 	var client net.Conn
 	if err == nil {
 		client, err = hs.take(ws.Client)
+	}
+	if err == nil && hs.tls != nil {
+		// The TLS connection goes on over the client's socket in Go's
+		// poller.
+		tc, ok := client.(*net.TCPConn)
+		if !ok {
+			_ = client.Close()
+			if pod != nil {
+				_ = pod.Close()
+			}
+			hs.drop()
+			return
+		}
+		hs.tls.dc.TCPConn, hs.tls.dc.loop = tc, nil
+		client = hs.tls.conn
 	}
 	if err == nil {
 		hs.phase = hsOver

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"sync"
@@ -67,9 +68,13 @@ func deferAccept(l net.Listener) {
 // with nothing changed, when l cannot be served there (not TCP, no loops,
 // the tests' goroutine engine). On success l's own descriptor is closed:
 // the socket lives on in the loops.
-func (s *Server) serveOnLoops(l net.Listener) (ok bool, err error) {
+//
+// With cfg, the connections are TLS: served on the loops only when their
+// HTTP/2 would be too (Server.h2OnLoops: the default dialer, tunnels on
+// loops).
+func (s *Server) serveOnLoops(l net.Listener, cfg *tls.Config) (ok bool, err error) {
 	tl, isTCP := l.(*net.TCPListener)
-	if !isTCP || s.opts.goroutineTunnels {
+	if !isTCP || s.opts.goroutineTunnels || (cfg != nil && !s.h2OnLoops()) {
 		return false, nil
 	}
 	loops := evloop.Loops()
@@ -105,7 +110,11 @@ func (s *Server) serveOnLoops(l net.Listener) (ok bool, err error) {
 			ls.heads[i] = map[*loopHandshake]struct{}{}
 		}
 	}
-	ln := evloop.Listen(fd, s.opts.acceptBatch, s.accepted, s.acceptBackoff)
+	accepted := s.accepted
+	if cfg != nil {
+		accepted = func(l *evloop.Loop, fd int, peer netip.AddrPort) { s.acceptedTLS(l, fd, peer, cfg) }
+	}
+	ln := evloop.Listen(fd, s.opts.acceptBatch, accepted, s.acceptBackoff)
 	ls.lns = append(ls.lns, ln)
 	ls.mu.Unlock()
 	// Go's descriptor leaves its poller, which would otherwise wake for
@@ -154,14 +163,7 @@ func (s *Server) stopLoopListeners() {
 
 // accepted takes a connection accepted on loop l.
 func (s *Server) accepted(l *evloop.Loop, fd int, peer netip.AddrPort) {
-	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	hs := &loopHandshake{s: s, p: newLoopPair(l, fd, -1), remote: peer.String(), peer: peer}
-	if s.opts.ProxyProtocol && s.trustedProxy(peer.Addr()) {
-		hs.phase = hsProxy
-	}
-	s.loops.heads[l.ID()][hs] = struct{}{}
-	hs.deadline.Calls(hs.expire)
-	hs.setDue(time.Now().Add(s.opts.ReadHeaderTimeout))
+	hs := s.newLoopHandshake(l, fd, peer)
 	// The listening socket defers accepting until the first bytes are in
 	// (TCP_DEFER_ACCEPT): they are read before the socket joins the
 	// loop's set, which would otherwise report them on a wake-up of its
@@ -177,6 +179,45 @@ func (s *Server) accepted(l *evloop.Loop, fd int, peer netip.AddrPort) {
 		return
 	}
 	if err := hs.p.register(ws.Client, hs); err != nil {
+		hs.drop()
+	}
+}
+
+// newLoopHandshake begins the handshake of a connection accepted on l.
+func (s *Server) newLoopHandshake(l *evloop.Loop, fd int, peer netip.AddrPort) *loopHandshake {
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	hs := &loopHandshake{s: s, p: newLoopPair(l, fd, -1), remote: peer.String(), peer: peer, client: peer}
+	if s.opts.ProxyProtocol && s.trustedProxy(peer.Addr()) {
+		hs.phase = hsProxy
+	}
+	s.loops.heads[l.ID()][hs] = struct{}{}
+	hs.deadline.Calls(hs.expire)
+	hs.setDue(time.Now().Add(s.opts.ReadHeaderTimeout))
+	return hs
+}
+
+// acceptedTLS takes a TLS connection accepted on loop l: its handshake
+// begins at once (after a trusted proxy's PROXY header), on a goroutine
+// that reads what the socket has and then waits for the loop's word.
+func (s *Server) acceptedTLS(l *evloop.Loop, fd int, peer netip.AddrPort, cfg *tls.Config) {
+	hs := s.newLoopHandshake(l, fd, peer)
+	hs.tls = &loopTLS{config: cfg}
+	if hs.phase == hsProxy {
+		hs.p.sock[ws.Client].readable = true
+		hs.readProxy()
+	} else {
+		hs.beginTLS(nil)
+	}
+	if hs.phase == hsOver {
+		return
+	}
+	// Registered after the handshake began: what arrived before is
+	// reported at once, what arrives later raises an edge.
+	if err := hs.p.register(ws.Client, hs); err != nil {
+		if hs.phase == hsTLS {
+			hs.tls.expire()
+			return
+		}
 		hs.drop()
 	}
 }

@@ -24,7 +24,7 @@ func carryOnLoop(*tunnel, net.Conn, net.Conn, func(), bool) bool { return false 
 func deferAccept(net.Listener) {}
 
 // serveOnLoops returns false.
-func (*Server) serveOnLoops(net.Listener) (bool, error) { return false, nil }
+func (*Server) serveOnLoops(net.Listener, *tls.Config) (bool, error) { return false, nil }
 
 func (*Server) stopLoopListeners() {}
 

@@ -183,7 +183,7 @@ func (lt *loopTunnel) begin(head []byte) {
 	t, st, l := lt.t, lt.t.st, lt.p.loop
 	lt.started = true
 	t.begin()
-	if len(head) > 0 && !lt.sendRaw(ws.Pod, head) {
+	if len(head) > 0 && !lt.send(ws.Pod, head) {
 		return
 	}
 	for _, side := range [2]ws.Side{ws.Client, ws.Pod} {

@@ -138,7 +138,7 @@ const AcceptDeferral = time.Second
 // bytes are in (TCP_DEFER_ACCEPT), or after about AcceptDeferral.
 func (s *Server) Serve(l net.Listener) error {
 	deferAccept(l)
-	if ok, err := s.serveOnLoops(l); ok {
+	if ok, err := s.serveOnLoops(l, nil); ok {
 		return err
 	}
 	return s.serveHTTP(s.proxied(l))
@@ -173,6 +173,9 @@ func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
 		cfg.NextProtos = protos
 	}
 	deferAccept(l)
+	if ok, err := s.serveOnLoops(l, cfg); ok {
+		return err
+	}
 	return s.serveHTTP(tls.NewListener(wrapForLoop(s.proxied(l)), cfg))
 }
 
