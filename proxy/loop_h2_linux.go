@@ -215,8 +215,11 @@ func (c *h2Conn) ready(_ ws.Side, ev evloop.Events) {
 func (c *h2Conn) pump() {
 	buf := c.loop.Buf()
 	for !c.ended && c.sock.readable {
+		// The last bytes may come with the end of stream (a close_notify
+		// in the same segment): they go on first, and the next read ends
+		// again.
 		n, err := c.tls.Read(buf)
-		if err != nil {
+		if err != nil && n == 0 {
 			switch {
 			case errors.Is(err, unix.EAGAIN) || errors.Is(err, errWouldBlock):
 				c.sock.readable = false

@@ -199,15 +199,18 @@ func (hs *loopHandshake) readHeadFrom(side ws.Side, limit int) (data []byte, end
 		if side == ws.Client && hs.tls != nil {
 			// A TLS read returns a record at most: a short one says
 			// nothing of what is left.
+			// Bytes that come with the end of stream (a close_notify in
+			// the same segment) count: the next read ends again.
 			var err error
 			n, err = hs.tls.conn.Read(buf[:want])
 			switch {
+			case n > 0:
 			case errors.Is(err, errWouldBlock):
 				s.readable = false
 				return nil, 0, headWaiting
 			case err != nil:
 				return nil, 0, headFailed
-			case n == 0:
+			default:
 				continue
 			}
 		} else {
@@ -646,18 +649,24 @@ func (hs *loopHandshake) take(side ws.Side) (net.Conn, error) {
 	// The descriptor is duplicated below: closing this one would leave
 	// the socket in the loop's set.
 	hs.p.loop.Detach(s.fd, &s.reg)
-	// net.FileConn duplicates the descriptor it is given: duplicating it
-	// first keeps the socket if there is no descriptor to spare.
+	// net.FileConn duplicates the descriptor of the file it is given,
+	// and closing the file closes that: the file is a duplicate, and the
+	// loop's descriptor is closed only once the connection is made, so
+	// that an answer for lack of descriptors still reaches this socket
+	// (and not another that took its number).
 	nfd, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
-	_ = evloop.Close(s.fd)
-	s.fd = -1
 	f := os.NewFile(uintptr(nfd), "")
 	c, err := net.FileConn(f)
 	_ = f.Close()
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	_ = evloop.Close(s.fd)
+	s.fd = -1
+	return c, nil
 }
 
 // drop closes the handshake's sockets, without an answer if none was

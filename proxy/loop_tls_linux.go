@@ -210,7 +210,9 @@ type loopTLS struct {
 	dc    *detachConn
 	state *tls.ConnectionState
 
-	fd int
+	// sock is the client's socket on the loop (its descriptor is -1 once
+	// closed or handed over).
+	sock *loopSocket
 	// prefix is what came after a PROXY header in the same reads: the
 	// beginning of the TLS stream.
 	prefix      []byte
@@ -235,7 +237,7 @@ func (a *loopTLS) read(p []byte) (int, error) {
 		return n, nil
 	}
 	for {
-		n, err := readTLSBytes(a.fd, p)
+		n, err := readTLSBytes(a.sock.fd, p)
 		if a.sniff != nil && len(a.sniff) < sniffLen {
 			a.sniff = append(a.sniff, p[:min(n, sniffLen-len(a.sniff))]...)
 		}
@@ -252,7 +254,7 @@ func (a *loopTLS) read(p []byte) (int, error) {
 func (a *loopTLS) write(p []byte) (int, error) {
 	written := 0
 	for {
-		n, err := evloop.WriteAll(a.fd, p[written:])
+		n, err := evloop.WriteAll(a.sock.fd, p[written:])
 		written += n
 		if err != nil || written == len(p) {
 			return written, err
@@ -274,7 +276,7 @@ func (a *loopTLS) waitWritable() error {
 		if left <= 0 || a.expired.Load() {
 			return os.ErrDeadlineExceeded
 		}
-		fds := []unix.PollFd{{Fd: int32(a.fd), Events: unix.POLLOUT}}
+		fds := []unix.PollFd{{Fd: int32(a.sock.fd), Events: unix.POLLOUT}}
 		n, err := unix.Poll(fds, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
 		switch {
 		case err == unix.EINTR || n == 0:
@@ -307,7 +309,7 @@ func (a *loopTLS) expire() {
 // net/http bounds it, and then the request head.
 func (hs *loopHandshake) beginTLS(prefix []byte) {
 	c, a := &hs.p.sock[ws.Client], hs.tls
-	a.fd, a.onGoroutine, a.wake = c.fd, true, make(chan struct{}, 1)
+	a.sock, a.onGoroutine, a.wake = c, true, make(chan struct{}, 1)
 	a.due = time.Now().Add(hs.s.opts.ReadHeaderTimeout)
 	hs.setDue(a.due)
 	if len(prefix) > 0 {
@@ -341,6 +343,10 @@ func (hs *loopHandshake) handshook(err error) {
 		if err != nil {
 			hs.s.opts.Log.V(1).Info("TLS handshake failed", "client", hs.remote, "err", err.Error())
 		}
+		if re, ok := errors.AsType[tls.RecordHeaderError](err); ok && looksLikeHTTP(re.RecordHeader) {
+			// As net/http answers a plain request on its TLS port.
+			_, _ = evloop.WriteAll(a.sock.fd, []byte("HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"))
+		}
 		hs.drop()
 	case len(a.prefix) > 0:
 		// Bytes with the PROXY header that the handshake did not take:
@@ -371,4 +377,14 @@ func (hs *loopHandshake) toH2() {
 	fd := c.fd
 	c.fd = -1
 	s.startH2(l, hs.tls.conn, hs.tls.dc, fd, hs.remote)
+}
+
+// looksLikeHTTP reports whether the first five bytes of what came on a
+// TLS listener are a plain HTTP request's, as net/http tells them.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }

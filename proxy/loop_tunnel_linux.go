@@ -264,7 +264,10 @@ func (lt *loopTunnel) pump(from ws.Side) {
 				err = e
 			}
 		}
-		if err != nil {
+		// A TLS read may return the last bytes with the end of stream (a
+		// close_notify in the same segment): they go on first, and the
+		// next read ends again.
+		if err != nil && n == 0 {
 			switch {
 			case errors.Is(err, unix.EAGAIN) || errors.Is(err, errWouldBlock):
 				s.readable = false
