@@ -30,6 +30,7 @@ const (
 	hsOver           // the tunnel opened, or a goroutine took over, or closed
 	hsProxy          // reading a trusted proxy's PROXY header
 	hsTLS            // the TLS handshake, on a goroutine of its own
+	hsAdmit          // the route's identity check, on a goroutine of its own
 )
 
 // lingerTime is how long a connection answered 431 waits for the
@@ -274,32 +275,35 @@ func (hs *loopHandshake) gotHead(head, pending []byte) {
 		hs.reply(a)
 		return
 	}
+	if len(pending) > 0 {
+		hs.clientPending = append([]byte(nil), pending...)
+	}
 	if m.route.Auth != nil {
 		// Checking who is asking may wait for the route's keys, and
-		// forward auth asks a service: not on the loop.
-		if len(pending) > 0 {
-			pending = append([]byte(nil), pending...)
-		}
-		hs.handOff(func(client, _ net.Conn) {
-			c := hs.connClient(client, pending)
+		// forward auth asks a service: on a goroutine, while the sockets
+		// stay on the loop.
+		hs.p.loop.StopDeadline(&hs.deadline)
+		hs.phase = hsAdmit
+		l := hs.p.loop
+		go func() {
 			adm, a := s.admitMatched(r, m)
-			if a != nil {
-				s.reply(c, r, a)
-				return
-			}
-			s.dialPod(c, r, adm)
-		})
+			l.Post(func() { hs.admitted(adm, a) })
+		}()
 		return
 	}
 	adm, a := s.admitMatched(r, m)
+	hs.admitted(adm, a)
+}
+
+// admitted goes on with the handshake once it is decided: refused, or
+// on to the pod.
+func (hs *loopHandshake) admitted(adm admitted, a *answer) {
+	s, r := hs.s, hs.r
 	if a != nil {
 		hs.reply(a)
 		return
 	}
 	hs.adm = adm
-	if len(pending) > 0 {
-		hs.clientPending = append([]byte(nil), pending...)
-	}
 	if !s.loopDial {
 		pending := hs.clientPending
 		hs.handOff(func(client, _ net.Conn) {

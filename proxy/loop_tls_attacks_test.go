@@ -9,14 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/proxy/internal/evloop"
+	ws "github.com/wsgate/wsgate/proxy/internal/wstunnel"
 )
 
 // coalescer holds what is written to it until the next Read or Flush,
@@ -182,143 +183,6 @@ func TestTLSFrameThenCloseNotifyInOneSegment(t *testing.T) {
 	})
 }
 
-// TestTLSHandOffFailureWritesToNoOtherDescriptor: on a route with auth
-// the loop hands the TLS client to a goroutine (handOff), which takes
-// descriptors; when there are none to spare, the client is answered 503
-// on its own socket, never through a descriptor number another socket
-// has taken meanwhile. Here that other is a thread that takes the
-// client's number X the moment it is free (fcntl F_DUPFD, X) as a
-// duplicate of a victim socket; the descriptor limit keeps every other
-// number taken.
-func TestTLSHandOffFailureWritesToNoOtherDescriptor(t *testing.T) {
-	f := newAuthFixture(t)
-	addr := serveTLS(t, f.g)
-	var orig unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &orig); err != nil {
-		t.Fatal(err)
-	}
-	restore := func() { _ = unix.Setrlimit(unix.RLIMIT_NOFILE, &orig) }
-	t.Cleanup(restore)
-	set := 0
-	for attempt := range 300 {
-		ok, hit, got := handOffRaceOnce(t, addr, &orig)
-		restore()
-		if ok {
-			set++
-		}
-		if hit {
-			t.Fatalf("attempt %d: the victim socket received %d bytes the gateway meant for a TLS client: % x", attempt, len(got), got)
-		}
-	}
-	// A descriptor freed late (a listener's, a test's before) can leave
-	// no free number below the client's: such an attempt is not set up.
-	if set < 200 {
-		t.Fatalf("only %d of 300 attempts were set up", set)
-	}
-}
-
-// handOffRaceOnce makes one attempt; ok reports that it was set up (a
-// free number below the client's), hit that the victim got bytes.
-func handOffRaceOnce(t *testing.T, addr string, orig *unix.Rlimit) (ok, hit bool, got []byte) {
-	// A number below the client's, freed later for take's own duplicate.
-	pad, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "ws.example.com", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}) //nolint:gosec // test cert
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	// The gateway's descriptor for this client.
-	local := c.LocalAddr().(*net.TCPAddr)
-	x := -1
-	for deadline := time.Now().Add(time.Second); x < 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		for fd := 3; fd < 4096; fd++ {
-			sa, err := unix.Getpeername(fd)
-			if err != nil {
-				continue
-			}
-			if in, ok := sa.(*unix.SockaddrInet4); ok && in.Port == local.Port {
-				x = fd
-				break
-			}
-		}
-	}
-	if x < 0 {
-		t.Fatal("the gateway's descriptor for the client was not found")
-	}
-	// A victim: a socket pair whose one end a thread duplicates onto x.
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(pair[0])
-	defer unix.Close(pair[1])
-	// Every number below x taken but one.
-	var fillers []int
-	defer func() {
-		for _, fd := range fillers {
-			_ = unix.Close(fd)
-		}
-	}()
-	for range 8192 {
-		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fd > x {
-			_ = unix.Close(fd)
-			break
-		}
-		fillers = append(fillers, fd)
-	}
-	if pad > x {
-		_ = unix.Close(pad)
-		return false, false, nil
-	}
-	_ = unix.Close(pad)
-	lim := *orig
-	lim.Cur = uint64(x + 1)
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	var stop atomic.Bool
-	took := make(chan int, 1)
-	ready := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		close(ready)
-		for !stop.Load() {
-			if nfd, err := unix.FcntlInt(uintptr(pair[0]), unix.F_DUPFD_CLOEXEC, x); err == nil {
-				took <- nfd
-				return
-			}
-		}
-		took <- -1
-	}()
-	<-ready
-	_, _ = c.Write([]byte(wsHead("/me/127.0.0.2/x")))
-	var b [512]byte
-	_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	_, _ = c.Read(b[:])
-	time.Sleep(20 * time.Millisecond)
-	stop.Store(true)
-	nfd := <-took
-	if nfd >= 0 {
-		defer unix.Close(nfd)
-	}
-	// What reached the victim.
-	_ = unix.SetNonblock(pair[1], true)
-	n, _ := unix.Read(pair[1], b[:])
-	if n > 0 {
-		return true, true, append([]byte(nil), b[:n]...)
-	}
-	return true, false, nil
-}
-
 // TestTLSBytesAroundTheHead: records after the head (in the head's own
 // record, or coalesced with it and the client's Finished), and the pod's
 // bytes right after its 101, all arrive.
@@ -392,4 +256,98 @@ func TestTLSPlainHTTPToTLSPort(t *testing.T) {
 		}
 		f.checkNoDial(t, before)
 	})
+}
+
+// TestTakeKeepsTheSocketWithoutADescriptorToSpare: moving a socket off
+// the loop (handOff) takes two descriptors for a moment; when the second
+// is not to be had, the loop's descriptor still names the socket, so
+// that the answer for lack of descriptors reaches its client and no
+// socket that took the number meanwhile.
+func TestTakeKeepsTheSocketWithoutADescriptorToSpare(t *testing.T) {
+	l := evloop.Pick()
+	if l == nil {
+		t.Skip("no event loops")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, ok := evloop.Dup(server.(*net.TCPConn))
+	_ = server.Close()
+	if !ok {
+		t.Fatal("dup")
+	}
+	hs := &loopHandshake{p: newLoopPair(l, fd, -1)}
+	defer func() {
+		if fd := hs.p.sock[ws.Client].fd; fd >= 0 {
+			_ = unix.Close(fd)
+		}
+	}()
+
+	var orig unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &orig); err != nil {
+		t.Fatal(err)
+	}
+	// Every descriptor number below the limit taken but one.
+	lim := orig
+	lim.Cur = uint64(fd) + 64
+	var fillers []int
+	release := func() {
+		for _, f := range fillers {
+			_ = unix.Close(f)
+		}
+		fillers = nil
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &orig)
+	}
+	defer release()
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			break
+		}
+		fillers = append(fillers, f)
+	}
+	_ = unix.Close(fillers[len(fillers)-1])
+	fillers = fillers[:len(fillers)-1]
+
+	done := make(chan error, 1)
+	l.Post(func() {
+		c, err := hs.take(ws.Client)
+		if c != nil {
+			_ = c.Close()
+		}
+		done <- err
+	})
+	err = <-done
+	release()
+	if err == nil {
+		t.Fatal("the socket was taken with one descriptor to spare: the loop's descriptor was closed before the connection was made (or the test did not run out)")
+	}
+	// The loop's descriptor is the socket still: what is written to it
+	// reaches the client.
+	s := &hs.p.sock[ws.Client]
+	if s.fd < 0 {
+		t.Fatalf("take failed (%v) and left no descriptor for the socket", err)
+	}
+	if _, err := unix.Write(s.fd, []byte("503")); err != nil {
+		t.Fatalf("writing to the socket after take failed: %v", err)
+	}
+	_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "503" {
+		t.Fatalf("the client got %q, %v", got, err)
+	}
 }
