@@ -70,23 +70,29 @@ func forEachTLSEngine(t *testing.T, test func(t *testing.T, e engine)) {
 	}
 }
 
-func coalescedTLS(t *testing.T, addr string) (*tls.Conn, *coalescer) {
-	return coalescedTLSv(t, addr, tls.VersionTLS12)
+// coalescedTLS serves TLS on f's gateway and makes a TLS 1.2 client's
+// handshake to it over a coalescer: its Finished is held for the next
+// write. TLS 1.2: in TLS 1.3 an alert travels as application data, and
+// crypto/tls cannot see it coming behind the last bytes.
+func coalescedTLS(t *testing.T, f *hostileFixture) (*tls.Conn, *coalescer) {
+	return coalescedTLSv(t, f, tls.VersionTLS12)
 }
 
-// coalescedTLSv: a TLS 1.2 client (max), by default: in TLS 1.3 an alert
-// travels as application data, and crypto/tls cannot see it coming.
-func coalescedTLSv(t *testing.T, addr string, maxVersion uint16) (*tls.Conn, *coalescer) {
+// coalescedTLSv is coalescedTLS with maxVersion.
+func coalescedTLSv(t *testing.T, f *hostileFixture, maxVersion uint16) (*tls.Conn, *coalescer) {
 	t.Helper()
-	raw, err := net.Dial("tcp", addr)
+	raw, err := net.Dial("tcp", serveTLS(t, f.g))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = raw.Close() })
 	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
 	co := &coalescer{Conn: raw}
-	c := tls.Client(co, &tls.Config{ServerName: "ws.example.com", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}, MaxVersion: maxVersion}) //nolint:gosec // test cert
+	c := tls.Client(co, &tls.Config{ServerName: "ws.example.com", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}, MaxVersion: maxVersion}) //nolint:gosec // a self-signed test certificate
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
 	return c, co
 }
 
@@ -95,11 +101,7 @@ func coalescedTLSv(t *testing.T, addr string, maxVersion uint16) (*tls.Conn, *co
 func TestTLSHeadWithFinishedInOneSegment(t *testing.T) {
 	forEachTLSEngine(t, func(t *testing.T, e engine) {
 		f := newHostileFixture(t, e.opts)
-		addr := serveTLS(t, f.g)
-		c, _ := coalescedTLS(t, addr)
-		if err := c.Handshake(); err != nil {
-			t.Fatal(err)
-		}
+		c, _ := coalescedTLS(t, f)
 		a := roundTrip(t, c, wsHead("/rooms/127.0.0.2"))
 		if a.resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("status %d", a.resp.StatusCode)
@@ -112,11 +114,7 @@ func TestTLSHeadWithFinishedInOneSegment(t *testing.T) {
 func TestTLSHeadThenCloseNotifyInOneSegment(t *testing.T) {
 	forEachTLSEngine(t, func(t *testing.T, e engine) {
 		f := newHostileFixture(t, e.opts)
-		addr := serveTLS(t, f.g)
-		c, co := coalescedTLS(t, addr)
-		if err := c.Handshake(); err != nil {
-			t.Fatal(err)
-		}
+		c, co := coalescedTLS(t, f)
 		_ = co.Flush()
 		time.Sleep(50 * time.Millisecond)
 		_, _ = c.Write([]byte(wsHead("/rooms/127.0.0.2")))
@@ -152,11 +150,7 @@ func TestTLSFrameThenCloseNotifyInOneSegment(t *testing.T) {
 			}
 			got <- after
 		})
-		addr := serveTLS(t, f.g)
-		c, co := coalescedTLS(t, addr)
-		if err := c.Handshake(); err != nil {
-			t.Fatal(err)
-		}
+		c, co := coalescedTLS(t, f)
 		a := roundTrip(t, c, wsHead("/rooms/127.0.0.2"))
 		if a.resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("status %d", a.resp.StatusCode)
@@ -206,11 +200,7 @@ func TestTLSBytesAroundTheHead(t *testing.T) {
 					n, _ := io.ReadAtLeast(pc.br, b, 16)
 					got <- b[:n]
 				})
-				addr := serveTLS(t, f.g)
-				c, co := coalescedTLSv(t, addr, v)
-				if err := c.Handshake(); err != nil {
-					t.Fatal(err)
-				}
+				c, co := coalescedTLSv(t, f, v)
 				frame := maskedFrame(0x1, "pipelined!")
 				if sameRecord {
 					_, _ = c.Write(append([]byte(wsHead("/rooms/127.0.0.2")), frame...))
