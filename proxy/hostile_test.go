@@ -1100,39 +1100,48 @@ func TestFailingPods(t *testing.T) {
 // Bytes around the handshake, slow clients, half-close.
 
 func TestBytesAroundTheHandshakeAreNotLost(t *testing.T) {
-	f := newHostileFixture(t, Options{})
-	fromPod := "\x81\x05hello\x82\x03\x00\x01\x02"
-	f.podA.setScript(podAnswers(ok101 + fromPod)) // the frames in the same write as the 101
-	before := f.podA.accepted()
-	fromClient := string(maskedFrame(1, "ping")) + string(maskedFrame(2, "\x00\xff"))
+	f := newAuthFixture(t)
+	alice := f.good.sign(t, claimsFor("alice", nil), nil, false)
+	for _, tc := range []struct{ name, head string }{
+		{"open route", wsHead("/rooms/127.0.0.2")},
+		// The identity is checked off the loop: the bytes wait meanwhile.
+		{"route with tokens", wsHead("/me/127.0.0.2/x", "Authorization: Bearer "+alice)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fromPod := "\x81\x05hello\x82\x03\x00\x01\x02"
+			f.podA.setScript(podAnswers(ok101 + fromPod)) // the frames in the same write as the 101
+			before := f.podA.accepted()
+			fromClient := string(maskedFrame(1, "ping")) + string(maskedFrame(2, "\x00\xff"))
 
-	c, err := net.Dial("tcp", f.g.addr)
-	if err != nil {
-		t.Fatal(err)
+			c, err := net.Dial("tcp", f.g.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			a := roundTrip(t, c, tc.head+fromClient) // the frames in the same write as the head
+			if a.resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %q, want 101", a.resp.Status)
+			}
+			got := make([]byte, len(fromPod))
+			if _, err := io.ReadFull(a.br, got); err != nil || string(got) != fromPod {
+				t.Errorf("the client got %q (%v), want the pod's frames %q", got, err, fromPod)
+			}
+			pc := f.podA.conn(before)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				_, _, after, _ := pc.recorded()
+				if string(after) == fromClient {
+					break
+				}
+				if len(after) > len(fromClient) || time.Now().After(deadline) {
+					t.Fatalf("the pod got %q, want the client's frames %q", after, fromClient)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			_ = c.Close()
+			pc.wait(t)
+		})
 	}
-	defer c.Close()
-	a := roundTrip(t, c, wsHead("/rooms/127.0.0.2")+fromClient) // the frames in the same write as the head
-	if a.resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status %q, want 101", a.resp.Status)
-	}
-	got := make([]byte, len(fromPod))
-	if _, err := io.ReadFull(a.br, got); err != nil || string(got) != fromPod {
-		t.Errorf("the client got %q (%v), want the pod's frames %q", got, err, fromPod)
-	}
-	pc := f.podA.conn(before)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, _, after, _ := pc.recorded()
-		if string(after) == fromClient {
-			break
-		}
-		if len(after) > len(fromClient) || time.Now().After(deadline) {
-			t.Fatalf("the pod got %q, want the client's frames %q", after, fromClient)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	_ = c.Close()
-	pc.wait(t)
 }
 
 func TestSlowClientsAreCut(t *testing.T) {
