@@ -72,14 +72,9 @@ func (s *Server) serveH2(_ *http.Server, tc *tls.Conn, _ http.Handler) {
 	<-c.done
 }
 
-// startH2 serves, from loop l's goroutine, a TLS connection on l whose
-// client chose h2; fd is its socket, outside the loop's set.
-func (s *Server) startH2(l *evloop.Loop, tc *tls.Conn, dc *detachConn, fd int, remote string) {
-	s.newH2Conn(l, tc, dc, fd, remote).begin()
-}
-
-// newH2Conn makes the HTTP/2 connection over tc, whose socket fd loop l
-// is to serve; it counts among the live ones until it ends.
+// newH2Conn makes the HTTP/2 connection over tc, whose socket fd (outside
+// its set) loop l is to serve from begin; it counts among the live ones
+// until it ends.
 func (s *Server) newH2Conn(l *evloop.Loop, tc *tls.Conn, dc *detachConn, fd int, remote string) *h2Conn {
 	state := tc.ConnectionState()
 	c := &h2Conn{
@@ -215,11 +210,8 @@ func (c *h2Conn) ready(_ ws.Side, ev evloop.Events) {
 func (c *h2Conn) pump() {
 	buf := c.loop.Buf()
 	for !c.ended && c.sock.readable {
-		// The last bytes may come with the end of stream (a close_notify
-		// in the same segment): they go on first, and the next read ends
-		// again.
-		n, err := c.tls.Read(buf)
-		if err != nil && n == 0 {
+		n, err := readTLS(c.tls, buf)
+		if err != nil {
 			switch {
 			case errors.Is(err, unix.EAGAIN) || errors.Is(err, errWouldBlock):
 				c.sock.readable = false

@@ -200,18 +200,15 @@ func (hs *loopHandshake) readHeadFrom(side ws.Side, limit int) (data []byte, end
 		if side == ws.Client && hs.tls != nil {
 			// A TLS read returns a record at most: a short one says
 			// nothing of what is left.
-			// Bytes that come with the end of stream (a close_notify in
-			// the same segment) count: the next read ends again.
 			var err error
-			n, err = hs.tls.conn.Read(buf[:want])
+			n, err = readTLS(hs.tls.conn, buf[:want])
 			switch {
-			case n > 0:
 			case errors.Is(err, errWouldBlock):
 				s.readable = false
 				return nil, 0, headWaiting
 			case err != nil:
 				return nil, 0, headFailed
-			default:
+			case n == 0:
 				continue
 			}
 		} else {

@@ -146,6 +146,18 @@ type loopIO struct{ lt *loopTunnel }
 
 func (a *loopIO) read(p []byte) (int, error) { return readTLSBytes(a.lt.p.sock[ws.Client].fd, p) }
 
+// readTLS reads what c has decrypted. The last bytes of a stream may come
+// with its end (a close_notify in the same segment, on TLS 1.2): they are
+// returned alone, and the next read reports the end, which crypto/tls
+// keeps.
+func readTLS(c *tls.Conn, p []byte) (int, error) {
+	n, err := c.Read(p)
+	if n > 0 {
+		return n, nil
+	}
+	return 0, err
+}
+
 // readTLSBytes reads a TLS connection's bytes from fd for crypto/tls: an
 // empty socket is errWouldBlock, its end io.EOF.
 func readTLSBytes(fd int, p []byte) (int, error) {
@@ -334,7 +346,6 @@ func (hs *loopHandshake) handshook(err error) {
 	a := hs.tls
 	a.onGoroutine = false
 	switch {
-	case hs.phase != hsTLS:
 	case err != nil || a.expired.Load():
 		if yes, _ := proxySignature(a.sniff); yes {
 			// As net/http's transport counts it (proxiedConn).
@@ -376,7 +387,7 @@ func (hs *loopHandshake) toH2() {
 	l.Detach(c.fd, &c.reg)
 	fd := c.fd
 	c.fd = -1
-	s.startH2(l, hs.tls.conn, hs.tls.dc, fd, hs.remote)
+	s.newH2Conn(l, hs.tls.conn, hs.tls.dc, fd, hs.remote).begin()
 }
 
 // looksLikeHTTP reports whether the first five bytes of what came on a

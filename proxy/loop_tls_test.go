@@ -32,6 +32,19 @@ func serveTLSWith(t *testing.T, f *hostileFixture, lc net.ListenConfig, cert tls
 	return l.Addr().String()
 }
 
+// dialer returns a function that connects to addr with d, closing each
+// connection at the end of the test.
+func dialer(t *testing.T, d net.Dialer, addr string) func() net.Conn {
+	return func() net.Conn {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+}
+
 // clientHello is the first flight of a TLS client for ws.example.com, as
 // crypto/tls writes it.
 func clientHello(t *testing.T) []byte {
@@ -97,15 +110,7 @@ func TestTLSHandshakesOnTheLoopsAreCutAndLeaveNothing(t *testing.T) {
 	// tell "served at once" from "served after the stalls".
 	const rht = 2 * time.Second
 	f := newHostileFixture(t, Options{ReadHeaderTimeout: rht})
-	addr := serveTLSWith(t, f, net.ListenConfig{}, selfSigned(t, "ws.example.com"))
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
+	dial := dialer(t, net.Dialer{}, serveTLSWith(t, f, net.ListenConfig{}, selfSigned(t, "ws.example.com")))
 	if got := tlsWebsocket(t, dial()); got != http.StatusSwitchingProtocols {
 		t.Fatalf("a TLS websocket: %d, want 101", got)
 	}
@@ -193,15 +198,7 @@ func TestTLSHandshakeFlightWaitsForASlowReader(t *testing.T) {
 	}
 	// The accepted sockets inherit the listening socket's send buffer.
 	addr := serveTLSWith(t, f, net.ListenConfig{Control: small(syscall.SO_SNDBUF)}, cert)
-	dialer := net.Dialer{Control: small(syscall.SO_RCVBUF)}
-	dial := func() net.Conn {
-		c, err := dialer.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
+	dial := dialer(t, net.Dialer{Control: small(syscall.SO_RCVBUF)}, addr)
 	base := steadyProxyGoroutines(t)
 
 	// A client that reads its flight only after a while.

@@ -257,17 +257,14 @@ func (lt *loopTunnel) pump(from ws.Side) {
 		var n int
 		var err error
 		if tc != nil {
-			n, err = tc.Read(buf)
+			n, err = readTLS(tc, buf)
 		} else {
 			var e syscall.Errno
 			if n, e = evloop.Read(s.fd, buf); e != 0 {
 				err = e
 			}
 		}
-		// A TLS read may return the last bytes with the end of stream (a
-		// close_notify in the same segment): they go on first, and the
-		// next read ends again.
-		if err != nil && n == 0 {
+		if err != nil {
 			switch {
 			case errors.Is(err, unix.EAGAIN) || errors.Is(err, errWouldBlock):
 				s.readable = false
